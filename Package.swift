@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// liburing.h defines _GNU_SOURCE; Glibc's module is built without it, so every Swift
+// target that sees CSpindle must be compiled with it too (see README, "Build notes").
+let gnuSource: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-D_GNU_SOURCE"])]
+let log: Target.Dependency = .product(name: "Logging", package: "swift-log")
+
+let package = Package(
+    name: "spindle",
+    products: [
+        .executable(name: "spindle", targets: ["spindle"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C glue: liburing, libnuma and the macros Swift cannot import.
+        .target(name: "CSpindle", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]),
+        // Types both the I/O side and the global-state side use.
+        .target(name: "BlockCommon", swiftSettings: gnuSource),
+        // I/O API: callable from any IOThread. Never imports BlockGraph.
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        // The IOThread event loop.
+        .target(name: "IOThreads", dependencies: ["BlockIO", "CSpindle", log], swiftSettings: gnuSource),
+        // vhost-user protocol: message codec, fd passing, guest memory, split rings.
+        .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
+        // virtio-blk: config space, request parsing, status codes.
+        .target(name: "VirtioBlk", dependencies: ["VhostUser", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        // Global-state API: the control thread, the block graph, drain. Control thread only.
+        .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
+        // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
+        .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        // qemu-storage-daemon compatible command-line parsing (pure, testable).
+        .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
+        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+    ],
+    swiftLanguageModes: [.v6]
+)
