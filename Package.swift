@@ -33,6 +33,10 @@ let package = Package(
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
+        .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
