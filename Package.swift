@@ -17,12 +17,15 @@ let package = Package(
     targets: [
         // C glue: liburing, libnuma and the macros Swift cannot import.
         .target(name: "CSpindle", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]),
+        // The control thread: a global actor whose executor is one dedicated pthread running an
+        // epoll loop (sockets, eventfds) and the actor's jobs. Global-state code is isolated to it.
+        .target(name: "ControlThread", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
         // Types both the I/O side and the global-state side use.
         .target(name: "BlockCommon", swiftSettings: gnuSource),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
-        .target(name: "BlockIO", dependencies: ["BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // The IOThread event loop.
-        .target(name: "IOThreads", dependencies: ["BlockIO", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "IOThreads", dependencies: ["BlockIO", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes.

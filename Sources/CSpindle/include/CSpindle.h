@@ -16,6 +16,9 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/eventfd.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>

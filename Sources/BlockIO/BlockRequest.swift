@@ -1,0 +1,70 @@
+import CSpindle
+import Glibc
+
+public enum BlockOperation: UInt8, Sendable {
+    case read, write, flush, discard, writeZeroes
+}
+
+/// One block request, living in a caller's preallocated slot: the caller fills the operation,
+/// range and iovecs (pointing into guest memory: zero copy) and the completion token; the
+/// driver may use the scratch fields (bounce buffer, stage) across its SQEs. No allocation
+/// per request: a bounce buffer, once grown, stays with the slot.
+public struct BlockRequest {
+    public var operation: BlockOperation = .read
+    /// Write with Force Unit Access: durable before it completes.
+    public var fua = false
+    /// Write-zeroes may deallocate (punch a hole) instead of writing.
+    public var mayUnmap = false
+    public var offset: UInt64 = 0
+    public var length: UInt64 = 0
+    public var iov: UnsafeMutablePointer<iovec>? = nil
+    public var iovcnt: Int32 = 0
+    /// user_data for the SQEs this request produces.
+    public var token = CompletionToken(rawValue: 0)
+
+    // Driver scratch.
+    public var stage: UInt8 = 0
+    public var bounce: UnsafeMutableRawPointer? = nil
+    public var bounceCapacity = 0
+    public var bounceInUse = false
+    public var bounceIOV = iovec()
+
+    public init() {}
+
+    /// Makes sure the bounce buffer holds `bytes`, aligned to `alignment`. Allocates only
+    /// when it must grow (rare: unaligned guest buffers with O_DIRECT). false if out of memory.
+    public mutating func reserveBounce(bytes: Int, alignment: Int) -> Bool {
+        if bounceCapacity >= bytes, let buffer = bounce, Int(bitPattern: buffer) % alignment == 0 { return true }
+        free(bounce)
+        bounce = nil
+        bounceCapacity = 0
+        var pointer: UnsafeMutableRawPointer? = nil
+        let rounded = (bytes + 4095) & ~4095
+        guard posix_memalign(&pointer, max(alignment, 4096), rounded) == 0, let pointer else { return false }
+        bounce = pointer
+        bounceCapacity = rounded
+        return true
+    }
+
+    /// Frees the scratch buffer; the slot's owner calls it when the slot goes away.
+    public mutating func releaseScratch() {
+        free(bounce)
+        bounce = nil
+        bounceCapacity = 0
+    }
+
+    /// Total bytes described by the iovecs.
+    public var iovByteCount: UInt64 {
+        guard let iov else { return 0 }
+        var total: UInt64 = 0
+        for i in 0..<Int(iovcnt) { total &+= UInt64(iov[i].iov_len) }
+        return total
+    }
+}
+
+/// What submitting a request gave: queued (a CQE carrying its token will come) or done now.
+public enum SubmitResult: Equatable {
+    case queued
+    /// Finished without the kernel: bytes transferred (or 0) on success, -errno on failure.
+    case done(Int32)
+}

@@ -1,0 +1,197 @@
+import BlockIO
+import ControlThread
+import CSpindle
+import Glibc
+import Logging
+import Synchronization
+
+/// A plain thread with its own io_uring: it sleeps in io_uring_submit_and_wait until a CQE
+/// arrives (a guest kick through a poll SQE, a finished read or write, or work posted from
+/// the control thread through its inbox eventfd), dispatches each CQE to the handler its
+/// token names, then lets handlers finish the batch (publish used entries, signal once).
+///
+/// Created and stopped by the control thread; everything else happens on the thread itself.
+public final class IOThread: @unchecked Sendable {
+    public let id: String
+    /// The CPU it is pinned to, if any.
+    public let cpu: Int?
+    public let context: IOContext
+
+    private static let maxHandlers = 4096
+    private static let inboxHandler: UInt16 = 0
+
+    // Thread-confined state (only the IOThread touches these after start).
+    private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
+    private var freeHandlerIDs: [UInt16]
+    private let batchEndPending: UnsafeMutablePointer<Bool>
+    private let batchEndList: UnsafeMutablePointer<UInt16>
+    private var batchEndCount = 0
+    private var stopping = false
+
+    // Cross-thread inbox.
+    private let inboxFD: Int32
+    private let inboxBuffer: UnsafeMutablePointer<UInt64>
+    private let inbox = Mutex<[@Sendable (IOThread) -> Void]>([])
+
+    private var thread = pthread_t()
+    private let tid = Atomic<Int32>(0)
+    private let logger: Logger
+
+    @ControlActor
+    public init(id: String, cpu: Int?, ringEntries: UInt32 = 1024) throws(IOContextError) {
+        self.id = id
+        self.cpu = cpu
+        self.context = try IOContext(entries: ringEntries)
+        handlers = .allocate(capacity: Self.maxHandlers)
+        handlers.initialize(repeating: nil, count: Self.maxHandlers)
+        batchEndPending = .allocate(capacity: Self.maxHandlers)
+        batchEndPending.initialize(repeating: false, count: Self.maxHandlers)
+        batchEndList = .allocate(capacity: Self.maxHandlers)
+        freeHandlerIDs = (1..<UInt16(Self.maxHandlers)).reversed()
+        inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
+        inboxBuffer = .allocate(capacity: 1)
+        var logger = Logger(label: "spindle.iothread")
+        logger[metadataKey: "iothread"] = "\(id)"
+        self.logger = logger
+    }
+
+    deinit {
+        handlers.deinitialize(count: Self.maxHandlers)
+        handlers.deallocate()
+        batchEndPending.deallocate()
+        batchEndList.deallocate()
+        inboxBuffer.deallocate()
+        close(inboxFD)
+    }
+
+    /// The kernel thread id, once running (for affinity checks and logs).
+    public var threadID: Int32 { tid.load(ordering: .acquiring) }
+
+    // MARK: lifecycle (control thread)
+
+    @ControlActor
+    public func start() {
+        ControlActor.preconditionOnControlThread("IOThread.start")
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let ioThread = Unmanaged<IOThread>.fromOpaque(raw!).takeRetainedValue()
+            ioThread.run()
+            return nil
+        }, context)
+        precondition(rc == 0, "cannot start IOThread: \(rc)")
+        while tid.load(ordering: .acquiring) == 0 { sched_yield() }
+    }
+
+    /// Asks the thread to finish and waits for it. Handlers must be unregistered first.
+    @ControlActor
+    public func stop() {
+        ControlActor.preconditionOnControlThread("IOThread.stop")
+        post { $0.stopping = true }
+        pthread_join(thread, nil)
+    }
+
+    // MARK: cross-thread
+
+    /// Runs `work` on the IOThread soon. Callable from any thread; allocates (control path only).
+    public func post(_ work: @escaping @Sendable (IOThread) -> Void) {
+        inbox.withLock { $0.append(work) }
+        var one: UInt64 = 1
+        _ = write(inboxFD, &one, 8)
+    }
+
+    // MARK: on the IOThread
+
+    /// Registers a handler; CQEs whose token carries the returned id go to it.
+    public func register(_ handler: any IOCompletionHandler) -> UInt16 {
+        guard let id = freeHandlerIDs.popLast() else {
+            fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
+        }
+        handlers[Int(id)] = handler
+        return id
+    }
+
+    /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped.
+    public func unregister(_ id: UInt16) {
+        handlers[Int(id)] = nil
+        batchEndPending[Int(id)] = false
+        freeHandlerIDs.append(id)
+    }
+
+    /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
+    @inline(__always)
+    public func scheduleEndOfBatch(_ id: UInt16) {
+        if batchEndPending[Int(id)] { return }
+        batchEndPending[Int(id)] = true
+        batchEndList[batchEndCount] = id
+        batchEndCount += 1
+    }
+
+    private func run() {
+        if let cpu {
+            let rc = spindle_pin_current_thread(Int32(cpu))
+            if rc != 0 { logger.warning("cannot pin IOThread \(id) to CPU \(cpu): \(String(cString: strerror(rc)))") }
+        }
+        _ = spindle_set_thread_name("iot-\(id)")
+        tid.store(spindle_gettid(), ordering: .releasing)
+        armInbox()
+        let ring = context.ring
+        let batchCapacity = 256
+        let cqes = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: batchCapacity)
+        defer { cqes.deallocate() }
+        while !stopping {
+            let rc = io_uring_submit_and_wait(ring, 1)
+            if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
+                logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
+            }
+            while true {
+                let n = Int(io_uring_peek_batch_cqe(ring, cqes, UInt32(batchCapacity)))
+                if n == 0 { break }
+                for i in 0..<n {
+                    let cqe = cqes[i]!
+                    dispatch(CompletionToken(rawValue: cqe.pointee.user_data), result: cqe.pointee.res, flags: cqe.pointee.flags)
+                }
+                io_uring_cq_advance(ring, UInt32(n))
+                if n < batchCapacity { break }
+            }
+            finishBatch()
+        }
+        _ = io_uring_submit(ring)
+    }
+
+    @inline(__always)
+    private func dispatch(_ token: CompletionToken, result: Int32, flags: UInt32) {
+        if token.handler == Self.inboxHandler {
+            runInbox()
+            return
+        }
+        handlers[Int(token.handler)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
+    }
+
+    private func finishBatch() {
+        var i = 0
+        // endOfBatch may schedule more (it is allowed to), so walk until the list is empty.
+        while i < batchEndCount {
+            let id = batchEndList[i]
+            batchEndPending[Int(id)] = false
+            handlers[Int(id)]?.endOfBatch()
+            i += 1
+        }
+        batchEndCount = 0
+    }
+
+    private func armInbox() {
+        guard let sqe = context.sqe() else { return }
+        io_uring_prep_read(sqe, inboxFD, inboxBuffer, 8, 0)
+        sqe.pointee.user_data = CompletionToken(handler: Self.inboxHandler, tag: 0).rawValue
+    }
+
+    private func runInbox() {
+        let work = inbox.withLock { queue -> [@Sendable (IOThread) -> Void] in
+            let taken = queue
+            queue.removeAll()
+            return taken
+        }
+        for item in work { item(self) }
+        if !stopping { armInbox() }
+    }
+}
