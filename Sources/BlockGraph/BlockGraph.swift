@@ -1,0 +1,146 @@
+import BlockCommon
+import BlockIO
+import ControlThread
+import Glibc
+import Logging
+
+/// Hooks a device (an export) gives its BlockBackend, called on the control thread.
+@ControlActor
+public protocol BlockDeviceOps: AnyObject {
+    /// The BlockBackend is running again after a drain: take requests off the queues again.
+    func drainedEnd()
+}
+
+/// The global-state (GS) API of the block layer: nodes, BlockBackends, attach/detach, drain.
+/// Every function runs on the control thread only: the compiler enforces it (ControlActor
+/// isolation) and each also checks it at run time. Graph changes happen only while the
+/// affected BlockBackends are drained.
+@ControlActor
+public final class BlockGraph {
+    public private(set) var nodes: [NodeName: BlockNode] = [:]
+    public private(set) var backends: [String: BlockBackend] = [:]
+    private var deviceOps: [ObjectIdentifier: any BlockDeviceOps] = [:]
+    private var drainWaits: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
+    private var attachments: [ObjectIdentifier: NodeName] = [:]
+    private let logger = Logger(label: "spindle.block")
+
+    public init() {}
+
+    // MARK: nodes
+
+    /// Opens a node (`--blockdev`, QMP blockdev-add).
+    @discardableResult
+    public func openNode(_ options: BlockdevOptions) throws(BlockError) -> BlockNode {
+        ControlActor.preconditionOnControlThread("openNode")
+        guard nodes[options.nodeName] == nil else {
+            throw BlockError(errno: EEXIST, "node name '\(options.nodeName)' is already in use; choose another node-name")
+        }
+        let node = try BlockNode.open(options)
+        nodes[options.nodeName] = node
+        logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
+        return node
+    }
+
+    /// Closes a node no BlockBackend uses (QMP blockdev-del).
+    public func closeNode(_ name: NodeName) throws(BlockError) {
+        ControlActor.preconditionOnControlThread("closeNode")
+        guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        guard node.userCount == 0 else {
+            throw BlockError(errno: EBUSY, "node '\(name)' is in use by \(node.userCount) export(s); delete or revoke them first")
+        }
+        node.close()
+        nodes[name] = nil
+        logger.info("closed node", metadata: ["node": "\(name)"])
+    }
+
+    // MARK: BlockBackends
+
+    /// Creates a BlockBackend (named after its device) and attaches it to `node` with `permissions`.
+    public func createBackend(name: String, node: NodeName, permissions: BlockPermissions) throws(BlockError) -> BlockBackend {
+        ControlActor.preconditionOnControlThread("createBackend")
+        guard backends[name] == nil else { throw BlockError(errno: EEXIST, "a BlockBackend named '\(name)' already exists") }
+        guard let root = nodes[node] else {
+            throw BlockError(errno: ENOENT, "node '\(node)' does not exist; add it with --blockdev (or blockdev-add) first")
+        }
+        let backend = BlockBackend(name: name, permissions: [])
+        try root.addUser(backend, permissions: permissions)
+        // A new BlockBackend has no requests: it is trivially drained for its first attach.
+        _ = backend.beginQuiesce(onDrained: {})
+        backend.setRoot(root.io, permissions: permissions)
+        _ = backend.endQuiesce()
+        backends[name] = backend
+        attachments[ObjectIdentifier(backend)] = node
+        return backend
+    }
+
+    /// The node a BlockBackend is attached to, if any.
+    public func rootNode(of backend: BlockBackend) -> BlockNode? {
+        attachments[ObjectIdentifier(backend)].flatMap { nodes[$0] }
+    }
+
+    public func setDeviceOps(_ ops: (any BlockDeviceOps)?, for backend: BlockBackend) {
+        deviceOps[ObjectIdentifier(backend)] = ops
+    }
+
+    /// Detaches a drained BlockBackend from its root node: later requests fail with EIO.
+    public func detach(_ backend: BlockBackend) {
+        ControlActor.preconditionOnControlThread("detach")
+        precondition(backend.isDrained, "detach of BlockBackend '\(backend.name)' while not drained")
+        guard let nodeName = attachments.removeValue(forKey: ObjectIdentifier(backend)) else { return }
+        backend.setRoot(nil, permissions: [])
+        nodes[nodeName]?.removeUser(backend)
+    }
+
+    /// Forgets a BlockBackend; it must be detached (or is detached now, under drain).
+    public func deleteBackend(_ backend: BlockBackend) async {
+        ControlActor.preconditionOnControlThread("deleteBackend")
+        await drain(backend)
+        detach(backend)
+        resume(backend)
+        backends[backend.name] = nil
+        deviceOps[ObjectIdentifier(backend)] = nil
+    }
+
+    // MARK: drain
+
+    /// Quiesces a BlockBackend: its devices stop taking requests off their queues (they stay
+    /// there) and this returns once every in-flight request has completed. Nests; pair with
+    /// `resume`. Waits without spinning: the IOThread that ends the last request wakes us.
+    public func drain(_ backend: BlockBackend) async {
+        ControlActor.preconditionOnControlThread("drain")
+        let key = ObjectIdentifier(backend)
+        let alreadyDrained = backend.beginQuiesce(onDrained: { [weak self] in
+            Task { @ControlActor in self?.recheckDrain(backend) }
+        })
+        if alreadyDrained { return }
+        await withCheckedContinuation { continuation in
+            drainWaits[key, default: []].append(continuation)
+            recheckDrain(backend)
+        }
+    }
+
+    private func recheckDrain(_ backend: BlockBackend) {
+        guard backend.isDrained, let waits = drainWaits.removeValue(forKey: ObjectIdentifier(backend)) else { return }
+        for wait in waits { wait.resume() }
+    }
+
+    /// Ends one `drain`; when the last ends, the devices take requests again.
+    public func resume(_ backend: BlockBackend) {
+        ControlActor.preconditionOnControlThread("resume")
+        if backend.endQuiesce() {
+            deviceOps[ObjectIdentifier(backend)]?.drainedEnd()
+        }
+    }
+
+    /// Drains, runs a graph change, resumes.
+    public func withDrained<T>(_ backends: [BlockBackend], _ body: () throws -> T) async rethrows -> T {
+        for backend in backends { await drain(backend) }
+        defer { for backend in backends { resume(backend) } }
+        return try body()
+    }
+
+    /// Closes everything (daemon shutdown): backends must be deleted first.
+    public func closeAllNodes() {
+        for name in Array(nodes.keys) { try? closeNode(name) }
+    }
+}
