@@ -72,13 +72,7 @@ public final class IOThread: @unchecked Sendable {
     @ControlActor
     public func start() {
         ControlActor.preconditionOnControlThread("IOThread.start")
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, nil, { raw in
-            let ioThread = Unmanaged<IOThread>.fromOpaque(raw!).takeRetainedValue()
-            ioThread.run()
-            return nil
-        }, context)
-        precondition(rc == 0, "cannot start IOThread: \(rc)")
+        thread = PlainThread.spawn { [self] in self.run() }
         while tid.load(ordering: .acquiring) == 0 { sched_yield() }
     }
 
