@@ -29,7 +29,7 @@ let package = Package(
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes.
-        .target(name: "VirtioBlk", dependencies: ["VhostUser", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "VirtioBlk", dependencies: ["VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.

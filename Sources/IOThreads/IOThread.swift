@@ -19,6 +19,8 @@ public final class IOThread: @unchecked Sendable {
 
     private static let maxHandlers = 4096
     private static let inboxHandler: UInt16 = 0
+    /// A handler id never given out: CQEs nobody needs to see (e.g. of a poll removal).
+    public static let ignoredHandler: UInt16 = UInt16(maxHandlers - 1)
 
     // Thread-confined state (only the IOThread touches these after start).
     private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
@@ -47,7 +49,7 @@ public final class IOThread: @unchecked Sendable {
         batchEndPending = .allocate(capacity: Self.maxHandlers)
         batchEndPending.initialize(repeating: false, count: Self.maxHandlers)
         batchEndList = .allocate(capacity: Self.maxHandlers)
-        freeHandlerIDs = (1..<UInt16(Self.maxHandlers)).reversed()
+        freeHandlerIDs = (1..<Self.ignoredHandler).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
         var logger = Logger(label: "spindle.iothread")

@@ -1,1 +1,86 @@
-print("spindle")
+import ControlThread
+import Dispatch
+import Glibc
+import Logging
+import SpindleOptions
+
+// spindle: a vhost-user-blk storage daemon. The main thread parses the command line, starts
+// the daemon on the control thread, then only waits for SIGINT/SIGTERM to shut it down.
+
+// Block the shutdown signals before any thread exists, so that every thread inherits the
+// mask and only sigwait below sees them.
+var shutdownSignals = sigset_t()
+sigemptyset(&shutdownSignals)
+sigaddset(&shutdownSignals, SIGINT)
+sigaddset(&shutdownSignals, SIGTERM)
+sigaddset(&shutdownSignals, SIGHUP)
+pthread_sigmask(SIG_BLOCK, &shutdownSignals, nil)
+signal(SIGPIPE, SIG_IGN)
+
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = Logger.Level(rawValue: getenv("SPINDLE_LOG_LEVEL").map { String(cString: $0) } ?? "info") ?? .info
+    return handler
+}
+
+func fail(_ message: String) -> Never {
+    fputs("spindle: \(message)\n", stderr)
+    exit(1)
+}
+
+let action: CommandLineAction
+do {
+    action = try parseCommandLine(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    fail("\(error)")
+}
+
+let configuration: DaemonConfiguration
+switch action {
+case .help:
+    print(spindleHelpText)
+    exit(0)
+case .version:
+    print("spindle \(spindleVersion)")
+    exit(0)
+case .run(let parsed):
+    configuration = parsed
+}
+
+/// Runs `body` on the control thread and waits for it (main thread only).
+func onControlThread<T: Sendable>(_ body: @escaping @Sendable @ControlActor () async -> T) -> T {
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var result: T?
+    Task { @ControlActor in
+        result = await body()
+        done.signal()
+    }
+    done.wait()
+    return result!
+}
+
+let startError: String? = onControlThread {
+    do {
+        try await Daemon.shared.start(configuration)
+        return nil
+    } catch {
+        await Daemon.shared.shutdown()
+        return "\(error)"
+    }
+}
+if let startError { fail(startError) }
+
+if let pidfile = configuration.pidfile {
+    let text = "\(getpid())\n"
+    guard let file = fopen(pidfile, "w"), fputs(text, file) >= 0, fclose(file) == 0 else {
+        _ = onControlThread { await Daemon.shared.shutdown() }
+        fail("--pidfile: cannot write '\(pidfile)': \(String(cString: strerror(errno)))")
+    }
+}
+
+var received: Int32 = 0
+sigwait(&shutdownSignals, &received)
+Logger(label: "spindle").info("received signal \(received), shutting down")
+_ = onControlThread { await Daemon.shared.shutdown() }
+if let pidfile = configuration.pidfile { unlink(pidfile) }
+exit(0)

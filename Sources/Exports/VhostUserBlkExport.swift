@@ -1,0 +1,98 @@
+import BlockCommon
+import BlockGraph
+import BlockIO
+import ControlThread
+import Glibc
+import IOThreads
+import Logging
+import VirtioBlk
+
+/// A vhost-user-blk export: a listening socket, a virtio-blk device behind it and the
+/// BlockBackend (named after the export id) it uses. One frontend at a time; a second one
+/// is refused with a log line. Lives on the control thread.
+@ControlActor
+public final class VhostUserBlkExport: BlockDeviceOps {
+    public let options: VhostUserBlkExportOptions
+    public let backend: BlockBackend
+    let device: VirtioBlkDevice
+    let iothread: IOThread
+    let logger: Logger
+    private let graph: BlockGraph
+    private let listener: UnixListener
+    private var listenWatch: FileDescriptorWatch?
+    private(set) var connection: VhostUserBlkConnection?
+
+    public init(options: VhostUserBlkExportOptions, graph: BlockGraph, iothread: IOThread) throws {
+        ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
+        var logger = Logger(label: "spindle.export")
+        logger[metadataKey: "export"] = "\(options.id)"
+        self.logger = logger
+        self.options = options
+        self.graph = graph
+        self.iothread = iothread
+        var permissions: BlockPermissions = [.consistentRead]
+        if options.writable { permissions.insert(.write) }
+        do {
+            backend = try graph.createBackend(name: options.id, node: options.nodeName, permissions: permissions)
+        } catch {
+            throw ExportError("--export id=\(options.id): \(error.message)")
+        }
+        device = VirtioBlkDevice(exportID: options.id, backend: backend, readOnly: !options.writable,
+                                 logicalBlockSize: options.logicalBlockSize, numQueues: UInt16(options.numQueues),
+                                 serial: options.serial, writeCache: !options.writethrough)
+        do {
+            listener = try UnixListener(path: options.socketPath)
+        } catch {
+            let backend = self.backend
+            Task { await graph.deleteBackend(backend) }
+            throw ExportError("--export id=\(options.id): \(error.description)")
+        }
+        graph.setDeviceOps(self, for: backend)
+        listenWatch = try ControlExecutor.shared.watch(fd: listener.fd, events: EPOLLIN.rawValue) { [weak self] _ in
+            self?.acceptConnections()
+        }
+        logger.info("export ready", metadata: ["socket": "\(options.socketPath)", "node": "\(options.nodeName)",
+                                               "writable": "\(options.writable)", "queues": "\(options.numQueues)"])
+    }
+
+    private func acceptConnections() {
+        while let fd = listener.accept() {
+            if connection != nil {
+                logger.warning("refusing a second frontend connection: export \(options.id) already has one (vhost-user allows one frontend per export); disconnect the first frontend before attaching another")
+                close(fd)
+                continue
+            }
+            do {
+                connection = try VhostUserBlkConnection(fd: fd, export: self)
+                logger.info("frontend connected")
+            } catch {
+                logger.error("cannot set up the frontend connection: \(error)")
+                close(fd)
+            }
+        }
+    }
+
+    /// Called by the connection once it has closed and released everything.
+    func connectionClosed(_ closed: VhostUserBlkConnection) {
+        if connection === closed { connection = nil }
+    }
+
+    /// Disconnects the frontend (after its in-flight requests complete), removes the socket
+    /// and deletes the BlockBackend.
+    public func delete() async {
+        ControlActor.preconditionOnControlThread("VhostUserBlkExport.delete")
+        if let listenWatch { ControlExecutor.shared.unwatch(listenWatch) }
+        listenWatch = nil
+        listener.close()
+        if let connection { await connection.close(reason: "export \(options.id) is being deleted") }
+        graph.setDeviceOps(nil, for: backend)
+        await graph.deleteBackend(backend)
+        logger.info("export deleted")
+    }
+
+    // MARK: BlockDeviceOps
+
+    public func drainedEnd() {
+        connection?.resumeQueuesAfterDrain()
+    }
+}

@@ -1,0 +1,308 @@
+import BlockIO
+import ControlThread
+import CSpindle
+import Glibc
+import IOThreads
+import Logging
+import VhostUser
+
+/// One virtqueue of a virtio-blk device, served on one IOThread: it waits for guest kicks
+/// (a multishot poll on the kick eventfd in the IOThread's io_uring), takes requests off the
+/// ring into preallocated slots, submits them through the BlockBackend's I/O API with iovecs
+/// pointing into guest memory, and completes them into the used ring, signalling the call
+/// eventfd once per batch and only when the driver asked (EVENT_IDX).
+///
+/// Built on the control thread, then owned by its IOThread: every method but the
+/// constructor and the `async` control helpers runs there.
+public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
+    public let index: Int
+    let device: VirtioBlkDevice
+    private var ring: SplitVirtqueue
+    private let kickFD: Int32
+    private var callFD: Int32
+    private let slots: RequestSlots
+    private let logger: Logger
+
+    private unowned(unsafe) var thread: IOThread!
+    private var context: IOContext!
+    private var handlerID: UInt16 = 0
+
+    private enum State { case idle, running, stopping, stopped, broken }
+    private var state = State.idle
+    /// Requests wait in the ring because the BlockBackend is quiesced or slots ran out.
+    private var heldBack = false
+    private var kickArmed = false
+    private var kickGeneration: UInt64 = 0
+    private var kickBuffer: UInt64 = 0
+    private var stopCompletion: (@Sendable (UInt16) -> Void)?
+    private var usedSinceSignal = false
+
+    /// Tags with this bit are kick-poll completions (the low bits: the poll generation).
+    private static let kickTagBit: UInt64 = 1 << 47
+
+    public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32) {
+        self.device = device
+        self.index = index
+        self.ring = ring
+        self.kickFD = kickFD
+        self.callFD = callFD
+        slots = RequestSlots(count: min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue),
+                             spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
+        var logger = Logger(label: "spindle.virtio-blk")
+        logger[metadataKey: "export"] = "\(device.exportID)"
+        logger[metadataKey: "queue"] = "\(index)"
+        self.logger = logger
+    }
+
+    // MARK: lifecycle (on the IOThread)
+
+    public func start(on thread: IOThread) {
+        precondition(state == .idle)
+        self.thread = thread
+        self.context = thread.context
+        handlerID = thread.register(self)
+        slots.assignTokens(handler: handlerID)
+        state = .running
+        armKick()
+        processAvailable()
+    }
+
+    private func armKick() {
+        guard let sqe = context.sqe() else { return }
+        kickGeneration &+= 1
+        io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
+        sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: Self.kickTagBit | (kickGeneration & 0xFFFF)).rawValue
+        kickArmed = true
+    }
+
+    private func disarmKick() {
+        guard kickArmed, let sqe = context.sqe() else { return }
+        let target = CompletionToken(handler: handlerID, tag: Self.kickTagBit | (kickGeneration & 0xFFFF)).rawValue
+        io_uring_prep_poll_remove(sqe, target)
+        sqe.pointee.user_data = CompletionToken(handler: IOThread.ignoredHandler, tag: 0).rawValue
+    }
+
+    /// Stops taking requests; `completion` gets the next avail index once every in-flight
+    /// request has completed and the kick poll is gone. Then the queue is unregistered.
+    func stop(completion: @escaping @Sendable (UInt16) -> Void) {
+        stopCompletion = completion
+        if state == .running || state == .broken { state = .stopping }
+        disarmKick()
+        finishStopIfQuiet()
+    }
+
+    private func finishStopIfQuiet() {
+        guard state == .stopping, slots.inUse == 0, !kickArmed else { return }
+        ring.publishUsed()
+        signalGuestIfNeeded()
+        state = .stopped
+        thread.unregister(handlerID)
+        stopCompletion?(ring.lastAvailableIndex)
+        stopCompletion = nil
+    }
+
+    func setCallFD(_ fd: Int32) {
+        callFD = fd
+    }
+
+    /// The BlockBackend was resumed after a drain: take the requests left in the ring.
+    public func resumeAfterDrain() {
+        guard state == .running else { return }
+        processAvailable()
+    }
+
+    // MARK: completions (IOCompletionHandler)
+
+    public func handleCompletion(tag: UInt64, result: Int32, flags: UInt32) {
+        if tag & Self.kickTagBit != 0 {
+            guard tag & 0xFFFF == kickGeneration & 0xFFFF else { return }  // an old poll's last word
+            if flags & IORING_CQE_F_MORE == 0 {
+                kickArmed = false
+                if state == .running { armKick() } else { finishStopIfQuiet() }
+            }
+            if result > 0 {
+                _ = read(kickFD, &kickBuffer, 8)  // clear the eventfd (non-blocking)
+            }
+            if state == .running { processAvailable() }
+            return
+        }
+        let slotIndex = Int(tag)
+        guard slotIndex < slots.count else { return }
+        let request = slots.blockRequest(slotIndex)
+        guard let final = device.backend.complete(request, result: result, on: context) else { return }
+        complete(slot: slotIndex, result: final)
+    }
+
+    public func endOfBatch() {
+        ring.publishUsed()
+        signalGuestIfNeeded()
+        if heldBack && state == .running { processAvailable() }
+        finishStopIfQuiet()
+    }
+
+    @inline(__always)
+    private func signalGuestIfNeeded() {
+        guard usedSinceSignal else { return }
+        usedSinceSignal = false
+        if callFD >= 0 && ring.shouldNotifyGuest() {
+            var one: UInt64 = 1
+            _ = write(callFD, &one, 8)
+        }
+    }
+
+    // MARK: taking requests
+
+    private func processAvailable() {
+        heldBack = false
+        while state == .running {
+            ring.disableGuestKicks()
+            while slots.hasFree {
+                guard device.backend.beginRequest() else {
+                    heldBack = true  // quiesced: resumeAfterDrain brings us back
+                    ring.enableGuestKicks_ignoringResult()
+                    return
+                }
+                let head: UInt16?
+                do {
+                    head = try ring.popAvailable()
+                } catch {
+                    device.backend.endRequest()
+                    markBroken("\(error)")
+                    return
+                }
+                guard let head else {
+                    device.backend.endRequest()
+                    break
+                }
+                startRequest(head: head)
+            }
+            if !slots.hasFree {
+                heldBack = true  // a completion frees a slot and endOfBatch comes back here
+                ring.enableGuestKicks_ignoringResult()
+                return
+            }
+            // Ring empty: re-enable kicks, then look once more (the classic race).
+            if !ring.enableGuestKicks() { return }
+        }
+    }
+
+    private func startRequest(head: UInt16) {
+        let slot = slots.take()
+        let chain = slots.chain(slot)
+        do {
+            try ring.walkChain(head: head, into: chain)
+        } catch {
+            slots.release(slot)
+            device.backend.endRequest()
+            markBroken("descriptor chain at head \(head): \(error)")
+            return
+        }
+        let parsed: VirtioBlkRequest
+        do {
+            parsed = try device.parser().parse(chain, into: slots.requestBuffers(slot))
+        } catch {
+            // Nowhere to write a status: the request can never be completed correctly.
+            slots.release(slot)
+            device.backend.endRequest()
+            markBroken("\(error)")
+            return
+        }
+        slots.parsedRequest(slot).pointee = parsed
+        let request = slots.blockRequest(slot)
+        request.pointee.fua = false
+        request.pointee.mayUnmap = false
+        switch parsed.operation {
+        case .reject(let problem):
+            logger.debug("request rejected: \(problem)")
+            finish(slot: slot, status: problem.status)
+            return
+        case .getId:
+            device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
+            finish(slot: slot, status: .ok)
+            return
+        case .read(let sector):
+            request.pointee.operation = .read
+            request.pointee.offset = sector << 9
+            request.pointee.length = UInt64(parsed.dataLength)
+        case .write(let sector):
+            request.pointee.operation = .write
+            request.pointee.offset = sector << 9
+            request.pointee.length = UInt64(parsed.dataLength)
+            request.pointee.fua = !device.writeCacheEnabled
+        case .flush:
+            request.pointee.operation = .flush
+            request.pointee.offset = 0
+            request.pointee.length = 0
+        case .discard, .writeZeroes:
+            // max_discard_seg = max_write_zeroes_seg = 1: one range per request.
+            guard let segment = parsed.segments.first else { finish(slot: slot, status: .ioError); return }
+            request.pointee.operation = parsed.operation == .discard ? .discard : .writeZeroes
+            request.pointee.offset = segment.sector << 9
+            request.pointee.length = UInt64(segment.sectorCount) << 9
+            request.pointee.mayUnmap = segment.unmap
+        }
+        request.pointee.iov = parsed.dataSpans.baseAddress
+        request.pointee.iovcnt = Int32(parsed.dataSpans.count)
+        switch device.backend.submit(request, on: context) {
+        case .queued: break
+        case .done(let result): complete(slot: slot, result: result)
+        }
+    }
+
+    /// A block request finished: map the result to a virtio status and complete.
+    private func complete(slot: Int, result: Int32) {
+        if result >= 0 {
+            finish(slot: slot, status: .ok)
+        } else {
+            if result != -EIO { logger.debug("request failed: \(String(cString: strerror(-result)))") }
+            finish(slot: slot, status: result == -EOPNOTSUPP ? .unsupported : .ioError)
+        }
+    }
+
+    /// Writes the status byte, puts the chain on the used ring, frees the slot.
+    private func finish(slot: Int, status: VirtioBlkStatus) {
+        guard let parsed = slots.parsedRequest(slot).pointee else { return }
+        parsed.complete(status)
+        ring.addUsed(head: parsed.head, writtenLength: parsed.usedLength(for: status))
+        slots.release(slot)
+        device.backend.endRequest()
+        usedSinceSignal = true
+        thread.scheduleEndOfBatch(handlerID)
+    }
+
+    private func markBroken(_ why: String) {
+        state = .broken
+        ring.markBroken()
+        logger.error("the guest driver corrupted virtqueue \(index): \(why); the queue is stopped until the guest resets the device")
+        disarmKick()
+    }
+}
+
+extension SplitVirtqueue {
+    /// Re-enables guest kicks without re-checking (the caller comes back by other means).
+    @inline(__always)
+    mutating func enableGuestKicks_ignoringResult() { _ = enableGuestKicks() }
+}
+
+extension VirtioBlkQueue {
+    // MARK: control-thread helpers
+
+    /// Stops the queue on its IOThread and returns its next avail index.
+    @ControlActor
+    public func stop(on thread: IOThread) async -> UInt16 {
+        await withCheckedContinuation { continuation in
+            thread.post { _ in self.stop { continuation.resume(returning: $0) } }
+        }
+    }
+
+    /// Switches the call eventfd on the IOThread; after this returns, the old one is unused.
+    @ControlActor
+    public func replaceCallFD(_ fd: Int32, on thread: IOThread) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            thread.post { _ in
+                self.setCallFD(fd)
+                continuation.resume()
+            }
+        }
+    }
+}

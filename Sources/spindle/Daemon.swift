@@ -1,0 +1,72 @@
+import BlockCommon
+import BlockGraph
+import ControlThread
+import Exports
+import IOThreads
+import Logging
+import SpindleOptions
+
+let spindleVersion = "0.1.0"
+
+/// The daemon's global state, owned by the control thread: the block graph, the IOThreads
+/// and the exports. Built from the command line at start, torn down in reverse at shutdown.
+@ControlActor
+final class Daemon {
+    static let shared = Daemon()
+
+    let graph = BlockGraph()
+    private var iothreads: [String: IOThread] = [:]
+    private var exports: [VhostUserBlkExport] = []
+    private let logger = Logger(label: "spindle")
+
+    /// The IOThread exports use when they name none (qsd would use its main loop).
+    private static let defaultIOThreadID = "main-iothread"
+
+    func start(_ configuration: DaemonConfiguration) async throws {
+        for object in configuration.iothreads {
+            iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu)
+        }
+        for blockdev in configuration.blockdevs {
+            try graph.openNode(blockdev)
+        }
+        for options in configuration.exports {
+            let iothread = try ioThread(for: options)
+            exports.append(try VhostUserBlkExport(options: options, graph: graph, iothread: iothread))
+        }
+        logger.info("spindle \(spindleVersion) ready: \(exports.count) export(s), \(graph.nodes.count) node(s)")
+    }
+
+    private func startIOThread(id: String, cpu: Int?) throws -> IOThread {
+        let thread = try IOThread(id: id, cpu: cpu)
+        thread.start()
+        return thread
+    }
+
+    private func ioThread(for options: VhostUserBlkExportOptions) throws -> IOThread {
+        if let id = options.iothread {
+            guard let thread = iothreads[id] else {
+                throw DaemonError("--export id=\(options.id): iothread '\(id)' does not exist; add --object iothread,id=\(id) before it")
+            }
+            return thread
+        }
+        if let thread = iothreads[Self.defaultIOThreadID] { return thread }
+        let thread = try startIOThread(id: Self.defaultIOThreadID, cpu: nil)
+        iothreads[Self.defaultIOThreadID] = thread
+        return thread
+    }
+
+    /// Stops everything: exports (disconnecting frontends after their in-flight requests
+    /// complete), IOThreads, then nodes (flushing and unlocking images).
+    func shutdown() async {
+        for export in exports.reversed() { await export.delete() }
+        exports.removeAll()
+        for thread in iothreads.values { thread.stop() }
+        iothreads.removeAll()
+        graph.closeAllNodes()
+    }
+}
+
+struct DaemonError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
