@@ -1,0 +1,2 @@
+/// The `--help` text.
+public let spindleHelpText = "Usage: spindle [options]\n"
