@@ -4,9 +4,10 @@ import BlockCommon
 struct BlockdevParser {
     static let option = "--blockdev"
     static let drivers = ["file", "null-co"]
-    static let fileKeys = ["driver", "node-name", "filename", "aio", "cache.direct", "cache.no-flush",
-                           "read-only", "locking", "discard"]
-    static let nullKeys = ["driver", "node-name", "size", "read-zeroes", "read-only"]
+    // Listed in error messages in this order: the most useful keys first.
+    static let fileKeys = ["filename", "node-name", "cache.direct", "cache.no-flush", "aio", "read-only",
+                           "locking", "discard", "driver"]
+    static let nullKeys = ["node-name", "size", "read-zeroes", "read-only", "driver"]
 
     static let nodeNameHint = "every --blockdev needs a name that --export node-name= can refer to"
 

@@ -66,7 +66,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
 
   --pidfile <path>       write process ID to a file after startup
 
-Every option value may instead be a JSON object, e.g.
+A --blockdev, --export, --object or --monitor value may instead be a JSON
+object, e.g.
   --blockdev '{"driver":"file","node-name":"disk0","filename":"disk.img",
                "cache":{"direct":true}}'
 In key=value form, write a comma inside a value as ",,"; booleans are
