@@ -1,0 +1,129 @@
+import BlockCommon
+
+/// Collects options in command-line order and checks how they refer to each other:
+/// unique names, exports of existing nodes, monitors on existing chardevs.
+struct ConfigurationBuilder {
+    var configuration = DaemonConfiguration()
+    /// Chardevs already claimed by a monitor.
+    private var monitoredChardevs: Set<String> = []
+
+    mutating func apply(_ option: CommandLineOption.ValueOption, _ value: String) throws(CommandLineError) {
+        switch option {
+        case .blockdev: try addBlockdev(value)
+        case .chardev: try addChardev(value)
+        case .export: try addExport(value)
+        case .monitor: try addMonitor(value)
+        case .object: try addObject(value)
+        case .pidfile: try setPidfile(value)
+        case .qmp: try addQMPSocket(value)
+        }
+    }
+
+    mutating func addBlockdev(_ text: String) throws(CommandLineError) {
+        let result = try BlockdevParser.parse(text)
+        let name = result.blockdev.nodeName
+        guard !configuration.blockdevs.contains(where: { $0.nodeName == name }) else {
+            throw CommandLineError(option: BlockdevParser.option, "node-name '\(name)' is already used by an earlier --blockdev (pick another name)")
+        }
+        configuration.blockdevs.append(result.blockdev)
+        configuration.notes += result.notes
+    }
+
+    mutating func addExport(_ text: String) throws(CommandLineError) {
+        let export = try ExportParser.parse(text)
+        func failure(_ message: String) -> CommandLineError {
+            CommandLineError(option: ExportParser.option, subject: "id=\(export.id)", message)
+        }
+        guard !configuration.exports.contains(where: { $0.id == export.id }) else {
+            throw failure("export id '\(export.id)' is already used by an earlier --export (pick another id)")
+        }
+        guard let node = configuration.blockdevs.first(where: { $0.nodeName == export.nodeName }) else {
+            throw failure("node '\(export.nodeName)' does not exist (define it with --blockdev first)")
+        }
+        if export.writable && node.readOnly {
+            throw failure("node '\(export.nodeName)' is read-only, so it cannot be exported with writable=on (drop one of them)")
+        }
+        if let iothread = export.iothread, !configuration.iothreads.contains(where: { $0.id == iothread }) {
+            throw failure("iothread '\(iothread)' does not exist (define it with --object iothread,id=\(iothread) first)")
+        }
+        try checkSocketPathIsFree(export.socketPath, failure: failure)
+        configuration.exports.append(export)
+    }
+
+    mutating func addObject(_ text: String) throws(CommandLineError) {
+        let iothread = try ObjectParser.parse(text)
+        guard !configuration.iothreads.contains(where: { $0.id == iothread.id }) else {
+            throw CommandLineError(option: ObjectParser.option, "object id '\(iothread.id)' is already used by an earlier --object (pick another id)")
+        }
+        configuration.iothreads.append(iothread)
+    }
+
+    mutating func addChardev(_ text: String) throws(CommandLineError) {
+        let result = try ChardevParser.parse(text)
+        try addChardev(result.chardev, option: ChardevParser.option)
+        configuration.notes += result.notes
+    }
+
+    private mutating func addChardev(_ chardev: SocketChardevOptions, option: String) throws(CommandLineError) {
+        func failure(_ message: String) -> CommandLineError {
+            CommandLineError(option: option, subject: chardev.id.hasPrefix("#") ? nil : "id=\(chardev.id)", message)
+        }
+        guard !configuration.chardevs.contains(where: { $0.id == chardev.id }) else {
+            throw failure("chardev id '\(chardev.id)' is already used by an earlier --chardev (pick another id)")
+        }
+        try checkSocketPathIsFree(chardev.path, failure: failure)
+        configuration.chardevs.append(chardev)
+    }
+
+    mutating func addMonitor(_ text: String) throws(CommandLineError) {
+        let result = try MonitorParser.parse(text)
+        guard let chardev = configuration.chardevs.first(where: { $0.id == result.chardevID }) else {
+            throw CommandLineError(option: MonitorParser.option, "chardev '\(result.chardevID)' does not exist (define it with --chardev socket,id=\(result.chardevID),... first)")
+        }
+        if let id = result.id, configuration.monitors.contains(where: { $0.id == id }) {
+            throw CommandLineError(option: MonitorParser.option, "monitor id '\(id)' is already used by an earlier --monitor (pick another id)")
+        }
+        var monitor = MonitorOptions(chardev: chardev)
+        monitor.id = result.id
+        monitor.pretty = result.pretty
+        try addMonitor(monitor, option: MonitorParser.option)
+    }
+
+    /// `--qmp PATH`: shorthand for a listening, non-waiting chardev plus a QMP monitor on it.
+    mutating func addQMPSocket(_ path: String) throws(CommandLineError) {
+        let option = "--qmp"
+        guard !path.isEmpty else { throw CommandLineError(option: option, "socket path must not be empty") }
+        guard path.utf8.count <= OptionReader.maximumSocketPathLength, !path.contains("\0") else {
+            throw CommandLineError(option: option, "socket path is too long (UNIX sockets allow at most \(OptionReader.maximumSocketPathLength) bytes)")
+        }
+        // '#' cannot start a user-chosen id, so generated ids never collide with --chardev ones.
+        var chardev = SocketChardevOptions(id: "#qmp\(configuration.chardevs.count)", path: path)
+        chardev.wait = false
+        try addChardev(chardev, option: option)
+        try addMonitor(MonitorOptions(chardev: chardev), option: option)
+    }
+
+    private mutating func addMonitor(_ monitor: MonitorOptions, option: String) throws(CommandLineError) {
+        guard !monitoredChardevs.contains(monitor.chardev.id) else {
+            throw CommandLineError(option: option, "chardev '\(monitor.chardev.id)' already has a monitor (give each --monitor its own --chardev)")
+        }
+        monitoredChardevs.insert(monitor.chardev.id)
+        configuration.monitors.append(monitor)
+    }
+
+    mutating func setPidfile(_ path: String) throws(CommandLineError) {
+        guard !path.isEmpty else { throw CommandLineError(option: "--pidfile", "path must not be empty") }
+        configuration.pidfile = path  // the last --pidfile wins, as in qemu-storage-daemon
+    }
+
+    /// Two listeners on one socket path would unlink each other's socket.
+    private func checkSocketPathIsFree(_ path: String, failure: (String) -> CommandLineError) throws(CommandLineError) {
+        if let export = configuration.exports.first(where: { $0.socketPath == path }) {
+            throw failure("socket path '\(path)' is already used by export '\(export.id)' (give each socket its own path)")
+        }
+        if let chardev = configuration.chardevs.first(where: { $0.path == path }) {
+            let owner = chardev.id.hasPrefix("#") ? "--qmp" : "chardev '\(chardev.id)'"
+            throw failure("socket path '\(path)' is already used by \(owner) (give each socket its own path)")
+        }
+    }
+}

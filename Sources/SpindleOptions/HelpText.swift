@@ -1,0 +1,82 @@
+/// The `--help` text: every option and key Spindle accepts, with defaults.
+public let spindleHelpText = """
+Usage: spindle [options]
+Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
+
+  -h, --help             display this help and exit
+  -V, --version          output version information and exit
+
+  --blockdev [driver=]file,node-name=<name>,filename=<path>
+             [,aio=io_uring|threads|native][,cache.direct=on|off]
+             [,cache.no-flush=on|off][,read-only=on|off]
+             [,locking=on|off|auto][,discard=ignore|unmap]
+                         open an image file or block device as node <name>
+                         aio: Spindle always uses io_uring; threads and native
+                           are accepted and noted (default io_uring)
+                         cache.direct: O_DIRECT, bypass the page cache (default off)
+                         cache.no-flush: ignore flushes, unsafe (default off)
+                         read-only (default off), locking (default on)
+                         discard=unmap passes guest discards on (default ignore)
+  --blockdev [driver=]null-co,node-name=<name>[,size=<bytes>]
+             [,read-zeroes=on|off][,read-only=on|off]
+                         a node that discards writes, for testing
+                         size: virtual size, k/M/G/T suffixes allowed (default 1G)
+                         read-zeroes: reads return zeroes (default off)
+
+  --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
+                         a UNIX socket for a QMP monitor (--monitor);
+                         wait=on (the default) blocks startup until a client
+                         connects
+
+  --daemonize            daemonize the process, and have the parent exit
+                         once startup is complete
+
+  --export [type=]vhost-user-blk,id=<id>,node-name=<name>,
+           addr.type=unix,addr.path=<socket-path>[,writable=on|off]
+           [,writethrough=on|off][,num-queues=<n>]
+           [,logical-block-size=<size>][,serial=<serial>]
+           [,iothread=<iothread-id>][,fixed-iothread=on|off]
+                         export node <name> as a vhost-user-blk device on a
+                         UNIX domain socket
+                         writable: let the guest write (default off; the node
+                           must not be read-only)
+                         writethrough: report no write cache and make each
+                           write durable before completing it (default off)
+                         num-queues: 1 to 16 (default 1)
+                         logical-block-size: a power of two from 512 to 2M
+                           (default 512)
+                         serial: up to 20 bytes, reported to the guest as the
+                           device ID (default none)
+                         iothread: an --object iothread defined earlier
+                           (default: the main I/O thread)
+                         fixed-iothread: accepted for compatibility, no effect
+
+  --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
+                         run a QMP monitor on --chardev <id>
+                         pretty: indent responses (default off)
+  --qmp <socket-path>    shorthand for --chardev socket,path=<socket-path>,
+                         server=on,wait=off plus --monitor on it
+
+  --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
+           [,poll-grow=<n>][,poll-shrink=<n>]
+                         create an I/O thread for --export iothread=<id>
+                         cpu: pin the thread to host CPU <n> (default unpinned)
+                         poll-max-ns, poll-grow, poll-shrink: adaptive polling,
+                           as in QEMU (default: QEMU's values)
+
+  --pidfile <path>       write process ID to a file after startup
+
+A --blockdev, --export, --object or --monitor value may instead be a JSON
+object, e.g.
+  --blockdev '{"driver":"file","node-name":"disk0","filename":"disk.img",
+               "cache":{"direct":true}}'
+In key=value form, write a comma inside a value as ",,"; booleans are
+on/off (also yes/no, true/false); options are processed in order, so define
+nodes, iothreads and chardevs before the options that use them.
+
+Example:
+  spindle --object iothread,id=iot0 \\
+      --blockdev driver=file,node-name=disk0,filename=disk.img,cache.direct=on \\
+      --export vhost-user-blk,id=exp0,node-name=disk0,iothread=iot0,writable=on,addr.type=unix,addr.path=/run/exp0.sock \\
+      --qmp /run/spindle-qmp.sock
+"""
