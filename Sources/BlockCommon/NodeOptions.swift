@@ -20,8 +20,8 @@ public struct FileOptions: Sendable, Equatable {
     public var readOnly: Bool = false
     /// `locking=on|off|auto` as in QEMU; off skips OFD image locks.
     public var locking: Bool = true
-    /// `discard=unmap|ignore`: whether guest discards punch holes.
-    public var discardUnmap: Bool = true
+    /// `discard=unmap|ignore`: whether guest discards punch holes (QEMU's default: ignore).
+    public var discardUnmap: Bool = false
     public init(filename: String) { self.filename = filename }
 }
 

@@ -117,3 +117,45 @@ int spindle_ofd_test(int fd, int64_t start, int type) {
     if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return -errno;
     return fl.l_type == F_UNLCK ? 0 : 1;
 }
+
+static int fill_unix_address(struct sockaddr_un *address, const char *path) {
+    memset(address, 0, sizeof(*address));
+    address->sun_family = AF_UNIX;
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof(address->sun_path)) return -ENAMETOOLONG;
+    memcpy(address->sun_path, path, length + 1);
+    return 0;
+}
+
+int spindle_unix_bind(const char *path) {
+    struct sockaddr_un address;
+    int rc = fill_unix_address(&address, path);
+    if (rc < 0) return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int spindle_unix_connect(const char *path) {
+    struct sockaddr_un address;
+    int rc = fill_unix_address(&address, path);
+    if (rc < 0) return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int spindle_accept(int listener) {
+    int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}

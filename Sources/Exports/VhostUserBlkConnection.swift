@@ -14,7 +14,7 @@ import VirtioBlk
 final class VhostUserBlkConnection {
     /// Protocol features Spindle offers.
     static let offeredProtocolFeatures: VhostUserProtocolFeatures = [
-        .multiQueue, .replyAck, .backendRequest, .config, .configureMemSlots,
+        .mq, .replyAck, .backendReq, .config, .configureMemSlots,
     ]
     /// Memory slots offered with CONFIGURE_MEM_SLOTS.
     static let maxMemorySlots: UInt64 = UInt64(GuestMemory.maximumRegions)
@@ -49,7 +49,7 @@ final class VhostUserBlkConnection {
 
     private var device: VirtioBlkDevice { export.device }
     private var protocolFeaturesNegotiated: Bool {
-        negotiatedFeatures & (1 << VhostUserProtocolFeatures.virtioFeatureBit) != 0
+        negotiatedFeatures & VhostUserFeatureBits.protocolFeatures != 0
     }
 
     // MARK: reading and the message loop
@@ -103,10 +103,10 @@ final class VhostUserBlkConnection {
         case .replied:
             break
         case .done:
-            if wantsAck { send(VhostUserReply.ack(request: message.header.request, success: true)) }
+            if wantsAck { send(ack(message, success: true)) }
         case .failed(let why):
             logger.error("\(name) failed: \(why)")
-            if wantsAck { send(VhostUserReply.ack(request: message.header.request, success: false)) }
+            if wantsAck { send(ack(message, success: false)) }
         case .fatal(let why):
             logger.error("\(name): \(why); closing the connection (the export keeps listening)")
             await close(reason: why)
@@ -122,16 +122,16 @@ final class VhostUserBlkConnection {
     private func dispatch(_ request: VhostUserRequest) async -> Outcome {
         switch request {
         case .getFeatures:
-            return reply(.u64(.getFeatures, device.offeredFeatures | (1 << VhostUserProtocolFeatures.virtioFeatureBit)))
+            return reply(VhostUserReply.u64(.getFeatures, device.offeredFeatures | VhostUserFeatureBits.protocolFeatures))
         case .setFeatures(let features):
-            let offered = device.offeredFeatures | (1 << VhostUserProtocolFeatures.virtioFeatureBit)
+            let offered = device.offeredFeatures | VhostUserFeatureBits.protocolFeatures
             guard features & ~offered == 0 else {
-                return .fatal(String(format: "frontend accepted features 0x%llx that were never offered (offered 0x%llx)", features, offered))
+                return .fatal("frontend accepted features 0x\(String(features, radix: 16)) that were never offered (offered 0x\(String(offered, radix: 16)))")
             }
             negotiatedFeatures = features
             return .done
         case .getProtocolFeatures:
-            return reply(.u64(.getProtocolFeatures, Self.offeredProtocolFeatures.rawValue))
+            return reply(VhostUserReply.u64(.getProtocolFeatures, Self.offeredProtocolFeatures.rawValue))
         case .setProtocolFeatures(let features):
             negotiatedProtocolFeatures = VhostUserProtocolFeatures(rawValue: features).intersection(Self.offeredProtocolFeatures)
             return .done
@@ -143,12 +143,12 @@ final class VhostUserBlkConnection {
             negotiatedFeatures = 0
             return .done
         case .getQueueNum:
-            return reply(.u64(.getQueueNum, UInt64(device.numQueues)))
+            return reply(VhostUserReply.u64(.getQueueNum, UInt64(device.numQueues)))
         case .getMaxMemSlots:
-            return reply(.u64(.getMaxMemSlots, Self.maxMemorySlots))
+            return reply(VhostUserReply.u64(.getMaxMemSlots, Self.maxMemorySlots))
         case .setMemTable(let regions):
             do {
-                let table = try GuestMemory.map(regions.map { (region: GuestMemoryRegionDescription($0.region), fd: $0.fd) })
+                let table = try GuestMemory.map(regions.map { (region: $0.region, fd: $0.fd) })
                 await replaceMemory(with: table)
                 return .done
             } catch {
@@ -156,15 +156,15 @@ final class VhostUserBlkConnection {
             }
         case .addMemReg(let region):
             do {
-                let mapping = try GuestMemoryMapping.map(GuestMemoryRegionDescription(region.region), fd: region.fd)
+                let mapping = try GuestMemoryMapping.map(region.region, fd: region.fd)
                 await replaceMemory(with: try (memory ?? GuestMemory()).adding(mapping))
                 return .done
             } catch {
                 return .failed("cannot add guest memory region: \(error)")
             }
         case .remMemReg(let region):
-            guard let current = memory, let reduced = current.removing(GuestMemoryRegionDescription(region)) else {
-                return .failed("no mapped guest memory region matches \(GuestMemoryRegionDescription(region))")
+            guard let current = memory, let reduced = current.removing(region) else {
+                return .failed("no mapped guest memory region matches \(region)")
             }
             await replaceMemory(with: reduced)
             return .done
@@ -191,21 +191,21 @@ final class VhostUserBlkConnection {
             // The spec: stop the ring, complete its in-flight requests, then report the index.
             let base = await stopQueue(i)
             vrings[i].started = false
-            if let kick = vrings[i].kickFD { close(kick) }
-            if let call = vrings[i].callFD { close(call) }
+            if let kick = vrings[i].kickFD { Glibc.close(kick) }
+            if let call = vrings[i].callFD { Glibc.close(call) }
             vrings[i].kickFD = nil
             vrings[i].callFD = nil
-            return reply(.vringState(.getVringBase, VhostUserVringState(index: state.index, num: UInt32(base))))
+            return reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: UInt32(base))))
         case .setVringKick(let file):
             guard let i = queueIndex(UInt32(file.index)) else {
-                if let fd = file.fd { close(fd) }
+                if let fd = file.fd { Glibc.close(fd) }
                 return .failed("queue \(file.index) does not exist")
             }
             guard let kick = file.fd else {
                 return .failed("queue \(i): polling mode without a kick eventfd is not supported")
             }
             if vrings[i].running != nil { _ = await stopQueue(i) }
-            if let old = vrings[i].kickFD { close(old) }
+            if let old = vrings[i].kickFD { Glibc.close(old) }
             vrings[i].kickFD = kick
             vrings[i].started = true
             if !protocolFeaturesNegotiated { vrings[i].enabled = true }
@@ -213,7 +213,7 @@ final class VhostUserBlkConnection {
             return .done
         case .setVringCall(let file):
             guard let i = queueIndex(UInt32(file.index)) else {
-                if let fd = file.fd { close(fd) }
+                if let fd = file.fd { Glibc.close(fd) }
                 return .failed("queue \(file.index) does not exist")
             }
             let old = vrings[i].callFD
@@ -222,14 +222,14 @@ final class VhostUserBlkConnection {
                 // The IOThread may be signalling the old eventfd: swap there, close after.
                 await queue.replaceCallFD(file.fd ?? -1, on: export.iothread)
             }
-            if let old { close(old) }
+            if let old { Glibc.close(old) }
             return .done
         case .setVringErr(let file):
             guard let i = queueIndex(UInt32(file.index)) else {
-                if let fd = file.fd { close(fd) }
+                if let fd = file.fd { Glibc.close(fd) }
                 return .failed("queue \(file.index) does not exist")
             }
-            if let old = vrings[i].errFD { close(old) }
+            if let old = vrings[i].errFD { Glibc.close(old) }
             vrings[i].errFD = file.fd
             return .done
         case .setVringEnable(let state):
@@ -242,7 +242,7 @@ final class VhostUserBlkConnection {
             }
             return .done
         case .setBackendReqFD(let channel):
-            if let old = backendChannelFD { close(old) }
+            if let old = backendChannelFD { Glibc.close(old) }
             backendChannelFD = channel
             return .done
         case .getConfig(let window):
@@ -250,7 +250,7 @@ final class VhostUserBlkConnection {
                 logger.warning("GET_CONFIG outside the config space (offset \(window.offset), size \(window.size))")
                 return reply(VhostUserReply.configFailure())
             }
-            return reply(.config(VhostUserConfigSpace(offset: window.offset, flags: window.flags, payload: bytes)))
+            return reply(VhostUserReply.config(VhostUserConfigSpace(offset: window.offset, flags: window.flags, payload: bytes)))
         case .setConfig(let window):
             let wce = negotiatedFeatures & (1 << VirtioBlkFeature.configWCE) != 0
             guard device.writeConfig(offset: Int(window.offset), bytes: window.payload, configWCENegotiated: wce) else {
@@ -272,6 +272,11 @@ final class VhostUserBlkConnection {
     private func reply(_ message: VhostUserMessage) -> Outcome {
         send(message)
         return .replied
+    }
+
+    private func ack(_ message: VhostUserMessage, success: Bool) -> VhostUserMessage {
+        guard let code = message.requestCode else { return VhostUserReply.ackFailure(rawRequest: message.header.request) }
+        return VhostUserReply.ack(code, success: success)
     }
 
     private func send(_ message: VhostUserMessage) {

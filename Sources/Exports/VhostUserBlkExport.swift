@@ -2,6 +2,7 @@ import BlockCommon
 import BlockGraph
 import BlockIO
 import ControlThread
+import CSpindle
 import Glibc
 import IOThreads
 import Logging
@@ -59,7 +60,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         while let fd = listener.accept() {
             if connection != nil {
                 logger.warning("refusing a second frontend connection: export \(options.id) already has one (vhost-user allows one frontend per export); disconnect the first frontend before attaching another")
-                close(fd)
+                Glibc.close(fd)
                 continue
             }
             do {
@@ -67,7 +68,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
                 logger.info("frontend connected")
             } catch {
                 logger.error("cannot set up the frontend connection: \(error)")
-                close(fd)
+                Glibc.close(fd)
             }
         }
     }

@@ -217,7 +217,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
             finish(slot: slot, status: problem.status)
             return
         case .getId:
-            device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
+            _ = device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
             finish(slot: slot, status: .ok)
             return
         case .read(let sector):

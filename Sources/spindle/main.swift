@@ -24,7 +24,8 @@ LoggingSystem.bootstrap { label in
 }
 
 func fail(_ message: String) -> Never {
-    fputs("spindle: \(message)\n", stderr)
+    let line = "spindle: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
     exit(1)
 }
 
@@ -73,7 +74,7 @@ if let startError { fail(startError) }
 if let pidfile = configuration.pidfile {
     let text = "\(getpid())\n"
     guard let file = fopen(pidfile, "w"), fputs(text, file) >= 0, fclose(file) == 0 else {
-        _ = onControlThread { await Daemon.shared.shutdown() }
+        onControlThread { await Daemon.shared.shutdown() }
         fail("--pidfile: cannot write '\(pidfile)': \(String(cString: strerror(errno)))")
     }
 }
@@ -81,6 +82,6 @@ if let pidfile = configuration.pidfile {
 var received: Int32 = 0
 sigwait(&shutdownSignals, &received)
 Logger(label: "spindle").info("received signal \(received), shutting down")
-_ = onControlThread { await Daemon.shared.shutdown() }
+onControlThread { await Daemon.shared.shutdown() }
 if let pidfile = configuration.pidfile { unlink(pidfile) }
 exit(0)

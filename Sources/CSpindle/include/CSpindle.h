@@ -84,3 +84,11 @@ int spindle_ofd_setlk(int fd, int64_t start, int type);
 int spindle_ofd_test(int fd, int64_t start, int type);
 
 #endif
+
+// --- Unix sockets (sockaddr arguments are transparent unions under _GNU_SOURCE) ---
+/// Creates a non-blocking, close-on-exec Unix stream socket bound to `path`. Returns the fd or -errno.
+int spindle_unix_bind(const char *path);
+/// Connects a non-blocking=0 Unix stream socket to `path`. Returns the fd or -errno.
+int spindle_unix_connect(const char *path);
+/// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC. Returns the fd or -errno.
+int spindle_accept(int listener);
