@@ -25,6 +25,12 @@ public enum VhostUserBackendRequestCode: UInt32, Sendable, CaseIterable {
         case .sharedObjectLookup: "BACKEND_SHARED_OBJECT_LOOKUP"
         }
     }
+
+    /// A name for any raw back-end request code: the spec name if known, else
+    /// `back-end request 99`.
+    public static func name(ofRawCode code: UInt32) -> String {
+        VhostUserBackendRequestCode(rawValue: code)?.name ?? "back-end request \(code)"
+    }
 }
 
 extension VhostUserBackendRequestCode: CustomStringConvertible {

@@ -6,11 +6,15 @@
 public struct VhostUserProtocolError: Error, CustomStringConvertible, Sendable, Hashable {
     /// The request code from the offending message's header, if a header was read.
     public var request: UInt32?
+    /// The spec name of that request (front-end or back-end channel, as appropriate).
+    public var requestName: String?
     /// What was wrong, without the request name.
     public var problem: String
 
+    /// An error about a front-end request code (or about no particular request).
     public init(request: UInt32?, _ problem: String) {
         self.request = request
+        self.requestName = request.map { VhostUserRequestCode.name(ofRawCode: $0) }
         self.problem = problem
     }
 
@@ -18,8 +22,15 @@ public struct VhostUserProtocolError: Error, CustomStringConvertible, Sendable, 
         self.init(request: code.rawValue, problem)
     }
 
+    /// An error about a message on the back-end channel.
+    public init(backendRequest code: UInt32, _ problem: String) {
+        self.request = code
+        self.requestName = VhostUserBackendRequestCode.name(ofRawCode: code)
+        self.problem = problem
+    }
+
     public var description: String {
-        guard let request else { return "vhost-user: \(problem)" }
-        return "\(VhostUserRequestCode.name(ofRawCode: request)): \(problem)"
+        guard let requestName else { return "vhost-user: \(problem)" }
+        return "\(requestName): \(problem)"
     }
 }

@@ -22,6 +22,13 @@ public enum VhostUserReply {
         return VhostUserMessage(request: rawRequest, flags: replyFlags, payload: writer.bytes)
     }
 
+    /// Front-end side: REPLY_ACK to a back-end channel message that had NEED_REPLY set.
+    public static func ack(toBackendRequest request: VhostUserBackendRequestCode, success: Bool) -> VhostUserMessage {
+        var writer = VhostUserByteWriter(capacity: 8)
+        writer.append(UInt64(success ? 0 : 1))
+        return VhostUserMessage(request: request.rawValue, flags: replyFlags, payload: writer.bytes)
+    }
+
     /// A vring state reply (GET_VRING_BASE: the ring index and its next avail index).
     public static func vringState(_ request: VhostUserRequestCode, _ state: VhostUserVringState) -> VhostUserMessage {
         var writer = VhostUserByteWriter(capacity: VhostUserVringState.wireSize)

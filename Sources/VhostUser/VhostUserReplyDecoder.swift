@@ -6,32 +6,41 @@
 public enum VhostUserReplyDecoder {
     /// A u64 reply (GET_FEATURES, GET_QUEUE_NUM, ...) or a REPLY_ACK status.
     public static func u64(_ reply: VhostUserMessage, to request: VhostUserRequestCode) throws(VhostUserProtocolError) -> UInt64 {
-        try withFDsClosed(reply) { () throws(VhostUserProtocolError) in
-            try checkHeader(reply, request: request.rawValue, payloadSize: 8, fdCount: 0)
-            var reader = VhostUserByteReader(reply.payload)
-            guard let value = reader.readUInt64() else { throw shortReply(reply) }
-            return value
-        }
+        try u64(reply, Expected(request))
     }
 
-    /// REPLY_ACK to a message sent with NEED_REPLY: true if the peer reported success
-    /// (zero). `request` is the raw code of the message being acknowledged, so this also
-    /// serves back-end channel messages.
-    public static func ack(_ reply: VhostUserMessage, to request: UInt32) throws(VhostUserProtocolError) -> Bool {
+    /// REPLY_ACK to a front-end request sent with NEED_REPLY: true if the back-end reported
+    /// success (zero).
+    public static func ack(_ reply: VhostUserMessage, to request: VhostUserRequestCode) throws(VhostUserProtocolError) -> Bool {
+        try u64(reply, Expected(request)) == 0
+    }
+
+    /// REPLY_ACK to a request whose code the spec does not define.
+    public static func ack(_ reply: VhostUserMessage, toRawRequest request: UInt32) throws(VhostUserProtocolError) -> Bool {
+        try u64(reply, Expected(code: request, backendChannel: false)) == 0
+    }
+
+    /// REPLY_ACK from the front-end to a back-end channel message sent with NEED_REPLY
+    /// (e.g. BACKEND_CONFIG_CHANGE_MSG): true if the front-end reported success.
+    public static func ack(_ reply: VhostUserMessage, toBackendRequest request: VhostUserBackendRequestCode) throws(VhostUserProtocolError) -> Bool {
+        try u64(reply, Expected(code: request.rawValue, backendChannel: true)) == 0
+    }
+
+    private static func u64(_ reply: VhostUserMessage, _ expected: Expected) throws(VhostUserProtocolError) -> UInt64 {
         try withFDsClosed(reply) { () throws(VhostUserProtocolError) in
-            try checkHeader(reply, request: request, payloadSize: 8, fdCount: 0)
+            try checkHeader(reply, expected, payloadSize: 8, fdCount: 0)
             var reader = VhostUserByteReader(reply.payload)
-            guard let value = reader.readUInt64() else { throw shortReply(reply) }
-            return value == 0
+            guard let value = reader.readUInt64() else { throw expected.error("reply payload ended early") }
+            return value
         }
     }
 
     /// GET_VRING_BASE reply.
     public static func vringState(_ reply: VhostUserMessage, to request: VhostUserRequestCode) throws(VhostUserProtocolError) -> VhostUserVringState {
         try withFDsClosed(reply) { () throws(VhostUserProtocolError) in
-            try checkHeader(reply, request: request.rawValue, payloadSize: VhostUserVringState.wireSize, fdCount: 0)
+            try checkHeader(reply, Expected(request), payloadSize: VhostUserVringState.wireSize, fdCount: 0)
             var reader = VhostUserByteReader(reply.payload)
-            guard let state = VhostUserVringState(reader: &reader) else { throw shortReply(reply) }
+            guard let state = VhostUserVringState(reader: &reader) else { throw Expected(request).error("reply payload ended early") }
             return state
         }
     }
@@ -40,13 +49,13 @@ public enum VhostUserReplyDecoder {
     public static func config(_ reply: VhostUserMessage) throws(VhostUserProtocolError) -> VhostUserConfigSpace? {
         try withFDsClosed(reply) { () throws(VhostUserProtocolError) in
             if reply.payload.isEmpty {
-                try checkHeader(reply, request: VhostUserRequestCode.getConfig.rawValue, payloadSize: 0, fdCount: 0)
+                try checkHeader(reply, Expected(.getConfig), payloadSize: 0, fdCount: 0)
                 return nil
             }
-            try checkHeader(reply, request: VhostUserRequestCode.getConfig.rawValue, payloadSize: nil, fdCount: 0)
+            try checkHeader(reply, Expected(.getConfig), payloadSize: nil, fdCount: 0)
             var reader = VhostUserByteReader(reply.payload)
             guard let offset = reader.readUInt32(), let size = reader.readUInt32(),
-                  let flags = reader.readUInt32() else { throw shortReply(reply) }
+                  let flags = reader.readUInt32() else { throw Expected(.getConfig).error("reply payload ended early") }
             guard size <= VhostUserConfigSpace.maxSize,
                   reply.payload.count == VhostUserConfigSpace.headerSize + Int(size),
                   let bytes = reader.readBytes(Int(size)) else {
@@ -59,11 +68,11 @@ public enum VhostUserReplyDecoder {
     /// GET_INFLIGHT_FD reply: the description and the shared buffer's fd (now the caller's).
     public static func inflight(_ reply: VhostUserMessage) throws(VhostUserProtocolError) -> (VhostUserInflightDescription, fd: Int32) {
         do throws(VhostUserProtocolError) {
-            try checkHeader(reply, request: VhostUserRequestCode.getInflightFD.rawValue,
+            try checkHeader(reply, Expected(.getInflightFD),
                             payloadSize: VhostUserInflightDescription.wireSize, fdCount: 1)
             var reader = VhostUserByteReader(reply.payload)
             guard let description = VhostUserInflightDescription(reader: &reader),
-                  let fd = reply.fds.first else { throw shortReply(reply) }
+                  let fd = reply.fds.first else { throw Expected(.getInflightFD).error("reply payload ended early") }
             return (description, fd)
         } catch {
             closeAll(reply.fds)
@@ -80,35 +89,50 @@ public enum VhostUserReplyDecoder {
         return try body()
     }
 
-    /// Version 1, REPLY set, same request code, expected payload size (nil: any) and fds.
-    private static func checkHeader(_ reply: VhostUserMessage, request: UInt32, payloadSize: Int?,
-                                    fdCount: Int) throws(VhostUserProtocolError) {
-        let header = reply.header
-        guard header.flags.version == VhostUserHeaderFlags.currentVersion else {
-            throw VhostUserProtocolError(request: request, "reply has protocol version \(header.flags.version), expected 1")
+    /// The request a reply should answer, and which channel's names it uses.
+    private struct Expected {
+        let code: UInt32
+        let backendChannel: Bool
+
+        init(code: UInt32, backendChannel: Bool) {
+            self.code = code
+            self.backendChannel = backendChannel
         }
-        guard header.flags.contains(.reply) else {
-            throw VhostUserProtocolError(request: request, "reply lacks the REPLY flag")
+
+        init(_ code: VhostUserRequestCode) {
+            self.init(code: code.rawValue, backendChannel: false)
         }
-        guard header.request == request else {
-            throw VhostUserProtocolError(
-                request: request, "reply is for \(VhostUserRequestCode.name(ofRawCode: header.request)) instead")
+
+        func name(of raw: UInt32) -> String {
+            backendChannel ? VhostUserBackendRequestCode.name(ofRawCode: raw) : VhostUserRequestCode.name(ofRawCode: raw)
         }
-        guard Int(header.size) == reply.payload.count else {
-            throw VhostUserProtocolError(
-                request: request, "reply header says \(header.size) payload bytes but \(reply.payload.count) arrived")
-        }
-        if let payloadSize, reply.payload.count != payloadSize {
-            throw VhostUserProtocolError(
-                request: request, "reply payload is \(reply.payload.count) bytes, expected \(payloadSize)")
-        }
-        guard reply.fds.count == fdCount else {
-            throw VhostUserProtocolError(
-                request: request, "reply came with \(reply.fds.count) file descriptors, expected \(fdCount)")
+
+        func error(_ problem: String) -> VhostUserProtocolError {
+            backendChannel ? VhostUserProtocolError(backendRequest: code, problem) : VhostUserProtocolError(request: code, problem)
         }
     }
 
-    private static func shortReply(_ reply: VhostUserMessage) -> VhostUserProtocolError {
-        VhostUserProtocolError(request: reply.header.request, "reply payload of \(reply.payload.count) bytes ended early")
+    /// Version 1, REPLY set, same request code, expected payload size (nil: any) and fds.
+    private static func checkHeader(_ reply: VhostUserMessage, _ expected: Expected, payloadSize: Int?,
+                                    fdCount: Int) throws(VhostUserProtocolError) {
+        let header = reply.header
+        guard header.flags.version == VhostUserHeaderFlags.currentVersion else {
+            throw expected.error("reply has protocol version \(header.flags.version), expected 1")
+        }
+        guard header.flags.contains(.reply) else {
+            throw expected.error("reply lacks the REPLY flag")
+        }
+        guard header.request == expected.code else {
+            throw expected.error("reply is for \(expected.name(of: header.request)) instead")
+        }
+        guard Int(header.size) == reply.payload.count else {
+            throw expected.error("reply header says \(header.size) payload bytes but \(reply.payload.count) arrived")
+        }
+        if let payloadSize, reply.payload.count != payloadSize {
+            throw expected.error("reply payload is \(reply.payload.count) bytes, expected \(payloadSize)")
+        }
+        guard reply.fds.count == fdCount else {
+            throw expected.error("reply came with \(reply.fds.count) file descriptors, expected \(fdCount)")
+        }
     }
 }

@@ -13,11 +13,11 @@ import Testing
         let ok = VhostUserReply.ack(.setMemTable, success: true)
         let failed = VhostUserReply.ack(.setMemTable, success: false)
         #expect(ok.encoded == le(UInt32(5)) + le(UInt32(5)) + le(UInt32(8)) + le(UInt64(0)))
-        #expect(try VhostUserReplyDecoder.ack(ok, to: 5) == true)
-        #expect(try VhostUserReplyDecoder.ack(failed, to: 5) == false)
+        #expect(try VhostUserReplyDecoder.ack(ok, to: .setMemTable) == true)
+        #expect(try VhostUserReplyDecoder.ack(failed, to: .setMemTable) == false)
         let unknown = VhostUserReply.ackFailure(rawRequest: 99)
         #expect(unknown.header.request == 99)
-        #expect(try VhostUserReplyDecoder.ack(unknown, to: 99) == false)
+        #expect(try VhostUserReplyDecoder.ack(unknown, toRawRequest: 99) == false)
     }
 
     @Test func vringStateReply() throws {
@@ -77,5 +77,43 @@ import Testing
         #expect(acked.encoded == le(UInt32(2)) + le(UInt32(9)) + le(UInt32(0)))
         let call = VhostUserBackendMessage.vringCall(index: 3, needReply: false)
         #expect(call.encoded == le(UInt32(4)) + le(UInt32(1)) + le(UInt32(8)) + le(UInt32(3)) + le(UInt32(0)))
+    }
+}
+
+@Suite struct BackendChannelTests {
+    @Test func backendMessagesDecodeOnTheFrontEndSide() throws {
+        #expect(try VhostUserBackendRequest.decode(VhostUserBackendMessage.configChange(needReply: true)) == .configChange)
+        #expect(try VhostUserBackendRequest.decode(VhostUserBackendMessage.vringCall(index: 2, needReply: false))
+                == .vringCall(VhostUserVringState(index: 2, num: 0)))
+        #expect(try VhostUserBackendRequest.decode(VhostUserBackendMessage.vringErr(index: 1, needReply: false))
+                == .vringErr(VhostUserVringState(index: 1, num: 0)))
+        #expect(try VhostUserBackendRequest.decode(rawMessage(1, payload: [1, 2, 3])) == .unsupported(.iotlbMsg))
+        #expect(try VhostUserBackendRequest.decode(rawMessage(40)) == .unknown(40))
+    }
+
+    @Test func malformedBackendMessagesNameTheBackendRequest() {
+        let probe = FDClosureProbe()
+        let withFD = rawMessage(2, fds: [probe.makeFD()])
+        probe.releaseOriginal()
+        #expect(throws: VhostUserProtocolError(backendRequest: 2, "1 file descriptor(s) arrived, expected none")) {
+            try VhostUserBackendRequest.decode(withFD)
+        }
+        #expect(probe.allClosed)
+        #expect(throws: VhostUserProtocolError(backendRequest: 2, "payload is 8 bytes, expected none")) {
+            try VhostUserBackendRequest.decode(rawMessage(2, payload: le(UInt64(0))))
+        }
+        let error = VhostUserProtocolError(backendRequest: 4, "payload is 2 bytes, expected 8")
+        #expect(error.description == "BACKEND_VRING_CALL: payload is 2 bytes, expected 8")
+        #expect(throws: error) { try VhostUserBackendRequest.decode(rawMessage(4, payload: [0, 0])) }
+    }
+
+    @Test func frontEndAcksTheBackendMessage() throws {
+        let ack = VhostUserReply.ack(toBackendRequest: .configChangeMsg, success: true)
+        #expect(ack.encoded == le(UInt32(2)) + le(UInt32(5)) + le(UInt32(8)) + le(UInt64(0)))
+        #expect(try VhostUserReplyDecoder.ack(ack, toBackendRequest: .configChangeMsg))
+        #expect(throws: VhostUserProtocolError(backendRequest: 2, "reply is for BACKEND_VRING_CALL instead")) {
+            try VhostUserReplyDecoder.ack(VhostUserReply.ack(toBackendRequest: .vringCall, success: true),
+                                          toBackendRequest: .configChangeMsg)
+        }
     }
 }
