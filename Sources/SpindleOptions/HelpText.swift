@@ -23,14 +23,6 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          size: virtual size, k/M/G/T suffixes allowed (default 1G)
                          read-zeroes: reads return zeroes (default off)
 
-  --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
-                         a UNIX socket for a QMP monitor (--monitor);
-                         wait=on (the default) blocks startup until a client
-                         connects
-
-  --daemonize            daemonize the process, and have the parent exit
-                         once startup is complete
-
   --export [type=]vhost-user-blk,id=<id>,node-name=<name>,
            addr.type=unix,addr.path=<socket-path>[,writable=on|off]
            [,writethrough=on|off][,num-queues=<n>]
@@ -51,32 +43,29 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            (default: the main I/O thread)
                          fixed-iothread: accepted for compatibility, no effect
 
-  --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
-                         run a QMP monitor on --chardev <id>
-                         pretty: indent responses (default off)
-  --qmp <socket-path>    shorthand for --chardev socket,path=<socket-path>,
-                         server=on,wait=off plus --monitor on it
-
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>]
                          create an I/O thread for --export iothread=<id>
                          cpu: pin the thread to host CPU <n> (default unpinned)
-                         poll-max-ns, poll-grow, poll-shrink: adaptive polling,
-                           as in QEMU (default: QEMU's values)
+                         poll-max-ns, poll-grow, poll-shrink: accepted for
+                           compatibility; adaptive polling is not implemented
+                           yet, so they have no effect
 
   --pidfile <path>       write process ID to a file after startup
 
-A --blockdev, --export, --object or --monitor value may instead be a JSON
+A --blockdev, --export or --object value may instead be a JSON
 object, e.g.
   --blockdev '{"driver":"file","node-name":"disk0","filename":"disk.img",
                "cache":{"direct":true}}'
 In key=value form, write a comma inside a value as ",,"; booleans are
 on/off (also yes/no, true/false); options are processed in order, so define
-nodes, iothreads and chardevs before the options that use them.
+nodes and iothreads before the options that use them.
+
+Not yet implemented (refused with an error): --chardev, --monitor, --qmp
+(the QMP monitor) and --daemonize.
 
 Example:
   spindle --object iothread,id=iot0 \\
       --blockdev driver=file,node-name=disk0,filename=disk.img,cache.direct=on \\
-      --export vhost-user-blk,id=exp0,node-name=disk0,iothread=iot0,writable=on,addr.type=unix,addr.path=/run/exp0.sock \\
-      --qmp /run/spindle-qmp.sock
+      --export vhost-user-blk,id=exp0,node-name=disk0,iothread=iot0,writable=on,addr.type=unix,addr.path=/run/exp0.sock
 """

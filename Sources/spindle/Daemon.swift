@@ -23,6 +23,13 @@ final class Daemon {
     private static let defaultIOThreadID = "main-iothread"
 
     func start(_ configuration: DaemonConfiguration) async throws {
+        if !configuration.monitors.isEmpty || !configuration.chardevs.isEmpty {
+            throw DaemonError("--chardev/--monitor/--qmp: the QMP monitor is not implemented yet; start spindle without it")
+        }
+        if configuration.daemonize {
+            throw DaemonError("--daemonize is not implemented yet; run spindle in the background with your service manager instead")
+        }
+        for note in configuration.notes { logger.notice("\(note)") }
         for object in configuration.iothreads {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu)
         }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and runs every test: the Swift unit tests, then the
+# daemon tests (command line, socket, signals) and the real-guest tests (QEMU under TCG
+# with Debian's kernel, attached to spindle through qemu-configs/).
+#
+#   scripts/test.sh                 # everything
+#   SKIP_GUEST=1 scripts/test.sh    # unit and daemon tests only
+#   scripts/test.sh -k fio          # pass pytest arguments to the daemon/guest suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+echo "== build (warnings are errors)"
+swift build --build-tests -Xswiftc -warnings-as-errors
+
+echo "== unit tests"
+swift test --skip-build
+
+echo "== daemon and real-guest tests"
+export SPINDLE_BIN="$PWD/.build/debug/spindle"
+if [ "${SKIP_GUEST:-0}" = 1 ]; then
+    cd Tests/guest && exec python3 -m pytest -q -m "not slow" "$@"
+fi
+exec Tests/guest/run.sh -q "$@"
