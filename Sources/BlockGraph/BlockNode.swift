@@ -3,6 +3,7 @@ import BlockIO
 import ControlThread
 import CSpindle
 import Glibc
+import Logging
 
 /// A node of the block graph as the control thread sees it: its options, its open image,
 /// its locks, how many BlockBackends use it. Its data path (`io`) is what IOThreads call,
@@ -128,6 +129,10 @@ public final class BlockNode {
     func close() {
         precondition(users.isEmpty, "closing node '\(name)' while it has users")
         if fd >= 0 {
+            // Whatever the guests left in the page cache reaches the disk before we let go.
+            if io.writable && fdatasync(fd) != 0 {
+                Logger(label: "spindle.block").error("node '\(name)': flushing '\(path ?? "")' before closing failed: \(String(cString: strerror(errno)))")
+            }
             ImageLock.releaseAll(fd: fd)
             Glibc.close(fd)
             fd = -1
