@@ -1,0 +1,31 @@
+#!/bin/sh
+# attach-guest.sh SOCK [extra QEMU args...]
+#
+# Start a QEMU guest whose first virtio-blk disk is served by a vhost-user-blk
+# backend (Spindle or qemu-storage-daemon) listening on the unix socket SOCK.
+# Everything after SOCK (kernel, initrd, boot disk, -append, ...) is passed to
+# QEMU unchanged.  The Spindle guest tests start every guest through this script.
+#
+# Environment:
+#   QEMU_BIN       QEMU binary              (default qemu-system-x86_64)
+#   QEMU_ACCEL     accelerator              (default tcg; use kvm if available)
+#   VU_NUM_QUEUES  virtqueues for the disk  (default 1)
+#
+# Fixed pieces: q35 machine, 512 MiB of shared memfd RAM (vhost-user-guest.cfg),
+# -chardev socket,id=vu0,path=SOCK  -device vhost-user-blk-pci,chardev=vu0,...
+# -nographic (serial console on stdio) and -no-reboot (guest reboot = exit).
+set -eu
+if [ $# -lt 1 ]; then
+    echo "usage: $0 SOCK [extra qemu args...]" >&2
+    exit 2
+fi
+sock=$1
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+exec "${QEMU_BIN:-qemu-system-x86_64}" \
+    -readconfig "$here/vhost-user-guest.cfg" \
+    -accel "${QEMU_ACCEL:-tcg}" \
+    -chardev "socket,id=vu0,path=$sock" \
+    -device "vhost-user-blk-pci,id=vublk0,chardev=vu0,num-queues=${VU_NUM_QUEUES:-1}" \
+    -nographic -no-reboot \
+    "$@"
