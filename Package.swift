@@ -10,6 +10,7 @@ let package = Package(
     name: "spindle",
     products: [
         .executable(name: "spindle", targets: ["spindle"]),
+        .executable(name: "spindle-bench", targets: ["spindle-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -40,6 +41,13 @@ let package = Package(
         .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
+        // The QMP monitor: protocol, commands, events. Control thread only.
+        .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", log], swiftSettings: gnuSource),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions"], swiftSettings: gnuSource),
+        // A vhost-user-blk frontend (the role QEMU plays), for the benchmark client and tests.
+        .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]

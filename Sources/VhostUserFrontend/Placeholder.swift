@@ -1,0 +1,1 @@
+// A vhost-user-blk frontend (part 3).

@@ -1,0 +1,1 @@
+print("spindle-bench: not implemented yet")
