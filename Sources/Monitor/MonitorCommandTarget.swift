@@ -1,0 +1,108 @@
+import BlockCommon
+import ControlThread
+
+/// What the QMP commands act on: the daemon's global state. Implemented by the daemon (the
+/// `spindle` target); every method runs on the control thread and goes through the GS API.
+/// Errors are QMPError so the monitor can reply with QEMU's error class and text.
+@ControlActor
+public protocol MonitorCommandTarget: AnyObject {
+    /// blockdev-add: open a node.
+    func blockdevAdd(_ options: BlockdevOptions) throws(QMPError)
+    /// blockdev-del: close a node no export uses.
+    func blockdevDel(nodeName: String) throws(QMPError)
+    /// block-export-add (type vhost-user-blk).
+    func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError)
+    /// block-export-del; the target emits BLOCK_EXPORT_DELETED when the export is gone.
+    func blockExportDel(id: String, mode: BlockExportDeleteMode) async throws(QMPError)
+    /// block_resize by node name or by device (export id).
+    func blockResize(_ target: ResizeTarget, size: UInt64) async throws(QMPError) -> ResizeOutcome
+    /// drive_del / block-export-revoke: withdraw the export's access to its image; emits
+    /// BLOCK_EXPORT_REVOKED when done.
+    func revokeExport(id: String) async throws(QMPError)
+    func queryBlockExports() -> [BlockExportInfo]
+    func queryNamedBlockNodes() -> [BlockNodeInfo]
+    func queryIOThreads() -> [IOThreadInfo]
+    /// quit: shut the daemon down (after the reply is sent).
+    func quit()
+}
+
+public enum BlockExportDeleteMode: String, Sendable {
+    /// Refused while a frontend is connected.
+    case safe
+    /// Disconnect the frontend, then delete.
+    case hard
+}
+
+public enum ResizeTarget: Sendable, Equatable {
+    case nodeName(String)
+    case device(String)
+}
+
+public struct ResizeOutcome: Sendable, Equatable {
+    /// Whether a frontend was told through the backend channel (CONFIG_CHANGE_MSG).
+    public var guestNotified: Bool
+    public init(guestNotified: Bool) { self.guestNotified = guestNotified }
+}
+
+public struct BlockExportInfo: Sendable, Equatable {
+    public var id: String
+    public var type: String
+    public var nodeName: String
+    public var shuttingDown: Bool
+    public init(id: String, type: String = "vhost-user-blk", nodeName: String, shuttingDown: Bool = false) {
+        self.id = id
+        self.type = type
+        self.nodeName = nodeName
+        self.shuttingDown = shuttingDown
+    }
+}
+
+public struct BlockNodeInfo: Sendable, Equatable {
+    public var nodeName: String
+    public var driver: String
+    /// The image file name (the node name for drivers without one, as QEMU shows).
+    public var file: String
+    public var readOnly: Bool
+    public var virtualSize: UInt64
+    public var cacheDirect: Bool
+    public var cacheNoFlush: Bool
+    public init(nodeName: String, driver: String, file: String, readOnly: Bool, virtualSize: UInt64,
+                cacheDirect: Bool = false, cacheNoFlush: Bool = false) {
+        self.nodeName = nodeName
+        self.driver = driver
+        self.file = file
+        self.readOnly = readOnly
+        self.virtualSize = virtualSize
+        self.cacheDirect = cacheDirect
+        self.cacheNoFlush = cacheNoFlush
+    }
+}
+
+public struct IOThreadInfo: Sendable, Equatable {
+    public var id: String
+    public var threadID: Int32
+    public var cpu: Int?
+    public init(id: String, threadID: Int32, cpu: Int?) {
+        self.id = id
+        self.threadID = threadID
+        self.cpu = cpu
+    }
+}
+
+/// A QMP error reply: QEMU's error class and a description for the operator.
+public struct QMPError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum ErrorClass: String, Sendable {
+        case genericError = "GenericError"
+        case commandNotFound = "CommandNotFound"
+        case deviceNotFound = "DeviceNotFound"
+        case deviceNotActive = "DeviceNotActive"
+        case kvmMissingCap = "KVMMissingCap"
+    }
+    public var errorClass: ErrorClass
+    public var desc: String
+    public init(_ errorClass: ErrorClass = .genericError, _ desc: String) {
+        self.errorClass = errorClass
+        self.desc = desc
+    }
+    public var description: String { desc }
+}

@@ -1,1 +1,0 @@
-// The QMP monitor (part 2).
