@@ -9,6 +9,18 @@ import Logging
 public protocol BlockDeviceOps: AnyObject {
     /// The BlockBackend is running again after a drain: take requests off the queues again.
     func drainedEnd()
+    /// The root node's size changed (while drained). Returns whether the guest was told.
+    func resized() -> Bool
+}
+
+/// What a resize did.
+public struct ResizeResult: Sendable {
+    public let oldSize: UInt64
+    public let newSize: UInt64
+    /// BlockBackends whose device told its guest (e.g. a vhost-user config-change message).
+    public let notifiedDevices: [String]
+    /// BlockBackends whose device could not tell its guest.
+    public let unnotifiedDevices: [String]
 }
 
 /// The global-state (GS) API of the block layer: nodes, BlockBackends, attach/detach, drain.
@@ -99,6 +111,66 @@ public final class BlockGraph {
         resume(backend)
         backends[backend.name] = nil
         deviceOps[ObjectIdentifier(backend)] = nil
+    }
+
+    /// The BlockBackends attached to a node.
+    public func users(of node: NodeName) -> [BlockBackend] {
+        backends.values.filter { attachments[ObjectIdentifier($0)] == node }
+    }
+
+    // MARK: resize and revocation
+
+    /// Changes a node's size (QMP block_resize): drains every BlockBackend using it, grows
+    /// (or, where the driver allows, shrinks) the image, resumes, then tells each device so
+    /// that it can update its guest. Requests past the new end fail with EIO.
+    public func resize(node name: NodeName, to size: UInt64) async throws(BlockError) -> ResizeResult {
+        ControlActor.preconditionOnControlThread("resize")
+        guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        let users = users(of: name)
+        for backend in users { await drain(backend) }
+        let oldSize = node.length
+        let result: Result<Void, BlockError>
+        do {
+            try node.resize(to: size)
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        for backend in users { resume(backend) }
+        try result.get()
+        var notified: [String] = []
+        var unnotified: [String] = []
+        for backend in users {
+            if deviceOps[ObjectIdentifier(backend)]?.resized() == true {
+                notified.append(backend.name)
+            } else {
+                unnotified.append(backend.name)
+            }
+        }
+        logger.info("resized node", metadata: ["node": "\(name)", "from": "\(oldSize)", "to": "\(size)"])
+        return ResizeResult(oldSize: oldSize, newSize: size, notifiedDevices: notified, unnotifiedDevices: unnotified)
+    }
+
+    /// Withdraws a BlockBackend's access to its image (drive_del): drains it (in-flight
+    /// requests complete), detaches it from its root node, and closes that node if nothing
+    /// else uses it, which releases the image and its locks and frees the node name. The
+    /// BlockBackend stays, with no root: every later request fails with EIO.
+    /// Returns the name of the node that was closed, if any.
+    @discardableResult
+    public func revoke(_ backend: BlockBackend) async -> NodeName? {
+        ControlActor.preconditionOnControlThread("revoke")
+        await drain(backend)
+        let nodeName = attachments[ObjectIdentifier(backend)]
+        detach(backend)
+        var closed: NodeName?
+        if let nodeName, let node = nodes[nodeName], node.userCount == 0 {
+            node.close()
+            nodes[nodeName] = nil
+            closed = nodeName
+        }
+        resume(backend)
+        logger.notice("revoked BlockBackend", metadata: ["backend": "\(backend.name)", "node": "\(nodeName.map { "\($0)" } ?? "-")"])
+        return closed
     }
 
     // MARK: drain

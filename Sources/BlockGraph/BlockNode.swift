@@ -125,6 +125,33 @@ public final class BlockNode {
         try? updateLocks()
     }
 
+    /// Sets the size (GS: only while every user is drained). Files grow with ftruncate;
+    /// shrinking a file or resizing a block device is refused (data would be lost, or the
+    /// device has its own size); null-co takes any size.
+    func resize(to size: UInt64) throws(BlockError) {
+        ControlActor.preconditionOnControlThread("BlockNode.resize")
+        guard size % 512 == 0 else {
+            throw BlockError(errno: EINVAL, "node '\(name)': size \(size) is not a multiple of 512 bytes")
+        }
+        if let null = io as? NullIO {
+            null.setLength(size)
+            return
+        }
+        guard let file = io as? FileIO, fd >= 0 else { throw BlockError(errno: ENOTSUP, "node '\(name)' cannot be resized") }
+        guard file.writable else { throw BlockError(errno: EROFS, "node '\(name)' is read-only; it cannot be resized") }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw BlockError(errno: ENOTSUP, "node '\(name)': only regular image files can be resized")
+        }
+        guard size >= file.length else {
+            throw BlockError(errno: ENOTSUP, "node '\(name)': shrinking an image is not supported (it would drop data past \(size) bytes)")
+        }
+        guard size <= UInt64(Int64.max), ftruncate(fd, off_t(size)) == 0 else {
+            throw BlockError(errno: errno, "node '\(name)': cannot grow '\(path ?? "")' to \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        file.setLength(size)
+    }
+
     /// Closes the image, releasing its locks. Only without users.
     func close() {
         precondition(users.isEmpty, "closing node '\(name)' while it has users")

@@ -336,6 +336,22 @@ final class VhostUserBlkConnection {
         for i in wasRunning { startQueueIfReady(i) }
     }
 
+    /// Tells the frontend the config space changed (BACKEND_CONFIG_CHANGE_MSG on the backend
+    /// channel) so it raises the guest's config interrupt. Never waits for a reply: QEMU
+    /// answers with a GET_CONFIG on the main socket while it handles this message.
+    func notifyConfigChange() -> Bool {
+        guard !closed, let channel = backendChannelFD,
+              negotiatedProtocolFeatures.contains(.config), negotiatedProtocolFeatures.contains(.backendReq) else { return false }
+        let message = VhostUserBackendMessage.configChange(needReply: false)
+        let bytes = message.encoded
+        let rc = bytes.withUnsafeBytes { spindle_send_with_fds(channel, $0.baseAddress, $0.count, nil, 0) }
+        if rc != bytes.count {
+            logger.warning("cannot send CONFIG_CHANGE_MSG on the backend channel: \(rc < 0 ? String(cString: strerror(Int32(-rc))) : "short write")")
+            return false
+        }
+        return true
+    }
+
     func resumeQueuesAfterDrain() {
         for setup in vrings {
             guard let queue = setup.running else { continue }

@@ -22,6 +22,11 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     private let listener: UnixListener
     private var listenWatch: FileDescriptorWatch?
     private(set) var connection: VhostUserBlkConnection?
+    /// Set once drive_del / block-export-revoke withdrew the image: the export stays, every
+    /// guest request fails with IOERR.
+    public private(set) var isRevoked = false
+    public private(set) var isShuttingDown = false
+    public var hasFrontend: Bool { connection != nil }
 
     public init(options: VhostUserBlkExportOptions, graph: BlockGraph, iothread: IOThread) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
@@ -78,10 +83,23 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         if connection === closed { connection = nil }
     }
 
+    /// Withdraws the export's access to its image (drive_del): in-flight requests complete,
+    /// the BlockBackend is detached, the node is closed (image unlocked, name free) if nothing
+    /// else uses it; the frontend stays connected and every later request fails with IOERR.
+    public func revoke() async {
+        ControlActor.preconditionOnControlThread("VhostUserBlkExport.revoke")
+        guard !isRevoked else { return }
+        isRevoked = true
+        let closed = await graph.revoke(backend)
+        logger.notice("export revoked: the guest keeps the device but every request now fails with an I/O error",
+                      metadata: ["closed-node": "\(closed.map { "\($0)" } ?? "-")"])
+    }
+
     /// Disconnects the frontend (after its in-flight requests complete), removes the socket
     /// and deletes the BlockBackend.
     public func delete() async {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.delete")
+        isShuttingDown = true
         if let listenWatch { ControlExecutor.shared.unwatch(listenWatch) }
         listenWatch = nil
         listener.close()
@@ -95,5 +113,11 @@ public final class VhostUserBlkExport: BlockDeviceOps {
 
     public func drainedEnd() {
         connection?.resumeQueuesAfterDrain()
+    }
+
+    public func resized() -> Bool {
+        let notified = connection?.notifyConfigChange() ?? false
+        logger.info("capacity changed to \(backend.length) bytes; guest \(notified ? "notified" : "not notified (no backend channel)")")
+        return notified
     }
 }

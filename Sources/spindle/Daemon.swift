@@ -15,9 +15,11 @@ final class Daemon {
     static let shared = Daemon()
 
     let graph = BlockGraph()
-    private var iothreads: [String: IOThread] = [:]
-    private var exports: [VhostUserBlkExport] = []
-    private let logger = Logger(label: "spindle")
+    private(set) var iothreads: [String: IOThread] = [:]
+    private(set) var exports: [VhostUserBlkExport] = []
+    let logger = Logger(label: "spindle")
+    /// Sends a QMP event to every monitor client (set once the monitors run).
+    var emitEvent: (_ name: String, _ data: [(String, String)]) -> Void = { _, _ in }
 
     /// The IOThread exports use when they name none (qsd would use its main loop).
     private static let defaultIOThreadID = "main-iothread"
@@ -37,8 +39,7 @@ final class Daemon {
             try graph.openNode(blockdev)
         }
         for options in configuration.exports {
-            let iothread = try ioThread(for: options)
-            exports.append(try VhostUserBlkExport(options: options, graph: graph, iothread: iothread))
+            try addExport(options)
         }
         logger.info("spindle \(spindleVersion) ready: \(exports.count) export(s), \(graph.nodes.count) node(s)")
     }
@@ -47,6 +48,29 @@ final class Daemon {
         let thread = try IOThread(id: id, cpu: cpu)
         thread.start()
         return thread
+    }
+
+    func addExport(_ options: VhostUserBlkExportOptions) throws {
+        guard !exports.contains(where: { $0.options.id == options.id }) else {
+            throw DaemonError("export id '\(options.id)' is already in use")
+        }
+        guard !exports.contains(where: { $0.options.socketPath == options.socketPath }) else {
+            throw DaemonError("socket path '\(options.socketPath)' is already used by another export")
+        }
+        let iothread = try ioThread(for: options)
+        exports.append(try VhostUserBlkExport(options: options, graph: graph, iothread: iothread))
+    }
+
+    func export(id: String) -> VhostUserBlkExport? {
+        exports.first { $0.options.id == id }
+    }
+
+    /// Deletes an export: disconnects its frontend after in-flight requests, removes the
+    /// socket, frees the id. Emits BLOCK_EXPORT_DELETED.
+    func deleteExport(_ export: VhostUserBlkExport) async {
+        exports.removeAll { $0 === export }
+        await export.delete()
+        emitEvent("BLOCK_EXPORT_DELETED", [("id", export.options.id)])
     }
 
     private func ioThread(for options: VhostUserBlkExportOptions) throws -> IOThread {

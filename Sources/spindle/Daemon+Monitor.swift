@@ -1,0 +1,102 @@
+import BlockCommon
+import BlockGraph
+import ControlThread
+import Exports
+import Glibc
+import Monitor
+
+/// The QMP commands' effects, through the GS API (see Monitor/MonitorCommandTarget.swift).
+extension Daemon: MonitorCommandTarget {
+    func blockdevAdd(_ options: BlockdevOptions) throws(QMPError) {
+        do {
+            try graph.openNode(options)
+        } catch {
+            throw QMPError(.genericError, error.message)
+        }
+    }
+
+    func blockdevDel(nodeName: String) throws(QMPError) {
+        guard graph.nodes[NodeName(nodeName)] != nil else {
+            throw QMPError(.genericError, "Failed to find node with node-name='\(nodeName)'")
+        }
+        do {
+            try graph.closeNode(NodeName(nodeName))
+        } catch {
+            throw QMPError(.genericError, error.message)
+        }
+    }
+
+    func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError) {
+        do {
+            try addExport(options)
+        } catch {
+            throw QMPError(.genericError, "\(error)")
+        }
+    }
+
+    func blockExportDel(id: String, mode: BlockExportDeleteMode) async throws(QMPError) {
+        guard let export = export(id: id) else {
+            throw QMPError(.genericError, "Export '\(id)' is not found")
+        }
+        if mode == .safe && export.hasFrontend {
+            throw QMPError(.genericError, "Export '\(id)' is in use by a connected frontend; detach it first (device_del in QEMU) or use mode=hard")
+        }
+        await deleteExport(export)
+    }
+
+    func blockResize(_ target: ResizeTarget, size: UInt64) async throws(QMPError) -> ResizeOutcome {
+        let node: NodeName
+        switch target {
+        case .nodeName(let name):
+            node = NodeName(name)
+            guard graph.nodes[node] != nil else { throw QMPError(.genericError, "Cannot find device='' nor node-name='\(name)'") }
+        case .device(let id):
+            guard let export = export(id: id) else { throw QMPError(.deviceNotFound, "Device '\(id)' not found") }
+            guard let root = graph.rootNode(of: export.backend) else {
+                throw QMPError(.genericError, "Device '\(id)' has no medium (it was revoked)")
+            }
+            node = root.name
+        }
+        do {
+            let result = try await graph.resize(node: node, to: size)
+            return ResizeOutcome(guestNotified: !result.notifiedDevices.isEmpty && result.unnotifiedDevices.isEmpty)
+        } catch {
+            throw QMPError(.genericError, error.message)
+        }
+    }
+
+    func revokeExport(id: String) async throws(QMPError) {
+        guard let export = export(id: id) else { throw QMPError(.deviceNotFound, "Device '\(id)' not found") }
+        guard !export.isRevoked else { throw QMPError(.genericError, "Export '\(id)' was already revoked") }
+        await export.revoke()
+        emitEvent("BLOCK_EXPORT_REVOKED", [("id", id)])
+    }
+
+    func queryBlockExports() -> [BlockExportInfo] {
+        exports.map { BlockExportInfo(id: $0.options.id, nodeName: "\($0.options.nodeName)", shuttingDown: $0.isShuttingDown) }
+    }
+
+    func queryNamedBlockNodes() -> [BlockNodeInfo] {
+        graph.nodes.values.sorted { $0.name.rawValue < $1.name.rawValue }.map { node in
+            var file = node.name.rawValue
+            var direct = false
+            var noFlush = false
+            if case .file(let options) = node.options.driver {
+                file = options.filename
+                direct = options.direct
+                noFlush = options.noFlush
+            }
+            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: file, readOnly: node.readOnly,
+                                 virtualSize: node.length, cacheDirect: direct, cacheNoFlush: noFlush)
+        }
+    }
+
+    func queryIOThreads() -> [IOThreadInfo] {
+        iothreads.values.sorted { $0.id < $1.id }.map { IOThreadInfo(id: $0.id, threadID: $0.threadID, cpu: $0.cpu) }
+    }
+
+    func quit() {
+        // The main thread waits in sigwait and runs the orderly shutdown.
+        kill(getpid(), SIGTERM)
+    }
+}
