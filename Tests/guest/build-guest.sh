@@ -58,13 +58,14 @@ fi
 # ---- kernel ----------------------------------------------------------------
 DL="$ART/dl"
 mkdir -p "$DL"
-DEB="$(ls "$DL"/"${KPKG}"_*.deb 2>/dev/null | head -1 || true)"
-if [[ -z "$DEB" ]]; then
-    log "downloading $KPKG"
+DEB="$DL/${KPKG}_${KVERSION_PKG//:/%3a}_amd64.deb"     # apt-get download's file name
+if [[ ! -s "$DEB" ]]; then
+    log "downloading $KPKG $KVERSION_PKG"
     # apt-get download writes into the cwd; _apt cannot write there, so this
-    # runs unsandboxed (harmless warning).
-    (cd "$DL" && apt-get download -q "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
-    DEB="$(ls "$DL"/"${KPKG}"_*.deb | head -1)"
+    # runs unsandboxed (harmless warning, filtered).
+    (cd "$DL" && apt-get download -q "$KPKG=$KVERSION_PKG" 2>&1 |
+        grep -v '^W: Download is performed unsandboxed' >&2 || true)
+    [[ -s "$DEB" ]] || { log "download of $KPKG $KVERSION_PKG failed"; exit 1; }
 fi
 KROOT="$ART/kernel-root"
 rm -rf "$KROOT"

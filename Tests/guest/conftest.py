@@ -24,7 +24,6 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: boots a QEMU/TCG guest (tens of seconds)")
     opt = config.getoption("--backend-bin")
     if opt:
         os.environ["SPINDLE_BIN"] = opt

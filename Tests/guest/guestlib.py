@@ -43,6 +43,7 @@ BACKEND_START_TIMEOUT = float(os.environ.get("BACKEND_START_TIMEOUT", "30"))
 MARKER_RE = re.compile(r"GUEST-RESULT (\S+) (PASS|FAIL)(?: ([^\r\n]*))?")
 INFO_RE = re.compile(r"GUEST-INFO (\S+) ?([^\r\n]*)")
 DONE_RE = re.compile(r"GUEST-DONE rc=(\d+)")
+ERROR_RE = re.compile(r"GUEST-ERROR ([^\r\n]*)")
 
 
 # --------------------------------------------------------------------------
@@ -185,6 +186,7 @@ class Backend:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(
                     f"backend exited with {self.proc.returncode} before "
                     f"creating {sock}:\n{tail(self.log_path)}")
@@ -194,6 +196,7 @@ class Backend:
             except FileNotFoundError:
                 pass
             if time.monotonic() > deadline:
+                self.stop(grace=2.0)
                 raise RuntimeError(f"backend did not create {sock} within "
                                    f"{timeout}s:\n{tail(self.log_path)}")
             time.sleep(0.05)
@@ -219,6 +222,7 @@ class GuestRun:
     done_rc: int | None = None
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
     infos: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
     duration: float = 0.0
 
     @property
@@ -233,6 +237,7 @@ class GuestRun:
                 self.results[m.group(1)] = (m.group(2), m.group(3) or "")
         for m in INFO_RE.finditer(text):
             self.infos[m.group(1)] = m.group(2).strip()
+        self.errors = [m.group(1) for m in ERROR_RE.finditer(text)]
         m = DONE_RE.search(text)
         self.done_rc = int(m.group(1)) if m else None
 
@@ -252,6 +257,7 @@ class GuestRun:
             problems.append("guest timed out")
         if self.done_rc is None:
             problems.append("guest did not reach GUEST-DONE")
+        problems += [f"guest error: {e}" for e in self.errors]
         for n in names:
             if n not in self.results:
                 problems.append(f"missing result {n}")

@@ -109,8 +109,8 @@ def test_discard_and_write_zeroes(guest_env):
     guard = fill[2 * RANGE_LEN:]
     # qsd's file driver ignores discard requests unless discard=unmap is
     # given (its default is discard=ignore); Spindle accepts the same option.
-    guest_env.start_backend(file_export_args(img, guest_env.sock,
-                                             extra_node_opts="discard=unmap"))
+    backend = guest_env.start_backend(
+        file_export_args(img, guest_env.sock, extra_node_opts="discard=unmap"))
     run = guest_env.run_guest(f"""
 wait_for_disk || exit 1
 check_sha256 prefilled {DISCARD_OFF} {len(fill)} {sha(fill)}
@@ -122,6 +122,7 @@ check_sha256 guard-intact {GUARD_OFF} {GUARD_LEN} {sha(guard)}
 """)
     run.assert_passed("prefilled", "discard", "discard-reads-zero",
                       "write-zeroes", "write-zeroes-reads-zero", "guard-intact")
+    assert backend.alive(), "backend exited after the guest disconnected"
     guest_env.stop_all()
     assert guest_env.read_image(img, DISCARD_OFF, RANGE_LEN) == bytes(RANGE_LEN)
     assert guest_env.read_image(img, WZ_OFF, RANGE_LEN) == bytes(RANGE_LEN)
@@ -142,7 +143,7 @@ def test_readonly_export(guest_env, how):
     before = image_sha(guest_env, img, 0, IMAGE_SIZE)
     # export-readonly: writable omitted on the export, node opened rw
     # node-readonly:   node read-only=on as well (writable=on would be refused)
-    guest_env.start_backend(file_export_args(
+    backend = guest_env.start_backend(file_export_args(
         img, guest_env.sock, writable=False,
         node_read_only=(how == "node-readonly")))
     run = guest_env.run_guest(f"""
@@ -161,6 +162,7 @@ check_sha256 data-unchanged {RO_DATA_OFF} {RO_DATA_LEN} {sha(data)}
     run.assert_passed("disk-ro", "read-data", "fio-read", "dd-direct-write-fails",
                       "dd-buffered-write-fails", "fio-write-fails",
                       "discard-fails", "write-zeroes-fails", "data-unchanged")
+    assert backend.alive(), "backend exited after the guest disconnected"
     guest_env.stop_all()
     assert image_sha(guest_env, img, 0, IMAGE_SIZE) == before, \
         "the image changed through a read-only export"
@@ -173,7 +175,7 @@ NULL_SIZE = 64 * MiB
 
 def test_null_co_export(guest_env):
     """null-co,read-zeroes=on: reads return zeroes, writes complete, data is not kept."""
-    guest_env.start_backend(null_export_args(guest_env.sock, size=NULL_SIZE))
+    backend = guest_env.start_backend(null_export_args(guest_env.sock, size=NULL_SIZE))
     run = guest_env.run_guest(f"""
 wait_for_disk || exit 1
 check_size size {NULL_SIZE // 512}
@@ -186,3 +188,4 @@ check_zero still-zero-after-writes 0 {NULL_SIZE}
 """)
     run.assert_passed("size", "fio-randread", "reads-zero", "fio-randwrite",
                       "dd-write", "still-zero-after-writes")
+    assert backend.alive(), "backend exited after the guest disconnected"
