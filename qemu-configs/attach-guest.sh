@@ -1,5 +1,5 @@
-#!/bin/sh
-# attach-guest.sh SOCK [extra QEMU args...]
+#!/bin/bash
+# attach-guest.sh SOCK|none [extra QEMU args...]
 #
 # Start a QEMU guest whose first virtio-blk disk is served by a vhost-user-blk
 # backend (Spindle or qemu-storage-daemon) listening on the unix socket SOCK.
@@ -22,10 +22,15 @@ fi
 sock=$1
 shift
 here=$(cd "$(dirname "$0")" && pwd)
+# SOCK "none": no vhost-user disk at boot (one is hotplugged later through QMP).
+disk=()
+if [ "$sock" != none ]; then
+    disk=(-chardev "socket,id=vu0,path=$sock"
+          -device "vhost-user-blk-pci,id=vublk0,chardev=vu0,num-queues=${VU_NUM_QUEUES:-1}")
+fi
 exec "${QEMU_BIN:-qemu-system-x86_64}" \
     -readconfig "$here/vhost-user-guest.cfg" \
     -accel "${QEMU_ACCEL:-tcg}" \
-    -chardev "socket,id=vu0,path=$sock" \
-    -device "vhost-user-blk-pci,id=vublk0,chardev=vu0,num-queues=${VU_NUM_QUEUES:-1}" \
+    "${disk[@]}" \
     -nographic -no-reboot \
     "$@"

@@ -17,8 +17,17 @@ from interactive import GuestSession, ok, spindle_qmp, wait_event
 
 MiB = 1024 * 1024
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
+
+
+def _has_monitor() -> bool:
+    if "spindle" not in Path(SPINDLE).name:
+        return False
+    help_text = subprocess.run([SPINDLE, "--help"], capture_output=True, text=True).stdout
+    return "--qmp <socket-path>" in help_text
+
+
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")]
+              pytest.mark.skipif(not _has_monitor(), reason="needs SPINDLE_BIN pointing at a spindle with the QMP monitor")]
 
 
 def sparse_image(path: Path, size: int) -> Path:
