@@ -34,13 +34,16 @@ let package = Package(
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
-        .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "Exports", dependencies: ["Placement", "BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
+        // Host NUMA topology (from a sysfs-shaped folder) and the queue-to-CPU placement policy.
+        .target(name: "Placement", dependencies: ["CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement"], swiftSettings: gnuSource),
         // The QMP monitor: protocol, commands, events. Control thread only.
         .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", log], swiftSettings: gnuSource),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions"], swiftSettings: gnuSource),

@@ -1,0 +1,1 @@
+// NUMA topology and placement (part 4).
