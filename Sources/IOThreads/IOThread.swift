@@ -29,6 +29,12 @@ public final class IOThread: @unchecked Sendable {
     private let batchEndList: UnsafeMutablePointer<UInt16>
     private var batchEndCount = 0
     private var stopping = false
+    private var pollers: [any IOPoller] = []
+    private var pollWindow: PollWindow
+    /// Statistics for query-iothreads (read racily from the control thread: fine for display).
+    public private(set) var pollHits: UInt64 = 0
+    public private(set) var pollMisses: UInt64 = 0
+    public private(set) var sleeps: UInt64 = 0
 
     // Cross-thread inbox.
     private let inboxFD: Int32
@@ -40,9 +46,11 @@ public final class IOThread: @unchecked Sendable {
     private let logger: Logger
 
     @ControlActor
-    public init(id: String, cpu: Int?, ringEntries: UInt32 = 1024) throws(IOContextError) {
+    public init(id: String, cpu: Int?, pollMaxNs: UInt64 = IOThread.defaultPollMaxNs, pollGrow: UInt64 = 0,
+                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024) throws(IOContextError) {
         self.id = id
         self.cpu = cpu
+        self.pollWindow = PollWindow(maxNs: pollMaxNs, grow: pollGrow, shrink: pollShrink)
         self.context = try IOContext(entries: ringEntries)
         handlers = .allocate(capacity: Self.maxHandlers)
         handlers.initialize(repeating: nil, count: Self.maxHandlers)
@@ -65,6 +73,12 @@ public final class IOThread: @unchecked Sendable {
         inboxBuffer.deallocate()
         close(inboxFD)
     }
+
+    /// QEMU's default poll-max-ns.
+    public static let defaultPollMaxNs: UInt64 = 32_768
+
+    public var pollMaxNs: UInt64 { pollWindow.maxNs }
+    public var pollCurrentNs: UInt64 { pollWindow.currentNs }
 
     /// The kernel thread id, once running (for affinity checks and logs).
     public var threadID: Int32 { tid.load(ordering: .acquiring) }
@@ -113,6 +127,15 @@ public final class IOThread: @unchecked Sendable {
         freeHandlerIDs.append(id)
     }
 
+    /// Adds a poller: while the adaptive window is open the thread spins on it instead of sleeping.
+    public func addPoller(_ poller: any IOPoller) {
+        pollers.append(poller)
+    }
+
+    public func removePoller(_ poller: any IOPoller) {
+        pollers.removeAll { $0 === poller }
+    }
+
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
     @inline(__always)
     public func scheduleEndOfBatch(_ id: UInt16) {
@@ -135,9 +158,14 @@ public final class IOThread: @unchecked Sendable {
         let cqes = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: batchCapacity)
         defer { cqes.deallocate() }
         while !stopping {
-            let rc = io_uring_submit_and_wait(ring, 1)
-            if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
-                logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
+            if !pollOnce(ring) {
+                let before = monotonicNanoseconds()
+                let rc = io_uring_submit_and_wait(ring, 1)
+                if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
+                    logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
+                }
+                sleeps &+= 1
+                pollWindow.record(blockedNs: monotonicNanoseconds() &- before)
             }
             while true {
                 let n = Int(io_uring_peek_batch_cqe(ring, cqes, UInt32(batchCapacity)))
@@ -152,6 +180,27 @@ public final class IOThread: @unchecked Sendable {
             finishBatch()
         }
         _ = io_uring_submit(ring)
+    }
+
+    /// Busy-polls for up to the current window: true if work or completions turned up (the
+    /// caller then reaps without sleeping), false if the thread should sleep.
+    private func pollOnce(_ ring: UnsafeMutablePointer<io_uring>) -> Bool {
+        let window = pollWindow.currentNs
+        guard window > 0, !pollers.isEmpty else { return false }
+        _ = io_uring_submit(ring)
+        for poller in pollers { poller.pollingBegins() }
+        let deadline = monotonicNanoseconds() &+ window
+        var found = false
+        repeat {
+            if io_uring_cq_ready(ring) > 0 { found = true; break }
+            for poller in pollers where poller.pollForWork() { found = true }
+            if found { break }
+        } while monotonicNanoseconds() < deadline
+        for poller in pollers where poller.pollingEnds() { found = true }
+        if found { pollHits &+= 1 } else { pollMisses &+= 1 }
+        // Work handled while polling may have queued SQEs and completion batches.
+        finishBatch()
+        return found || io_uring_cq_ready(ring) > 0
     }
 
     @inline(__always)
@@ -173,6 +222,13 @@ public final class IOThread: @unchecked Sendable {
             i += 1
         }
         batchEndCount = 0
+    }
+
+    @inline(__always)
+    private func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
     }
 
     private func armInbox() {

@@ -14,7 +14,7 @@ import VhostUser
 ///
 /// Built on the control thread, then owned by its IOThread: every method but the
 /// constructor and the `async` control helpers runs there.
-public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
+public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sendable {
     public let index: Int
     let device: VirtioBlkDevice
     private var ring: SplitVirtqueue
@@ -61,6 +61,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
         self.thread = thread
         self.context = thread.context
         handlerID = thread.register(self)
+        thread.addPoller(self)
         slots.assignTokens(handler: handlerID)
         state = .running
         armKick()
@@ -96,6 +97,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
         ring.publishUsed()
         signalGuestIfNeeded()
         state = .stopped
+        thread.removePoller(self)
         thread.unregister(handlerID)
         stopCompletion?(ring.lastAvailableIndex)
         stopCompletion = nil
@@ -148,6 +150,34 @@ public final class VirtioBlkQueue: IOCompletionHandler, @unchecked Sendable {
             var one: UInt64 = 1
             _ = write(callFD, &one, 8)
         }
+    }
+
+    // MARK: polling (IOPoller)
+
+    public func pollForWork() -> Bool {
+        guard state == .running, slots.hasFree else { return false }
+        let waiting: UInt16
+        do {
+            waiting = try ring.availableCount()
+        } catch {
+            markBroken("\(error)")
+            return false
+        }
+        guard waiting > 0 else { return false }
+        processAvailable()
+        return true
+    }
+
+    public func pollingBegins() {
+        if state == .running { ring.disableGuestKicks() }
+    }
+
+    public func pollingEnds() -> Bool {
+        guard state == .running else { return false }
+        // Work that arrived while kicks were off would never be kicked for: take it now.
+        guard ring.enableGuestKicks() else { return false }
+        processAvailable()
+        return true
     }
 
     // MARK: taking requests

@@ -33,7 +33,8 @@ final class Daemon {
         }
         for note in configuration.notes { logger.notice("\(note)") }
         for object in configuration.iothreads {
-            iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu)
+            iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
+                                                     pollGrow: object.pollGrow, pollShrink: object.pollShrink)
         }
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
@@ -44,8 +45,10 @@ final class Daemon {
         logger.info("spindle \(spindleVersion) ready: \(exports.count) export(s), \(graph.nodes.count) node(s)")
     }
 
-    private func startIOThread(id: String, cpu: Int?) throws -> IOThread {
-        let thread = try IOThread(id: id, cpu: cpu)
+    private func startIOThread(id: String, cpu: Int?, pollMaxNs: UInt64? = nil, pollGrow: UInt64? = nil,
+                               pollShrink: UInt64? = nil) throws -> IOThread {
+        let thread = try IOThread(id: id, cpu: cpu, pollMaxNs: pollMaxNs ?? IOThread.defaultPollMaxNs,
+                                  pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0)
         thread.start()
         return thread
     }
