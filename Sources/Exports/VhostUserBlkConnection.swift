@@ -218,9 +218,9 @@ final class VhostUserBlkConnection {
             }
             let old = vrings[i].callFD
             vrings[i].callFD = file.fd
-            if let queue = vrings[i].running {
+            if let queue = vrings[i].running, let thread = vrings[i].thread {
                 // The IOThread may be signalling the old eventfd: swap there, close after.
-                await queue.replaceCallFD(file.fd ?? -1, on: export.iothread)
+                await queue.replaceCallFD(file.fd ?? -1, on: thread)
             }
             if let old { Glibc.close(old) }
             return .done
@@ -306,9 +306,11 @@ final class VhostUserBlkConnection {
                                           features: VirtqueueFeatures(negotiated: negotiatedFeatures),
                                           lastAvailableIndex: vrings[i].base)
             let queue = VirtioBlkQueue(device: device, index: i, ring: ring, kickFD: kick, callFD: vrings[i].callFD ?? -1)
+            guard let thread = export.threads.ioThread(forExport: export.options.id, queue: i, ring: ring.descriptorTableAddress) else { return }
             vrings[i].running = queue
-            export.iothread.post { thread in queue.start(on: thread) }
-            logger.debug("queue started", metadata: ["queue": "\(i)", "size": "\(size)", "iothread": "\(export.iothread.id)"])
+            vrings[i].thread = thread
+            thread.post { thread in queue.start(on: thread) }
+            logger.debug("queue started", metadata: ["queue": "\(i)", "size": "\(size)", "iothread": "\(thread.id)"])
         } catch {
             logger.error("queue \(i): cannot start the ring: \(error); the guest will see this queue hang until it resets the device")
         }
@@ -316,10 +318,12 @@ final class VhostUserBlkConnection {
 
     /// Stops a running queue after its in-flight requests complete; returns its next avail index.
     private func stopQueue(_ i: Int) async -> UInt16 {
-        guard let queue = vrings[i].running else { return vrings[i].base }
-        let base = await queue.stop(on: export.iothread)
+        guard let queue = vrings[i].running, let thread = vrings[i].thread else { return vrings[i].base }
+        let base = await queue.stop(on: thread)
         vrings[i].running = nil
+        vrings[i].thread = nil
         vrings[i].base = base
+        export.threads.queueStopped(export: export.options.id, queue: i, thread: thread)
         return base
     }
 
@@ -354,8 +358,8 @@ final class VhostUserBlkConnection {
 
     func resumeQueuesAfterDrain() {
         for setup in vrings {
-            guard let queue = setup.running else { continue }
-            export.iothread.post { _ in queue.resumeAfterDrain() }
+            guard let queue = setup.running, let thread = setup.thread else { continue }
+            thread.post { _ in queue.resumeAfterDrain() }
         }
     }
 

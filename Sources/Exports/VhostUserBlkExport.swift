@@ -16,7 +16,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     public let options: VhostUserBlkExportOptions
     public let backend: BlockBackend
     let device: VirtioBlkDevice
-    let iothread: IOThread
+    let threads: any IOThreadProvider
     let logger: Logger
     private let graph: BlockGraph
     private let listener: UnixListener
@@ -28,14 +28,14 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     public private(set) var isShuttingDown = false
     public var hasFrontend: Bool { connection != nil }
 
-    public init(options: VhostUserBlkExportOptions, graph: BlockGraph, iothread: IOThread) throws {
+    public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
         var logger = Logger(label: "spindle.export")
         logger[metadataKey: "export"] = "\(options.id)"
         self.logger = logger
         self.options = options
         self.graph = graph
-        self.iothread = iothread
+        self.threads = threads
         var permissions: BlockPermissions = [.consistentRead]
         if options.writable { permissions.insert(.write) }
         do {

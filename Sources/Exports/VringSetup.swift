@@ -1,4 +1,5 @@
 import Glibc
+import IOThreads
 import VhostUser
 import VirtioBlk
 
@@ -16,6 +17,8 @@ struct VringSetup {
     /// Set by SET_VRING_KICK; cleared by GET_VRING_BASE (the spec's "started").
     var started = false
     var running: VirtioBlkQueue?
+    /// The IOThread serving `running`.
+    var thread: IOThread?
 
     /// Closes the eventfds (the queue must not be running).
     mutating func closeFDs() {

@@ -92,6 +92,9 @@ public struct SplitVirtqueue: @unchecked Sendable {
     /// Stops handing out work after a guest error.
     public mutating func markBroken() { broken = true }
 
+    /// Where the descriptor table is mapped here (to find the NUMA node of the ring's memory).
+    public var descriptorTableAddress: UnsafeRawPointer { UnsafeRawPointer(descriptors) }
+
     // MARK: - Available ring
 
     /// Reads avail.idx (acquire) and checks it is plausible.

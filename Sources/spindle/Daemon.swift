@@ -2,6 +2,7 @@ import BlockCommon
 import BlockGraph
 import ControlThread
 import Exports
+import BlockIO
 import IOThreads
 import Logging
 import SpindleOptions
@@ -18,11 +19,11 @@ final class Daemon {
     private(set) var iothreads: [String: IOThread] = [:]
     private(set) var exports: [VhostUserBlkExport] = []
     let logger = Logger(label: "spindle")
+    /// Queues served by each automatic (per-CPU) IOThread.
+    var automaticLoad: [Int: Int] = [:]
     /// Sends a QMP event to every monitor client (set once the monitors run).
     var emitEvent: (_ name: String, _ data: [(String, String)]) -> Void = { _, _ in }
 
-    /// The IOThread exports use when they name none (qsd would use its main loop).
-    private static let defaultIOThreadID = "main-iothread"
 
     func start(_ configuration: DaemonConfiguration) async throws {
         if !configuration.monitors.isEmpty || !configuration.chardevs.isEmpty {
@@ -32,6 +33,7 @@ final class Daemon {
             throw DaemonError("--daemonize is not implemented yet; run spindle in the background with your service manager instead")
         }
         for note in configuration.notes { logger.notice("\(note)") }
+        _ = try IOContext(entries: 4)  // fail now, clearly, if io_uring is unavailable
         for object in configuration.iothreads {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
                                                      pollGrow: object.pollGrow, pollShrink: object.pollShrink)
@@ -60,8 +62,10 @@ final class Daemon {
         guard !exports.contains(where: { $0.options.socketPath == options.socketPath }) else {
             throw DaemonError("socket path '\(options.socketPath)' is already used by another export")
         }
-        let iothread = try ioThread(for: options)
-        exports.append(try VhostUserBlkExport(options: options, graph: graph, iothread: iothread))
+        if let named = options.iothread, iothreads[named] == nil {
+            throw DaemonError("--export id=\(options.id): iothread '\(named)' does not exist; add --object iothread,id=\(named) before it")
+        }
+        exports.append(try VhostUserBlkExport(options: options, graph: graph, threads: self))
     }
 
     func export(id: String) -> VhostUserBlkExport? {
@@ -76,16 +80,9 @@ final class Daemon {
         emitEvent("BLOCK_EXPORT_DELETED", [("id", export.options.id)])
     }
 
-    private func ioThread(for options: VhostUserBlkExportOptions) throws -> IOThread {
-        if let id = options.iothread {
-            guard let thread = iothreads[id] else {
-                throw DaemonError("--export id=\(options.id): iothread '\(id)' does not exist; add --object iothread,id=\(id) before it")
-            }
-            return thread
-        }
-        if let thread = iothreads[Self.defaultIOThreadID] { return thread }
-        let thread = try startIOThread(id: Self.defaultIOThreadID, cpu: nil)
-        iothreads[Self.defaultIOThreadID] = thread
+    func startAutomaticThread(id: String, cpu: Int) throws -> IOThread {
+        let thread = try startIOThread(id: id, cpu: cpu)
+        iothreads[id] = thread
         return thread
     }
 
