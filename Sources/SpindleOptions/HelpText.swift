@@ -39,17 +39,19 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            (default 512)
                          serial: up to 20 bytes, reported to the guest as the
                            device ID (default none)
-                         iothread: an --object iothread defined earlier
-                           (default: the main I/O thread)
+                         iothread: an --object iothread defined earlier that
+                           serves every queue (default: automatic placement,
+                           one pinned IOThread per CPU, least-loaded CPU first)
                          fixed-iothread: accepted for compatibility, no effect
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>]
                          create an I/O thread for --export iothread=<id>
                          cpu: pin the thread to host CPU <n> (default unpinned)
-                         poll-max-ns, poll-grow, poll-shrink: accepted for
-                           compatibility; adaptive polling is not implemented
-                           yet, so they have no effect
+                         poll-max-ns: busy-poll the queues for up to this long
+                           before sleeping, adaptively as QEMU (default 32768;
+                           0 disables); poll-grow, poll-shrink: how the window
+                           grows and shrinks (default 2 and reset to 0)
 
   --pidfile <path>       write process ID to a file after startup
 
