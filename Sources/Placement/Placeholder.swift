@@ -1,1 +1,0 @@
-// NUMA topology and placement (part 4).
