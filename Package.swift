@@ -34,7 +34,7 @@ let package = Package(
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
-        .target(name: "Exports", dependencies: ["Placement", "BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

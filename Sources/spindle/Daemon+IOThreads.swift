@@ -3,6 +3,7 @@ import Exports
 import Glibc
 import IOThreads
 import Logging
+import Placement
 
 /// Which IOThread serves each virtqueue. An export that names an iothread gets it for every
 /// queue (as qsd); one that names none gets automatic placement: one pinned IOThread per
@@ -19,37 +20,35 @@ extension Daemon: IOThreadProvider {
 
     func queueStopped(export exportID: String, queue: Int, thread: IOThread) {
         if let cpu = thread.cpu, thread.id == Self.automaticThreadID(cpu: cpu) {
-            automaticLoad[cpu, default: 1] -= 1
+            _ = placer?.release(cpu: cpu)
         }
     }
 
     static func automaticThreadID(cpu: Int) -> String { "auto-cpu\(cpu)" }
 
+    /// NUMA-aware: the queue goes to the least-loaded CPU on the node that holds its ring.
     private func automaticThread(exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
-        let cpus = Self.allowedCPUs()
-        let cpu = cpus.min { (automaticLoad[$0] ?? 0, $0) < (automaticLoad[$1] ?? 0, $1) } ?? 0
-        automaticLoad[cpu, default: 0] += 1
-        let id = Self.automaticThreadID(cpu: cpu)
+        guard var placer else {
+            logger.error("export \(exportID) queue \(queue): no CPU topology to place it with; the queue does not start")
+            return nil
+        }
+        let decision = placer.assign(ringNode: nodeOfAddress(ring))
+        self.placer = placer
+        let id = Self.automaticThreadID(cpu: decision.cpu)
         let thread: IOThread
         if let existing = iothreads[id] {
             thread = existing
         } else {
             do {
-                thread = try startAutomaticThread(id: id, cpu: cpu)
+                thread = try startAutomaticThread(id: id, cpu: decision.cpu)
             } catch {
-                automaticLoad[cpu, default: 1] -= 1
-                logger.error("export \(exportID) queue \(queue): cannot create an IOThread for CPU \(cpu): \(error); the queue does not start")
+                _ = self.placer?.release(cpu: decision.cpu)
+                logger.error("export \(exportID) queue \(queue): cannot create an IOThread for CPU \(decision.cpu): \(error); the queue does not start")
                 return nil
             }
         }
-        logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(id)", "cpu": "\(cpu)",
-                                                  "why": "automatic: CPU \(cpu) serves the fewest queues (\((automaticLoad[cpu] ?? 1) - 1) before this one)"])
+        logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(id)",
+                                                  "cpu": "\(decision.cpu)", "node": "\(decision.node)", "why": "\(decision.reason)"])
         return thread
-    }
-
-    /// CPUs this process may run on.
-    static func allowedCPUs() -> [Int] {
-        let count = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        return Array(0..<max(1, count))
     }
 }

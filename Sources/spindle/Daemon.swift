@@ -5,6 +5,7 @@ import Exports
 import BlockIO
 import IOThreads
 import Logging
+import Placement
 import SpindleOptions
 
 let spindleVersion = "0.1.0"
@@ -19,8 +20,8 @@ final class Daemon {
     private(set) var iothreads: [String: IOThread] = [:]
     private(set) var exports: [VhostUserBlkExport] = []
     let logger = Logger(label: "spindle")
-    /// Queues served by each automatic (per-CPU) IOThread.
-    var automaticLoad: [Int: Int] = [:]
+    /// Decides where automatically placed queues run (nil until the topology is loaded).
+    var placer: QueuePlacer?
     /// Sends a QMP event to every monitor client (set once the monitors run).
     var emitEvent: (_ name: String, _ data: [(String, String)]) -> Void = { _, _ in }
 
@@ -34,6 +35,9 @@ final class Daemon {
         }
         for note in configuration.notes { logger.notice("\(note)") }
         _ = try IOContext(entries: 4)  // fail now, clearly, if io_uring is unavailable
+        let topology = try NUMATopology.current()
+        placer = try QueuePlacer(topology: topology)
+        logger.info("host topology: \(topology)")
         for object in configuration.iothreads {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
                                                      pollGrow: object.pollGrow, pollShrink: object.pollShrink)

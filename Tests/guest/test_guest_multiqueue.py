@@ -58,8 +58,12 @@ run_fio mq-verify --rw=randwrite --bs=4k --size=16M --offset_increment=16M --num
         run = guest.finish()
         run.assert_passed("disk-present", "two-hw-queues", "mq-verify")
         log = backend.log_path.read_text()
-        placements = re.findall(r"cpu=(\d+) export=mq iothread=(\S+) queue=(\d+)", log)
-        by_queue = {q: (cpu, thread) for cpu, thread, q in placements}
+        # The last placement of each queue (QEMU may start and stop the rings more than once).
+        by_queue = {}
+        for line in log.splitlines():
+            if "queue placement" in line and "export=mq " in line:
+                fields = dict(re.findall(r"(\w+)=(\S+)", line))
+                by_queue[fields["queue"]] = (fields["cpu"], fields["iothread"])
         assert set(by_queue) == {"0", "1"}, log
         assert by_queue["0"][0] != by_queue["1"][0], f"both queues on one CPU: {by_queue}"
         threads = thread_cpus(backend.proc.pid)
