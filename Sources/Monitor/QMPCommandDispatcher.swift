@@ -9,7 +9,7 @@ struct QMPCommandDispatcher {
     let identity: QMPIdentity
 
     /// What `query-commands` lists: every command Spindle runs.
-    static let commandNames = [
+    nonisolated static let commandNames = [
         "qmp_capabilities", "query-version", "query-commands", "quit",
         "blockdev-add", "blockdev-del", "block-export-add", "block-export-del", "block-export-revoke",
         "block_resize", "query-block-exports", "query-named-block-nodes", "query-iothreads",

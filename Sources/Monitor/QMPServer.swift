@@ -10,7 +10,7 @@ public final class QMPServer {
     /// The longest request accepted (QEMU allows far more; 1 MiB is generous for any command).
     public static let defaultMessageLimit = 1 << 20
 
-    public let path: String
+    public nonisolated let path: String
     private let listener: MonitorSocketListener
     private var listenerWatch: FileDescriptorWatch?
     private var clients: [ObjectIdentifier: QMPClientConnection] = [:]
