@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct ClientsAndEventsTests {
     @Test func eventsGoToEveryNegotiatedClientWithATimestamp() async throws {
         let fixture = try await QMPFixture.make()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let first = try QMPTestClient(path: fixture.path)
         try first.negotiate()
         let second = try QMPTestClient(path: fixture.path)
@@ -40,7 +40,7 @@ import Testing
 
     @Test func oneClientsBadInputLeavesTheOthersAlone() async throws {
         let fixture = try await QMPFixture.make()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let good = try QMPTestClient(path: fixture.path)
         try good.negotiate()
         let bad = try QMPTestClient(path: fixture.path)
@@ -58,7 +58,7 @@ import Testing
 
     @Test func disconnectedClientsAreForgotten() async throws {
         let fixture = try await QMPFixture.make()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         do {
             let client = try QMPTestClient(path: fixture.path)
             try client.negotiate()
@@ -72,7 +72,7 @@ import Testing
 
     @Test func aClientThatStopsReadingIsDropped() async throws {
         let fixture = try await QMPFixture.make()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let sleeper = try QMPTestClient(path: fixture.path)
         try sleeper.negotiate()
         let reader = try QMPTestClient(path: fixture.path)
@@ -89,7 +89,7 @@ import Testing
 
     @Test func floodingClientIsServedInOrder() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         var requests = ""
         for index in 0..<2000 { requests += #"{"execute": "query-block-exports", "id": \#(index)}"# }
         client.send(requests)

@@ -14,7 +14,7 @@ import Testing
 
     @Test func queryCommandsListsEveryCommand() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         guard case .object(let reply) = try { client.send(#"{"execute": "query-commands"}"# + "\n"); return try client.readJSON() }(),
               case .array(let commands)? = reply["return"] else { Issue.record("no list"); return }
         let names = commands.compactMap { command -> String? in
@@ -27,7 +27,7 @@ import Testing
 
     @Test func blockdevAdd() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "blockdev-add", "arguments": {"driver": "file", "node-name": "d1", "filename": "/img", "cache": {"direct": true}, "read-only": true}, "id": 1}"#,
              #"{"return": {}, "id": 1}"#),
@@ -57,7 +57,7 @@ import Testing
 
     @Test func blockdevDel() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "blockdev-del", "arguments": {"node-name": "d1"}}"#, #"{"return": {}}"#),
             (#"{"execute": "blockdev-del", "arguments": {}}"#, Self.error("Parameter 'node-name' is missing")),
@@ -72,7 +72,7 @@ import Testing
 
     @Test func blockExportAdd() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "block-export-add", "arguments": {"type": "vhost-user-blk", "id": "e1", "node-name": "disk0", "addr": {"type": "unix", "path": "/tmp/e1.sock"}, "writable": true, "num-queues": 4, "logical-block-size": 4096, "serial": "S1", "iothread": "io0"}}"#,
              #"{"return": {}}"#),
@@ -96,7 +96,7 @@ import Testing
 
     @Test func blockExportDel() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "block-export-del", "arguments": {"id": "exp0"}}"#, #"{"return": {}}"#),
             (#"{"execute": "block-export-del", "arguments": {"id": "exp0", "mode": "hard"}}"#, #"{"return": {}}"#),
@@ -111,7 +111,7 @@ import Testing
 
     @Test func blockResize() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "block_resize", "arguments": {"node-name": "disk0", "size": 2147483648}}"#, #"{"return": {}}"#),
             (#"{"execute": "block_resize", "arguments": {"device": "exp0", "size": 0}}"#, #"{"return": {}}"#),
@@ -133,7 +133,7 @@ import Testing
 
     @Test func revokeAndDriveDel() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         func hmp(_ line: String) -> String { #"{"execute": "human-monitor-command", "arguments": {"command-line": "\#(line)"}}"# }
         try expectReplies(client, [
             (#"{"execute": "block-export-revoke", "arguments": {"id": "exp0"}}"#, #"{"return": {}}"#),
@@ -157,7 +157,7 @@ import Testing
 
     @Test func queries() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "query-block-exports"}"#,
              #"{"return": [{"id": "exp0", "type": "vhost-user-blk", "node-name": "disk0", "shutting-down": false}]}"#),
@@ -173,7 +173,7 @@ import Testing
 
     @Test func quitRepliesThenQuits() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         #expect(try client.command(#"{"execute": "quit", "id": 1}"#) == #"{"return": {}, "id": 1}"#)
         try await Task.sleep(for: .milliseconds(20))
         #expect(await fixture.target.quitCount == 1)

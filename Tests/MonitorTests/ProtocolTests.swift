@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct ProtocolTests {
     @Test func greetingAndNegotiation() async throws {
         let fixture = try await QMPFixture.make()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let client = try QMPTestClient(path: fixture.path)
         #expect(try client.readLine() == #"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 0}, "package": "spindle 0.1.0"}, "capabilities": []}}"#)
         #expect(try client.command(#"{"execute": "query-version", "id": 1}"#)
@@ -29,7 +29,7 @@ import Testing
 
     @Test func envelopeErrors() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let cases: [(String, String)] = [
             (#"[1, 2]"#, #"{"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}"#),
             (#""str""#, #"{"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}"#),
@@ -53,7 +53,7 @@ import Testing
 
     @Test func malformedJSONGetsAnErrorAndTheClientGoesOn() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         for bad in [#"{"exec"#, "}", "]", #"{"a" 1}"#, #"{"a": tru}"#, #"{"execute": "nope", "id": 1, "id": 2}"#, "\u{01}", "{\"a\": 01}"] {
             let reply = try client.command(bad)
             #expect(reply.hasPrefix(#"{"error": {"class": "GenericError", "desc": "JSON parse error, "#), "\(bad) -> \(reply)")
@@ -66,7 +66,7 @@ import Testing
 
     @Test func messagesWithoutNewlinesAndAcrossWrites() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         client.send(#"{"execute": "query-block-exports", "id": 1}{"execute": "query-block-exports", "id": 2} {"execute":"#)
         #expect(try client.readLine().hasSuffix(#""id": 1}"#))
         #expect(try client.readLine().hasSuffix(#""id": 2}"#))
@@ -81,7 +81,7 @@ import Testing
 
     @Test func idsAreEchoedExactly() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         #expect(try client.command(#"{"execute": "nope", "id": "\u00e9\u20ac\ud83d\ude00\t\n\"\\/"}"#)
                 == #"{"id": "\u00E9\u20AC\uD83D\uDE00\t\n\"\\/", "error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}}"#)
         #expect(try client.command(#"{"execute": "nope", "id": [true, false, null, {}, [], 18446744073709551615, -9223372036854775808]}"#)
@@ -90,7 +90,7 @@ import Testing
 
     @Test func oversizedMessageIsRejectedAndTheClientGoesOn() async throws {
         let fixture = try await QMPFixture.make(messageLimit: 4096)
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let client = try QMPTestClient(path: fixture.path)
         try client.negotiate()
         let huge = #"{"execute": "nope", "id": ""# + String(repeating: "x", count: 10000) + "\"}"
@@ -105,14 +105,14 @@ import Testing
 
     @Test func deepNestingIsRefused() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let deep = #"{"execute": "nope", "id": "# + String(repeating: "[", count: 500) + String(repeating: "]", count: 500) + "}"
         #expect(try client.command(deep).contains("JSON parse error, nested too deeply"))
     }
 
     @Test func repliesKeepRequestOrderWhileACommandWaits() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         await fixture.setHoldExportAdd()
         client.send(#"{"execute": "block-export-add", "arguments": {"type": "vhost-user-blk", "id": "e1", "node-name": "disk0", "addr": {"type": "unix", "path": "/tmp/e1.sock"}}, "id": 1}"# + "\n")
         client.send(#"{"execute": "query-version", "id": 2}"# + "\n")
@@ -128,7 +128,7 @@ import Testing
 
     @Test func halfClosedClientStillGetsItsReplies() async throws {
         let (fixture, client) = try await negotiatedClient()
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         client.send(#"{"execute": "query-version", "id": 1}"# + "\n" + #"{"execute": "block-export-revoke", "arguments": {"id": "exp0"}, "id": 2}"# + "\n")
         client.shutdownWrite()
         #expect(try client.readLine().hasSuffix(#""id": 1}"#))
@@ -138,7 +138,7 @@ import Testing
 
     @Test func prettyOutputMatchesQEMU() async throws {
         let fixture = try await QMPFixture.make(pretty: true)
-        defer { Task { await fixture.close() } }
+        defer { fixture.closeSoon() }
         let client = try QMPTestClient(path: fixture.path)
         var greeting: [String] = []
         for _ in 0..<13 { greeting.append(try client.readLine()) }

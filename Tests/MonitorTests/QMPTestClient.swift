@@ -107,6 +107,13 @@ final class QMPFixture {
     }
 
     func close() { server.close() }
+
+    /// For `defer`: removes the socket at once (the process may end before the server's
+    /// own close runs) and closes the server on the control thread.
+    nonisolated func closeSoon() {
+        unlink(path)
+        Task { await close() }
+    }
 }
 
 /// Starts a fixture and a client that has completed negotiation.
