@@ -45,8 +45,8 @@ let package = Package(
         .target(name: "Placement", dependencies: ["CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"], swiftSettings: gnuSource),
         // The QMP monitor: protocol, commands, events. Control thread only.
-        .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", log], swiftSettings: gnuSource),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions"], swiftSettings: gnuSource),
+        .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", "CSpindle", log], swiftSettings: gnuSource),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         // A vhost-user-blk frontend (the role QEMU plays), for the benchmark client and tests.
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),

@@ -17,7 +17,11 @@ struct BlockdevParser {
     }
 
     static func parse(_ text: String) throws(CommandLineError) -> Result {
-        var reader = try OptionReader(option: option, text: text, impliedKey: "driver")
+        try parse(OptionReader(option: option, text: text, impliedKey: "driver"))
+    }
+
+    static func parse(_ reader: OptionReader) throws(CommandLineError) -> Result {
+        var reader = reader
         if let name = try? reader.string("node-name"), NodeName.isValid(name) { reader.subject = "node-name=\(name)" }
         guard let driver = try reader.string("driver") else {
             throw reader.missing("driver", hint: "use driver=file or driver=null-co")

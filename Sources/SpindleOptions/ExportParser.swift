@@ -13,7 +13,11 @@ struct ExportParser {
     static let maximumSerialLength = 20
 
     static func parse(_ text: String) throws(CommandLineError) -> VhostUserBlkExportOptions {
-        var reader = try OptionReader(option: option, text: text, impliedKey: "type")
+        try parse(OptionReader(option: option, text: text, impliedKey: "type"))
+    }
+
+    static func parse(_ reader: OptionReader) throws(CommandLineError) -> VhostUserBlkExportOptions {
+        var reader = reader
         if let id = try? reader.string("id"), NodeName.isValid(id) { reader.subject = "id=\(id)" }
         guard let type = try reader.string("type") else {
             throw reader.missing("type", hint: "use type=vhost-user-blk")

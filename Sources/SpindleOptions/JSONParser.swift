@@ -1,3 +1,22 @@
+/// Where and why a JSON text is malformed.
+public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Byte offset into the text.
+    public var offset: Int
+    public var reason: String
+    public var description: String { "invalid JSON at offset \(offset): \(reason)" }
+}
+
+/// Public entry point to the JSON reader (used by the QMP monitor).
+public enum JSONText {
+    /// Parses `bytes`, which must hold exactly one JSON value. `singleQuotedStrings` accepts
+    /// QEMU's extension `'text'` (QMP clients may use it).
+    public static func parse(_ bytes: [UInt8], singleQuotedStrings: Bool = false) throws(JSONSyntaxError) -> OptionValue {
+        var parser = JSONParser(option: "")
+        parser.allowsSingleQuotes = singleQuotedStrings
+        return try parser.parseValue(bytes)
+    }
+}
+
 /// A small strict JSON reader for the `{...}` form of options, producing an `OptionObject`.
 ///
 /// Like QEMU it rejects duplicate keys and anything after the value. Numbers are kept as text
@@ -6,6 +25,7 @@
 struct JSONParser {
     var option: String
     static let maximumDepth = 32
+    var allowsSingleQuotes = false
 
     private var bytes: [UInt8] = []
     private var position = 0
@@ -14,26 +34,37 @@ struct JSONParser {
 
     /// Parses `text`, which must hold exactly one JSON object.
     mutating func parseObject(_ text: String) throws(CommandLineError) -> OptionObject {
-        bytes = Array(text.utf8)
-        position = 0
-        let value = try parseValue(depth: 0)
-        skipWhitespace()
-        guard position == bytes.count else { throw failure("unexpected text after the JSON value") }
+        let value: OptionValue
+        do {
+            value = try parseValue(Array(text.utf8))
+        } catch {
+            throw CommandLineError(option: option, error.description)
+        }
         guard case .object(let object) = value else {
             throw CommandLineError(option: option, "JSON value must be an object, not \(value.typeName)")
         }
         return object
     }
 
-    private func failure(_ reason: String) -> CommandLineError {
-        CommandLineError(option: option, "invalid JSON at offset \(position): \(reason)")
+    /// Parses `input`, which must hold exactly one JSON value.
+    mutating func parseValue(_ input: [UInt8]) throws(JSONSyntaxError) -> OptionValue {
+        bytes = input
+        position = 0
+        let value = try parseValue(depth: 0)
+        skipWhitespace()
+        guard position == bytes.count else { throw failure("unexpected text after the JSON value") }
+        return value
+    }
+
+    private func failure(_ reason: String) -> JSONSyntaxError {
+        JSONSyntaxError(offset: position, reason: reason)
     }
 
     private mutating func skipWhitespace() {
         while position < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[position]) { position += 1 }
     }
 
-    private mutating func parseValue(depth: Int) throws(CommandLineError) -> OptionValue {
+    private mutating func parseValue(depth: Int) throws(JSONSyntaxError) -> OptionValue {
         guard depth < Self.maximumDepth else { throw failure("nested too deeply") }
         skipWhitespace()
         guard position < bytes.count else { throw failure("unexpected end of input") }
@@ -41,6 +72,7 @@ struct JSONParser {
         case UInt8(ascii: "{"): return .object(try parseObjectBody(depth: depth))
         case UInt8(ascii: "["): return .array(try parseArrayBody(depth: depth))
         case UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "'") where allowsSingleQuotes: return .string(try parseString())
         case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
         case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
         case UInt8(ascii: "n"): try expectWord("null"); return .null
@@ -49,7 +81,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func expectWord(_ word: String) throws(CommandLineError) {
+    private mutating func expectWord(_ word: String) throws(JSONSyntaxError) {
         let expected = Array(word.utf8)
         guard bytes.count - position >= expected.count,
               Array(bytes[position..<position + expected.count]) == expected else {
@@ -58,14 +90,16 @@ struct JSONParser {
         position += expected.count
     }
 
-    private mutating func parseObjectBody(depth: Int) throws(CommandLineError) -> OptionObject {
+    private mutating func parseObjectBody(depth: Int) throws(JSONSyntaxError) -> OptionObject {
         position += 1  // '{'
         var object = OptionObject()
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "}") { position += 1; return object }
         while true {
             skipWhitespace()
-            guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw failure("expected a key in double quotes") }
+            guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") || (allowsSingleQuotes && bytes[position] == UInt8(ascii: "'")) else {
+                throw failure("expected a key in double quotes")
+            }
             let key = try parseString()
             guard object[key] == nil else { throw failure("duplicate key '\(key)'") }
             skipWhitespace()
@@ -80,7 +114,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseArrayBody(depth: Int) throws(CommandLineError) -> [OptionValue] {
+    private mutating func parseArrayBody(depth: Int) throws(JSONSyntaxError) -> [OptionValue] {
         position += 1  // '['
         var elements: [OptionValue] = []
         skipWhitespace()
@@ -96,7 +130,7 @@ struct JSONParser {
     }
 
     /// Reads the number's text; its grammar is checked, its meaning is left to the reader.
-    private mutating func parseNumber() throws(CommandLineError) -> String {
+    private mutating func parseNumber() throws(JSONSyntaxError) -> String {
         let start = position
         func digits() -> Int {
             let from = position
@@ -120,7 +154,8 @@ struct JSONParser {
         return String(decoding: bytes[start..<position], as: UTF8.self)
     }
 
-    private mutating func parseString() throws(CommandLineError) -> String {
+    private mutating func parseString() throws(JSONSyntaxError) -> String {
+        let quote = bytes[position]
         position += 1  // opening quote
         var scalars = String.UnicodeScalarView()
         var pendingHighSurrogate: UInt32? = nil
@@ -133,7 +168,7 @@ struct JSONParser {
             guard position < bytes.count else { throw failure("unterminated string") }
             let byte = bytes[position]
             position += 1
-            if byte == UInt8(ascii: "\"") {
+            if byte == quote {
                 guard pendingHighSurrogate == nil else { throw failure("unpaired surrogate in \\u escape") }
                 flushRaw()
                 return String(scalars)
@@ -166,6 +201,7 @@ struct JSONParser {
             guard pendingHighSurrogate == nil else { throw failure("unpaired surrogate in \\u escape") }
             switch escape {
             case UInt8(ascii: "\""): scalars.append("\"")
+            case UInt8(ascii: "'") where allowsSingleQuotes: scalars.append("'")
             case UInt8(ascii: "\\"): scalars.append("\\")
             case UInt8(ascii: "/"): scalars.append("/")
             case UInt8(ascii: "b"): scalars.append("\u{08}")
@@ -178,7 +214,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseHex4() throws(CommandLineError) -> UInt32 {
+    private mutating func parseHex4() throws(JSONSyntaxError) -> UInt32 {
         guard bytes.count - position >= 4 else { throw failure("\\u needs four hex digits") }
         var code: UInt32 = 0
         for _ in 0..<4 {

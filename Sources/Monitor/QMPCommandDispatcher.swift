@@ -1,0 +1,55 @@
+import BlockCommon
+import ControlThread
+
+/// Runs one negotiated command against the daemon and returns its `return` value.
+/// (`qmp_capabilities` belongs to the connection, which owns the negotiation state.)
+@ControlActor
+struct QMPCommandDispatcher {
+    weak var target: (any MonitorCommandTarget)?
+    let identity: QMPIdentity
+
+    /// What `query-commands` lists: every command Spindle runs.
+    nonisolated static let commandNames = [
+        "qmp_capabilities", "query-version", "query-commands", "quit",
+        "blockdev-add", "blockdev-del", "block-export-add", "block-export-del", "block-export-revoke",
+        "block_resize", "query-block-exports", "query-named-block-nodes", "query-iothreads",
+        "human-monitor-command", "object-add", "object-del",
+    ]
+
+    func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
+        var arguments = CommandArguments(request.arguments)
+        switch request.command {
+        case "query-version":
+            try arguments.finish()
+            return identity.versionJSON
+        case "query-commands":
+            try arguments.finish()
+            return .array(Self.commandNames.map { .object(["name": .string($0)]) })
+        case "quit":
+            try arguments.finish()
+            return .emptyObject  // the connection calls quit() once this reply is on its way
+        case "object-add", "object-del":
+            throw QMPError("\(request.command) is not supported yet by Spindle (create IOThreads with --object iothread on the command line)")
+        default:
+            break
+        }
+        guard Self.commandNames.contains(request.command) else {
+            throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
+        }
+        guard let target else { throw QMPError("Spindle is shutting down") }
+        let commands = QMPTargetCommands(target: target)
+        switch request.command {
+        case "blockdev-add": return try commands.blockdevAdd(request.arguments)
+        case "blockdev-del": return try commands.blockdevDel(&arguments)
+        case "block-export-add": return try await commands.blockExportAdd(request.arguments)
+        case "block-export-del": return try await commands.blockExportDel(&arguments)
+        case "block-export-revoke": return try await commands.blockExportRevoke(&arguments)
+        case "block_resize": return try await commands.blockResize(&arguments)
+        case "query-block-exports": return try commands.queryBlockExports(&arguments)
+        case "query-named-block-nodes": return try commands.queryNamedBlockNodes(&arguments)
+        case "query-iothreads": return try commands.queryIOThreads(&arguments)
+        case "human-monitor-command": return try await HumanMonitorCommand.run(&arguments, target: target)
+        default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
+        }
+    }
+}

@@ -1,0 +1,51 @@
+/// The JSON shapes of the query commands' results, as QEMU's QAPI schema defines them.
+enum QMPQueryShapes {
+    /// BlockExportInfo.
+    static func export(_ info: BlockExportInfo) -> JSONValue {
+        .object([
+            "id": .string(info.id),
+            "type": .string(info.type),
+            "node-name": .string(info.nodeName),
+            "shutting-down": .bool(info.shuttingDown),
+        ])
+    }
+
+    /// BlockDeviceInfo with the members QEMU always sends; throttling is never configured.
+    static func node(_ info: BlockNodeInfo) -> JSONValue {
+        .object([
+            "node-name": .string(info.nodeName),
+            "drv": .string(info.driver),
+            "file": .string(info.file),
+            "ro": .bool(info.readOnly),
+            "encrypted": .bool(false),
+            "detect_zeroes": .string("off"),
+            "backing_file_depth": .integer(0),
+            "image": .object([
+                "virtual-size": .integer(info.virtualSize),
+                "filename": .string(info.file),
+                "format": .string(info.driver),
+            ]),
+            // Nodes always have a write cache; writethrough is a property of the export.
+            "cache": .object([
+                "writeback": .bool(true),
+                "direct": .bool(info.cacheDirect),
+                "no-flush": .bool(info.cacheNoFlush),
+            ]),
+            "write_threshold": .integer(0),
+            "bps": .integer(0), "bps_rd": .integer(0), "bps_wr": .integer(0),
+            "iops": .integer(0), "iops_rd": .integer(0), "iops_wr": .integer(0),
+        ])
+    }
+
+    /// IOThreadInfo; Spindle does not poll, so the polling parameters are all 0.
+    static func iothread(_ info: IOThreadInfo) -> JSONValue {
+        .object([
+            "id": .string(info.id),
+            "thread-id": .integer(info.threadID),
+            "poll-max-ns": .integer(0),
+            "poll-grow": .integer(0),
+            "poll-shrink": .integer(0),
+            "aio-max-batch": .integer(0),
+        ])
+    }
+}

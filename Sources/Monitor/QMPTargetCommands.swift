@@ -1,0 +1,99 @@
+import BlockCommon
+import ControlThread
+import SpindleOptions
+
+/// The commands that change the daemon's state: argument checks, then the target.
+@ControlActor
+struct QMPTargetCommands {
+    let target: any MonitorCommandTarget
+
+    /// Takes exactly the JSON form of `--blockdev`.
+    func blockdevAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
+        // QEMU's texts for the union's discriminator; the rest is the --blockdev reader's.
+        try requireString("driver", in: arguments)
+        let options: BlockdevOptions
+        do {
+            options = try blockdevOptions(fromJSONObject: arguments)
+        } catch {
+            throw QMPError(error.message)
+        }
+        try target.blockdevAdd(options)
+        return .emptyObject
+    }
+
+    func blockdevDel(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
+        let nodeName = try arguments.requiredString("node-name")
+        try arguments.finish()
+        try target.blockdevDel(nodeName: nodeName)
+        return .emptyObject
+    }
+
+    /// Takes exactly the JSON form of `--export`.
+    func blockExportAdd(_ arguments: JSONObject) async throws(QMPError) -> JSONValue {
+        // QEMU checks these in this order before the type-specific members.
+        for key in ["type", "id", "node-name"] { try requireString(key, in: arguments) }
+        guard arguments["addr"] != nil else { throw CommandArguments.missing("addr") }
+        let options: VhostUserBlkExportOptions
+        do {
+            options = try exportOptions(fromJSONObject: arguments)
+        } catch {
+            throw QMPError(error.message)
+        }
+        try await target.blockExportAdd(options)
+        return .emptyObject
+    }
+
+    func blockExportDel(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let id = try arguments.requiredString("id")
+        let mode = try arguments.optionalEnum("mode", BlockExportDeleteMode.self) ?? .safe
+        try arguments.finish()
+        try await target.blockExportDel(id: id, mode: mode)
+        return .emptyObject
+    }
+
+    /// Spindle's own command: what HMP `drive_del` does, for QMP-only clients.
+    func blockExportRevoke(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let id = try arguments.requiredString("id")
+        try arguments.finish()
+        try await target.revokeExport(id: id)
+        return .emptyObject
+    }
+
+    func blockResize(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let device = try arguments.optionalString("device")
+        let nodeName = try arguments.optionalString("node-name")
+        let size = try arguments.requiredInt64("size")
+        try arguments.finish()
+        guard size >= 0 else { throw QMPError("Parameter 'size' expects a >0 size") }
+        let resizeTarget: ResizeTarget
+        switch (device, nodeName) {
+        case (let device?, nil): resizeTarget = .device(device)
+        case (nil, let nodeName?): resizeTarget = .nodeName(nodeName)
+        case (nil, nil): throw QMPError("Cannot find device='' nor node-name=''")
+        case (_?, _?): throw QMPError("Parameters 'device' and 'node-name' are mutually exclusive (give one of them)")
+        }
+        _ = try await target.blockResize(resizeTarget, size: UInt64(size))
+        return .emptyObject
+    }
+
+    func queryBlockExports(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
+        try arguments.finish()
+        return .array(target.queryBlockExports().map(QMPQueryShapes.export))
+    }
+
+    func queryNamedBlockNodes(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
+        _ = try arguments.optionalBool("flat")  // Spindle's nodes have no children to flatten
+        try arguments.finish()
+        return .array(target.queryNamedBlockNodes().map(QMPQueryShapes.node))
+    }
+
+    func queryIOThreads(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
+        try arguments.finish()
+        return .array(target.queryIOThreads().map(QMPQueryShapes.iothread))
+    }
+
+    private func requireString(_ key: String, in arguments: JSONObject) throws(QMPError) {
+        guard let value = arguments[key] else { throw CommandArguments.missing(key) }
+        guard case .string = value else { throw QMPError("Invalid parameter type for '\(key)', expected: string") }
+    }
+}
