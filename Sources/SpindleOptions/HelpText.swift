@@ -23,6 +23,11 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          size: virtual size, k/M/G/T suffixes allowed (default 1G)
                          read-zeroes: reads return zeroes (default off)
 
+  --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
+                         a UNIX socket for a QMP monitor (--monitor);
+                         wait=on (the default, as QEMU) blocks startup until a
+                         client connects
+
   --export [type=]vhost-user-blk,id=<id>,node-name=<name>,
            addr.type=unix,addr.path=<socket-path>[,writable=on|off]
            [,writethrough=on|off][,num-queues=<n>]
@@ -44,6 +49,12 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            one pinned IOThread per CPU, least-loaded CPU first)
                          fixed-iothread: accepted for compatibility, no effect
 
+  --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
+                         run a QMP monitor on --chardev <id>
+                         pretty: indent responses (default off)
+  --qmp <socket-path>    shorthand for --chardev socket,path=<socket-path>,
+                         server=on,wait=off plus --monitor on it
+
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>]
                          create an I/O thread for --export iothread=<id>
@@ -55,19 +66,19 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
 
   --pidfile <path>       write process ID to a file after startup
 
-A --blockdev, --export or --object value may instead be a JSON
+A --blockdev, --export, --object or --monitor value may instead be a JSON
 object, e.g.
   --blockdev '{"driver":"file","node-name":"disk0","filename":"disk.img",
                "cache":{"direct":true}}'
 In key=value form, write a comma inside a value as ",,"; booleans are
 on/off (also yes/no, true/false); options are processed in order, so define
-nodes and iothreads before the options that use them.
+nodes, iothreads and chardevs before the options that use them.
 
-Not yet implemented (refused with an error): --chardev, --monitor, --qmp
-(the QMP monitor) and --daemonize.
+Not yet implemented (refused with an error): --daemonize.
 
 Example:
   spindle --object iothread,id=iot0 \\
       --blockdev driver=file,node-name=disk0,filename=disk.img,cache.direct=on \\
-      --export vhost-user-blk,id=exp0,node-name=disk0,iothread=iot0,writable=on,addr.type=unix,addr.path=/run/exp0.sock
+      --export vhost-user-blk,id=exp0,node-name=disk0,iothread=iot0,writable=on,addr.type=unix,addr.path=/run/exp0.sock \\
+      --qmp /run/spindle-qmp.sock
 """

@@ -69,7 +69,7 @@ extension Daemon: MonitorCommandTarget {
         guard let export = export(id: id) else { throw QMPError(.deviceNotFound, "Device '\(id)' not found") }
         guard !export.isRevoked else { throw QMPError(.genericError, "Export '\(id)' was already revoked") }
         await export.revoke()
-        emitEvent("BLOCK_EXPORT_REVOKED", [("id", id)])
+        emit(event: "BLOCK_EXPORT_REVOKED", data: JSONObject(["id": .string(id)]))
     }
 
     func queryBlockExports() -> [BlockExportInfo] {

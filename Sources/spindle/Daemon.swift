@@ -5,6 +5,7 @@ import Exports
 import BlockIO
 import IOThreads
 import Logging
+import Monitor
 import Placement
 import SpindleOptions
 
@@ -22,14 +23,10 @@ final class Daemon {
     let logger = Logger(label: "spindle")
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
-    /// Sends a QMP event to every monitor client (set once the monitors run).
-    var emitEvent: (_ name: String, _ data: [(String, String)]) -> Void = { _, _ in }
+    private var monitors: [QMPServer] = []
 
 
     func start(_ configuration: DaemonConfiguration) async throws {
-        if !configuration.monitors.isEmpty || !configuration.chardevs.isEmpty {
-            throw DaemonError("--chardev/--monitor/--qmp: the QMP monitor is not implemented yet; start spindle without it")
-        }
         if configuration.daemonize {
             throw DaemonError("--daemonize is not implemented yet; run spindle in the background with your service manager instead")
         }
@@ -47,6 +44,11 @@ final class Daemon {
         }
         for options in configuration.exports {
             try addExport(options)
+        }
+        monitors = try startMonitors(configuration: configuration, target: self)
+        for (server, options) in zip(monitors, configuration.monitors) where options.chardev.wait {
+            logger.notice("waiting for a QMP client on \(server.path) (wait=on)")
+            await server.waitForFirstClient()
         }
         logger.info("spindle \(spindleVersion) ready: \(exports.count) export(s), \(graph.nodes.count) node(s)")
     }
@@ -81,7 +83,7 @@ final class Daemon {
     func deleteExport(_ export: VhostUserBlkExport) async {
         exports.removeAll { $0 === export }
         await export.delete()
-        emitEvent("BLOCK_EXPORT_DELETED", [("id", export.options.id)])
+        emit(event: "BLOCK_EXPORT_DELETED", data: JSONObject(["id": .string(export.options.id)]))
     }
 
     func startAutomaticThread(id: String, cpu: Int) throws -> IOThread {
@@ -92,7 +94,14 @@ final class Daemon {
 
     /// Stops everything: exports (disconnecting frontends after their in-flight requests
     /// complete), IOThreads, then nodes (flushing and unlocking images).
+    /// Sends a QMP event to every monitor client.
+    func emit(event: String, data: JSONObject) {
+        for server in monitors { server.emit(event: event, data: .object(data)) }
+    }
+
     func shutdown() async {
+        for server in monitors { server.close() }
+        monitors.removeAll()
         for export in exports.reversed() { await export.delete() }
         exports.removeAll()
         for thread in iothreads.values { thread.stop() }

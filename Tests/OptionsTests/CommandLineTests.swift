@@ -84,10 +84,8 @@ import Testing
             if case .unsupported = option.kind { continue }
             #expect(spindleHelpText.contains(option.longName), "help lacks \(option.longName)")
         }
-        // --chardev/--monitor keys are documented once the QMP monitor exists; until then the
-        // daemon refuses those options and the help says so.
-        #expect(spindleHelpText.contains("Not yet implemented"))
-        let keys = BlockdevParser.fileKeys + BlockdevParser.nullKeys + ExportParser.keys + ObjectParser.iothreadKeys
+        let keys = BlockdevParser.fileKeys + BlockdevParser.nullKeys + ExportParser.keys
+            + ObjectParser.iothreadKeys + ChardevParser.keys.filter { $0 != "backend" } + MonitorParser.keys
         for key in keys {
             #expect(spindleHelpText.contains(key), "help lacks key \(key)")
         }
