@@ -31,10 +31,11 @@ public final class IOThread: @unchecked Sendable {
     private var stopping = false
     private var pollers: [any IOPoller] = []
     private var pollWindow: PollWindow
-    /// Statistics for query-iothreads (read racily from the control thread: fine for display).
-    public private(set) var pollHits: UInt64 = 0
-    public private(set) var pollMisses: UInt64 = 0
-    public private(set) var sleeps: UInt64 = 0
+    /// Statistics for query-iothreads, written by the thread, read by the control thread.
+    private let pollHitCount = Atomic<UInt64>(0)
+    private let pollMissCount = Atomic<UInt64>(0)
+    private let sleepCount = Atomic<UInt64>(0)
+    private let pollWindowNs = Atomic<UInt64>(0)
 
     // Cross-thread inbox.
     private let inboxFD: Int32
@@ -78,7 +79,12 @@ public final class IOThread: @unchecked Sendable {
     public static let defaultPollMaxNs: UInt64 = 32_768
 
     public var pollMaxNs: UInt64 { pollWindow.maxNs }
-    public var pollCurrentNs: UInt64 { pollWindow.currentNs }
+    public var pollGrow: UInt64 { pollWindow.grow }
+    public var pollShrink: UInt64 { pollWindow.shrink }
+    public var pollCurrentNs: UInt64 { pollWindowNs.load(ordering: .relaxed) }
+    public var pollHits: UInt64 { pollHitCount.load(ordering: .relaxed) }
+    public var pollMisses: UInt64 { pollMissCount.load(ordering: .relaxed) }
+    public var sleeps: UInt64 { sleepCount.load(ordering: .relaxed) }
 
     /// The kernel thread id, once running (for affinity checks and logs).
     public var threadID: Int32 { tid.load(ordering: .acquiring) }
@@ -164,8 +170,9 @@ public final class IOThread: @unchecked Sendable {
                 if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
                     logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
                 }
-                sleeps &+= 1
+                sleepCount.wrappingAdd(1, ordering: .relaxed)
                 pollWindow.record(blockedNs: monotonicNanoseconds() &- before)
+                pollWindowNs.store(pollWindow.currentNs, ordering: .relaxed)
             }
             while true {
                 let n = Int(io_uring_peek_batch_cqe(ring, cqes, UInt32(batchCapacity)))
@@ -197,7 +204,11 @@ public final class IOThread: @unchecked Sendable {
             if found { break }
         } while monotonicNanoseconds() < deadline
         for poller in pollers where poller.pollingEnds() { found = true }
-        if found { pollHits &+= 1 } else { pollMisses &+= 1 }
+        if found {
+            pollHitCount.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            pollMissCount.wrappingAdd(1, ordering: .relaxed)
+        }
         // Work handled while polling may have queued SQEs and completion batches.
         finishBatch()
         return found || io_uring_cq_ready(ring) > 0

@@ -1,5 +1,6 @@
 import BlockCommon
 import ControlThread
+import SpindleOptions
 
 /// What the QMP commands act on: the daemon's global state. Implemented by the daemon (the
 /// `spindle` target); every method runs on the control thread and goes through the GS API.
@@ -19,6 +20,10 @@ public protocol MonitorCommandTarget: AnyObject {
     /// drive_del / block-export-revoke: withdraw the export's access to its image; emits
     /// BLOCK_EXPORT_REVOKED when done.
     func revokeExport(id: String) async throws(QMPError)
+    /// object-add qom-type=iothread: start an IOThread.
+    func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError)
+    /// object-del: stop an IOThread nothing uses.
+    func objectDel(id: String) throws(QMPError)
     func queryBlockExports() -> [BlockExportInfo]
     func queryNamedBlockNodes() -> [BlockNodeInfo]
     func queryIOThreads() -> [IOThreadInfo]
@@ -82,10 +87,33 @@ public struct IOThreadInfo: Sendable, Equatable {
     public var id: String
     public var threadID: Int32
     public var cpu: Int?
-    public init(id: String, threadID: Int32, cpu: Int?) {
+    /// NUMA node of `cpu`, when pinned.
+    public var node: Int?
+    /// The virtqueues it serves, as "export/queue".
+    public var queues: [String]
+    public var pollMaxNs: UInt64
+    public var pollGrow: UInt64
+    public var pollShrink: UInt64
+    /// The adaptive window now, and how often polling found work or gave way to sleep.
+    public var pollCurrentNs: UInt64
+    public var pollHits: UInt64
+    public var pollMisses: UInt64
+    public var sleeps: UInt64
+    public init(id: String, threadID: Int32, cpu: Int?, node: Int? = nil, queues: [String] = [],
+                pollMaxNs: UInt64 = 0, pollGrow: UInt64 = 0, pollShrink: UInt64 = 0,
+                pollCurrentNs: UInt64 = 0, pollHits: UInt64 = 0, pollMisses: UInt64 = 0, sleeps: UInt64 = 0) {
         self.id = id
         self.threadID = threadID
         self.cpu = cpu
+        self.node = node
+        self.queues = queues
+        self.pollMaxNs = pollMaxNs
+        self.pollGrow = pollGrow
+        self.pollShrink = pollShrink
+        self.pollCurrentNs = pollCurrentNs
+        self.pollHits = pollHits
+        self.pollMisses = pollMisses
+        self.sleeps = sleeps
     }
 }
 

@@ -28,8 +28,6 @@ struct QMPCommandDispatcher {
         case "quit":
             try arguments.finish()
             return .emptyObject  // the connection calls quit() once this reply is on its way
-        case "object-add", "object-del":
-            throw QMPError("\(request.command) is not supported yet by Spindle (create IOThreads with --object iothread on the command line)")
         default:
             break
         }
@@ -48,6 +46,8 @@ struct QMPCommandDispatcher {
         case "query-block-exports": return try commands.queryBlockExports(&arguments)
         case "query-named-block-nodes": return try commands.queryNamedBlockNodes(&arguments)
         case "query-iothreads": return try commands.queryIOThreads(&arguments)
+        case "object-add": return try commands.objectAdd(request.arguments)
+        case "object-del": return try commands.objectDel(&arguments)
         case "human-monitor-command": return try await HumanMonitorCommand.run(&arguments, target: target)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }

@@ -37,15 +37,23 @@ enum QMPQueryShapes {
         ])
     }
 
-    /// IOThreadInfo; Spindle does not poll, so the polling parameters are all 0.
+    /// IOThreadInfo as QEMU shapes it, plus Spindle's placement and polling statistics.
     static func iothread(_ info: IOThreadInfo) -> JSONValue {
-        .object([
+        var object = JSONObject([
             "id": .string(info.id),
             "thread-id": .integer(info.threadID),
-            "poll-max-ns": .integer(0),
-            "poll-grow": .integer(0),
-            "poll-shrink": .integer(0),
+            "poll-max-ns": .integer(info.pollMaxNs),
+            "poll-grow": .integer(info.pollGrow),
+            "poll-shrink": .integer(info.pollShrink),
             "aio-max-batch": .integer(0),
+            "queues": .array(info.queues.map { .string($0) }),
+            "poll-ns": .integer(info.pollCurrentNs),
+            "poll-hits": .integer(info.pollHits),
+            "poll-misses": .integer(info.pollMisses),
+            "sleeps": .integer(info.sleeps),
         ])
+        if let cpu = info.cpu { object["cpu"] = .integer(cpu) }
+        if let node = info.node { object["node"] = .integer(node) }
+        return .object(object)
     }
 }

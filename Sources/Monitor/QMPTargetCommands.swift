@@ -72,8 +72,9 @@ struct QMPTargetCommands {
         case (nil, nil): throw QMPError("Cannot find device='' nor node-name=''")
         case (_?, _?): throw QMPError("Parameters 'device' and 'node-name' are mutually exclusive (give one of them)")
         }
-        _ = try await target.blockResize(resizeTarget, size: UInt64(size))
-        return .emptyObject
+        let outcome = try await target.blockResize(resizeTarget, size: UInt64(size))
+        // QEMU returns {}; Spindle adds whether the guest was told (no backend channel: not).
+        return .object(["guest-notified": .bool(outcome.guestNotified)])
     }
 
     func queryBlockExports(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
@@ -85,6 +86,26 @@ struct QMPTargetCommands {
         _ = try arguments.optionalBool("flat")  // Spindle's nodes have no children to flatten
         try arguments.finish()
         return .array(target.queryNamedBlockNodes().map(QMPQueryShapes.node))
+    }
+
+    /// object-add: QEMU's shape, {"qom-type": "iothread", "id": ..., poll-max-ns ...}.
+    func objectAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
+        for key in ["qom-type", "id"] { try requireString(key, in: arguments) }
+        let options: IOThreadObjectOptions
+        do {
+            options = try iothreadObjectOptions(fromJSONObject: arguments)
+        } catch {
+            throw QMPError(error.message)
+        }
+        try target.objectAdd(options)
+        return .emptyObject
+    }
+
+    func objectDel(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
+        let id = try arguments.requiredString("id")
+        try arguments.finish()
+        try target.objectDel(id: id)
+        return .emptyObject
     }
 
     func queryIOThreads(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {

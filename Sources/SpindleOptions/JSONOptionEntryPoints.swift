@@ -21,3 +21,13 @@ public func exportOptions(fromJSONObject object: OptionObject) throws(CommandLin
         throw CommandLineError(option: "", error.message)
     }
 }
+
+/// The JSON form of `--object iothread`, for QMP `object-add`.
+public func iothreadObjectOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> IOThreadObjectOptions {
+    let reader = OptionReader(option: "", root: object, isFromKeyval: false)
+    do {
+        return try ObjectParser.parse(reader)
+    } catch {
+        throw CommandLineError(option: "", error.message)
+    }
+}

@@ -9,7 +9,11 @@ struct ObjectParser {
     static let cpuRange: ClosedRange<UInt64> = 0...UInt64(Int32.max)
 
     static func parse(_ text: String) throws(CommandLineError) -> IOThreadObjectOptions {
-        var reader = try OptionReader(option: option, text: text, impliedKey: "qom-type")
+        try parse(try OptionReader(option: option, text: text, impliedKey: "qom-type"))
+    }
+
+    static func parse(_ reader: OptionReader) throws(CommandLineError) -> IOThreadObjectOptions {
+        var reader = reader
         if let id = try? reader.string("id"), NodeName.isValid(id) { reader.subject = "id=\(id)" }
         guard let type = try reader.string("qom-type") else {
             throw reader.missing("qom-type", hint: "write --object iothread,id=ID")

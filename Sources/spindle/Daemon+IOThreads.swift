@@ -10,6 +10,12 @@ import Placement
 /// CPU, created when first needed, and each queue goes to the least-loaded CPU.
 extension Daemon: IOThreadProvider {
     func ioThread(forExport exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
+        let thread = chooseThread(exportID: exportID, queue: queue, ring: ring)
+        if let thread { queuesServed[thread.id, default: []].insert("\(exportID)/\(queue)") }
+        return thread
+    }
+
+    private func chooseThread(exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
         if let named = export(id: exportID)?.options.iothread, let thread = iothreads[named] {
             logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(thread.id)",
                                                       "cpu": "\(thread.cpu.map(String.init) ?? "any")", "why": "export names iothread \(named)"])
@@ -19,6 +25,7 @@ extension Daemon: IOThreadProvider {
     }
 
     func queueStopped(export exportID: String, queue: Int, thread: IOThread) {
+        queuesServed[thread.id]?.remove("\(exportID)/\(queue)")
         if let cpu = thread.cpu, thread.id == Self.automaticThreadID(cpu: cpu) {
             _ = placer?.release(cpu: cpu)
         }

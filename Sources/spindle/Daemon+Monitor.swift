@@ -4,6 +4,7 @@ import ControlThread
 import Exports
 import Glibc
 import Monitor
+import SpindleOptions
 
 /// The QMP commands' effects, through the GS API (see Monitor/MonitorCommandTarget.swift).
 extension Daemon: MonitorCommandTarget {
@@ -91,8 +92,38 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
+    func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError) {
+        guard iothreads[options.id] == nil else { throw QMPError(.genericError, "attempt to add duplicate property '\(options.id)' to object (type 'container')") }
+        do {
+            iothreads[options.id] = try startIOThread(id: options.id, cpu: options.cpu, pollMaxNs: options.pollMaxNs,
+                                                      pollGrow: options.pollGrow, pollShrink: options.pollShrink)
+        } catch {
+            throw QMPError(.genericError, "cannot start iothread '\(options.id)': \(error)")
+        }
+    }
+
+    func objectDel(id: String) throws(QMPError) {
+        guard let thread = iothreads[id] else { throw QMPError(.genericError, "object '\(id)' not found") }
+        if let user = exports.first(where: { $0.options.iothread == id }) {
+            throw QMPError(.genericError, "iothread '\(id)' is used by export '\(user.options.id)'; delete the export first")
+        }
+        if let queues = queuesServed[id], !queues.isEmpty {
+            throw QMPError(.genericError, "iothread '\(id)' still serves \(queues.sorted().joined(separator: ", "))")
+        }
+        thread.stop()
+        iothreads[id] = nil
+        queuesServed[id] = nil
+    }
+
     func queryIOThreads() -> [IOThreadInfo] {
-        iothreads.values.sorted { $0.id < $1.id }.map { IOThreadInfo(id: $0.id, threadID: $0.threadID, cpu: $0.cpu) }
+        iothreads.values.sorted { $0.id < $1.id }.map { thread in
+            IOThreadInfo(id: thread.id, threadID: thread.threadID, cpu: thread.cpu,
+                         node: thread.cpu.flatMap { placer?.topology.node(ofCPU: $0) },
+                         queues: (queuesServed[thread.id] ?? []).sorted(),
+                         pollMaxNs: thread.pollMaxNs, pollGrow: thread.pollGrow, pollShrink: thread.pollShrink,
+                         pollCurrentNs: thread.pollCurrentNs, pollHits: thread.pollHits, pollMisses: thread.pollMisses,
+                         sleeps: thread.sleeps)
+        }
     }
 
     func quit() {

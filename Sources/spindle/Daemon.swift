@@ -18,9 +18,11 @@ final class Daemon {
     static let shared = Daemon()
 
     let graph = BlockGraph()
-    private(set) var iothreads: [String: IOThread] = [:]
+    var iothreads: [String: IOThread] = [:]
     private(set) var exports: [VhostUserBlkExport] = []
     let logger = Logger(label: "spindle")
+    /// The queues each IOThread serves ("export/queue"), for query-iothreads and object-del.
+    var queuesServed: [String: Set<String>] = [:]
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
@@ -53,7 +55,7 @@ final class Daemon {
         logger.info("spindle \(spindleVersion) ready: \(exports.count) export(s), \(graph.nodes.count) node(s)")
     }
 
-    private func startIOThread(id: String, cpu: Int?, pollMaxNs: UInt64? = nil, pollGrow: UInt64? = nil,
+    func startIOThread(id: String, cpu: Int?, pollMaxNs: UInt64? = nil, pollGrow: UInt64? = nil,
                                pollShrink: UInt64? = nil) throws -> IOThread {
         let thread = try IOThread(id: id, cpu: cpu, pollMaxNs: pollMaxNs ?? IOThread.defaultPollMaxNs,
                                   pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0)

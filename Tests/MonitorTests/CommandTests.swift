@@ -113,8 +113,8 @@ import Testing
         let (fixture, client) = try await negotiatedClient()
         defer { fixture.closeSoon() }
         try expectReplies(client, [
-            (#"{"execute": "block_resize", "arguments": {"node-name": "disk0", "size": 2147483648}}"#, #"{"return": {}}"#),
-            (#"{"execute": "block_resize", "arguments": {"device": "exp0", "size": 0}}"#, #"{"return": {}}"#),
+            (#"{"execute": "block_resize", "arguments": {"node-name": "disk0", "size": 2147483648}}"#, #"{"return": {"guest-notified": true}}"#),
+            (#"{"execute": "block_resize", "arguments": {"device": "exp0", "size": 0}}"#, #"{"return": {"guest-notified": true}}"#),
             (#"{"execute": "block_resize", "arguments": {}}"#, Self.error("Parameter 'size' is missing")),
             (#"{"execute": "block_resize", "arguments": {"node-name": "disk0"}}"#, Self.error("Parameter 'size' is missing")),
             (#"{"execute": "block_resize", "arguments": {"size": "x"}}"#, Self.error("Invalid parameter type for 'size', expected: integer")),
@@ -164,11 +164,15 @@ import Testing
             (#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
              #"{"return": [{"node-name": "disk0", "drv": "file", "file": "/images/disk0.img", "ro": false, "encrypted": false, "detect_zeroes": "off", "backing_file_depth": 0, "image": {"virtual-size": 1073741824, "filename": "/images/disk0.img", "format": "file"}, "cache": {"writeback": true, "direct": true, "no-flush": false}, "write_threshold": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}]}"#),
             (#"{"execute": "query-iothreads"}"#,
-             #"{"return": [{"id": "io0", "thread-id": 4242, "poll-max-ns": 0, "poll-grow": 0, "poll-shrink": 0, "aio-max-batch": 0}]}"#),
+             #"{"return": [{"id": "io0", "thread-id": 4242, "poll-max-ns": 0, "poll-grow": 0, "poll-shrink": 0, "aio-max-batch": 0, "queues": [], "poll-ns": 0, "poll-hits": 0, "poll-misses": 0, "sleeps": 0, "cpu": 3}]}"#),
             (#"{"execute": "query-iothreads", "arguments": {"x": 1}}"#, Self.error("Parameter 'x' is unexpected")),
-            (#"{"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "io1"}}"#,
-             Self.error("object-add is not supported yet by Spindle (create IOThreads with --object iothread on the command line)")),
+            (#"{"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "io1", "poll-max-ns": 0}}"#, #"{"return": {}}"#),
+            (#"{"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "m"}}"#,
+             Self.error("unsupported object type 'memory-backend-ram' (Spindle supports only iothread, e.g. --object iothread,id=iot0)")),
+            (#"{"execute": "object-add", "arguments": {"qom-type": "iothread"}}"#, Self.error("Parameter 'id' is missing")),
+            (#"{"execute": "object-del", "arguments": {"id": "io1"}}"#, #"{"return": {}}"#),
         ])
+        #expect(await fixture.target.calls == ["objectAdd io1 0", "objectDel io1"])
     }
 
     @Test func quitRepliesThenQuits() async throws {

@@ -1,5 +1,6 @@
 import BlockCommon
 import ControlThread
+import SpindleOptions
 @testable import Monitor
 
 /// Records what the monitor asks of the daemon and answers with canned results.
@@ -61,6 +62,16 @@ final class FakeCommandTarget: MonitorCommandTarget {
 
     func revokeExport(id: String) async throws(QMPError) {
         calls.append("revokeExport \(id)")
+        if let failure { throw failure }
+    }
+
+    func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError) {
+        calls.append("objectAdd \(options.id) \(options.pollMaxNs.map(String.init) ?? "-")")
+        if let failure { throw failure }
+    }
+
+    func objectDel(id: String) throws(QMPError) {
+        calls.append("objectDel \(id)")
         if let failure { throw failure }
     }
 

@@ -162,3 +162,20 @@ def test_quit_stops_the_daemon_cleanly(daemon):
     assert not backend.alive()
     assert backend.proc.returncode == 0
     assert not path.exists()
+
+
+def test_iothread_objects_and_query_iothreads(daemon, tmp_path):
+    _, path = daemon
+    client = spindle_qmp(path)
+    ok(client, "object-add", **{"qom-type": "iothread", "id": "iot9", "poll-max-ns": 0})
+    ok(client, "blockdev-add", **{"driver": "null-co", "node-name": "n0"})
+    ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "iothread": "iot9",
+                                       "addr": {"type": "unix", "path": str(tmp_path / "e0.sock")}})
+    threads = {t["id"]: t for t in ok(client, "query-iothreads")}
+    assert threads["iot9"]["thread-id"] > 0 and threads["iot9"]["poll-max-ns"] == 0
+    # In use by an export: refused, with the reason.
+    reply = client.cmd_raw("object-del", {"id": "iot9"})
+    assert "e0" in reply["error"]["desc"]
+    ok(client, "block-export-del", id="e0")
+    ok(client, "object-del", id="iot9")
+    assert "iot9" not in {t["id"] for t in ok(client, "query-iothreads")}
