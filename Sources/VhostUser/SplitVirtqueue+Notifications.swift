@@ -59,11 +59,14 @@ extension SplitVirtqueue {
         spindle_store_relaxed_u16(used + 4 + 8 * Int(size), index.littleEndian)
     }
 
-    /// Asks the driver not to kick while the device is polling the queue anyway.
-    /// With EVENT_IDX nothing needs writing: avail_event stays behind avail.idx.
+    /// Asks the driver not to kick while the device is polling the queue anyway. With
+    /// EVENT_IDX, avail_event goes one behind what we consumed: the driver kicks only when it
+    /// adds the entry *at* avail_event, which it then never does while we keep up.
     @inlinable
     public mutating func disableGuestKicks() {
-        if !features.contains(.eventIndex) {
+        if features.contains(.eventIndex) {
+            setAvailableEvent(lastAvail &- 1)
+        } else {
             usedFlags |= VirtqueueLayout.usedFlagNoNotify
             spindle_store_relaxed_u16(used, usedFlags.littleEndian)
         }

@@ -36,6 +36,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var kickBuffer: UInt64 = 0
     private var stopCompletion: (@Sendable (UInt16) -> Void)?
     private var usedSinceSignal = false
+    /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
+    private var polling = false
 
     /// Tags with this bit are kick-poll completions (the low bits: the poll generation).
     private static let kickTagBit: UInt64 = 1 << 47
@@ -169,10 +171,12 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     }
 
     public func pollingBegins() {
+        polling = true
         if state == .running { ring.disableGuestKicks() }
     }
 
     public func pollingEnds() -> Bool {
+        polling = false
         guard state == .running else { return false }
         // Work that arrived while kicks were off would never be kicked for: take it now.
         guard ring.enableGuestKicks() else { return false }
@@ -211,7 +215,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                 ring.enableGuestKicks_ignoringResult()
                 return
             }
-            // Ring empty: re-enable kicks, then look once more (the classic race).
+            // Ring empty. While the thread polls, it will look again itself; otherwise
+            // re-enable kicks, then look once more (the classic race).
+            if polling { return }
             if !ring.enableGuestKicks() { return }
         }
     }
