@@ -154,11 +154,28 @@ public struct BlkQueue: @unchecked Sendable {
     }
 
     /// Blocks until the backend signals the call eventfd; returns the number of signals
-    /// folded into this wakeup (0 if interrupted).
+    /// folded into this wakeup (0 if interrupted). One read() when the fd is blocking; if
+    /// the backend made it non-blocking (see `makeCallBlocking`), poll() and read again.
     @inlinable
     public func waitForCall() -> UInt64 {
         var value: UInt64 = 0
+        if read(callFD, &value, 8) == 8 { return value }
+        guard errno == EAGAIN else { return 0 }
+        var descriptor = pollfd(fd: callFD, events: Int16(POLLIN), revents: 0)
+        _ = poll(&descriptor, 1, -1)
         return read(callFD, &value, 8) == 8 ? value : 0
+    }
+
+    /// Clears O_NONBLOCK on the call eventfd. The fd's file description is shared with the
+    /// backend, and QEMU-based backends (qsd) set O_NONBLOCK on every eventfd they receive;
+    /// they only ever write the call fd, which cannot block in practice (the counter would
+    /// have to reach 2^64 - 2), so a blocking description lets `waitForCall` sleep in a
+    /// single read(). Returns false if fcntl failed (waiting then falls back to poll()).
+    @discardableResult
+    public func makeCallBlocking() -> Bool {
+        let flags = fcntl(callFD, F_GETFL)
+        guard flags >= 0 else { return false }
+        return flags & O_NONBLOCK == 0 || fcntl(callFD, F_SETFL, flags & ~O_NONBLOCK) == 0
     }
 
     /// Signals received on the call eventfd and not yet read, without blocking.
