@@ -15,6 +15,9 @@ struct BenchReport {
     /// Backend CPU over the main thread's window, if --backend-pid was given.
     let backendCPUMicroseconds: UInt64?
     let backendWindowNanoseconds: UInt64
+    /// /proc/stat around the same window.
+    let machineBefore: MachineCPUSample?
+    let machineAfter: MachineCPUSample?
 
     private var completed: UInt64 { results.reduce(0) { $0 + $1.completed } }
     private var bytes: UInt64 { results.reduce(0) { $0 + $1.bytes } }
@@ -97,6 +100,15 @@ struct BenchReport {
             line.addNull("backend_cpu_pct")
             line.addNull("backend_cpu_us_per_req")
         }
+        if let before = machineBefore, let after = machineAfter, backendWindowNanoseconds > 0 {
+            let window = Double(backendWindowNanoseconds) / 1e9
+            let busy = Double(after.busyMicroseconds &- before.busyMicroseconds) / 1e6
+            line.add("machine_busy_pct", 100 * busy / window, decimals: 1)
+            line.add("machine_steal_pct", 100 * Double(after.stealMicroseconds &- before.stealMicroseconds) / 1e6 / window, decimals: 1)
+            // What neither the client nor the backend used: the noise estimate.
+            let ours = clientSeconds + Double(backendCPUMicroseconds ?? 0) / 1e6
+            line.add("other_cpu_pct", options.backendPID == nil ? .nan : max(0, 100 * (busy - ours) / window), decimals: 1)
+        }
         line.add("kicks_per_req", perRequest(Double(kicks)), decimals: 4)
         line.add("wakeups_per_req", perRequest(Double(wakeups)), decimals: 4)
         line.add("calls_per_req", perRequest(Double(callSignals)), decimals: 4)
@@ -114,6 +126,11 @@ struct BenchReport {
             let window = Double(backendWindowNanoseconds) / 1e9
             let requests = iops * window
             text += ", backend CPU \(f(window > 0 ? 100 * Double(backend) / 1e6 / window : 0, 1)) % (\(f(requests > 0 ? Double(backend) / requests : 0, 3)) us/req)"
+        }
+        if let before = machineBefore, let after = machineAfter, backendWindowNanoseconds > 0 {
+            let window = Double(backendWindowNanoseconds) / 1e9
+            let busy = Double(after.busyMicroseconds &- before.busyMicroseconds) / 1e6
+            text += ", machine busy \(f(100 * busy / window, 1)) % of one CPU"
         }
         text += "\n  per request: \(f(perRequest(Double(kicks)), 3)) kicks, \(f(perRequest(Double(wakeups)), 3)) wakeups, \(f(perRequest(Double(callSignals)), 3)) calls"
         return text

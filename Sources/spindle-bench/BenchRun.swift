@@ -44,9 +44,11 @@ enum BenchRun {
         // Backend CPU, sampled at the window's edges.
         sleep(untilMonotonic: window.start)
         let backendBefore = options.backendPID.flatMap { processCPUMicroseconds(pid: $0) }
+        let machineBefore = MachineCPUSample.sample()
         let sampledStart = monotonicNanoseconds()
         sleep(untilMonotonic: window.end)
         let backendAfter = options.backendPID.flatMap { processCPUMicroseconds(pid: $0) }
+        let machineAfter = MachineCPUSample.sample()
         let sampledEnd = monotonicNanoseconds()
         if options.backendPID != nil, backendBefore == nil || backendAfter == nil {
             throw BenchFailure("cannot read /proc/\(options.backendPID!)/stat: is the backend PID right?")
@@ -78,7 +80,8 @@ enum BenchRun {
                            negotiatedFeatures: frontend.negotiatedFeatures,
                            protocolFeatures: frontend.protocolFeatures.rawValue,
                            results: workers.map(\.result), histogram: merged,
-                           backendCPUMicroseconds: backendCPU, backendWindowNanoseconds: sampledEnd &- sampledStart)
+                           backendCPUMicroseconds: backendCPU, backendWindowNanoseconds: sampledEnd &- sampledStart,
+                           machineBefore: machineBefore, machineAfter: machineAfter)
     }
 
     /// --size or the capacity, checked against the block size and the device's block size.
