@@ -1,4 +1,7 @@
 import VhostUser
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A vhost-user-blk frontend: the part QEMU plays. Connects to a backend's socket,
 /// negotiates features, shares memfd memory, sets up and starts the virtqueues; the
@@ -130,6 +133,23 @@ public final class VhostUserBlkFrontend {
             logGuestAddr: 0)))
         try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: queue.kickFD)))
         try channel.send(.setVringCall(VhostUserVringFile(index: UInt8(queue.index), fd: queue.callFD)))
+    }
+
+    /// Waits up to `milliseconds` for the backend to close the connection (or to send
+    /// something, which it must not do unasked: also a broken session). Returns a line
+    /// saying what happened, or nil if the connection stayed quiet. For watching a backend
+    /// while the queue threads run.
+    public func waitForBackendFailure(milliseconds: Int32) -> String? {
+        var descriptor = pollfd(fd: channel.socket, events: Int16(POLLIN | Int32(POLLRDHUP)), revents: 0)
+        let ready = poll(&descriptor, 1, max(0, milliseconds))
+        guard ready > 0 else { return nil }
+        if descriptor.revents & Int16(POLLIN) != 0 {
+            var byte: UInt8 = 0
+            if recv(channel.socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0 {
+                return "backend sent an unexpected message on the vhost-user socket during the run"
+            }
+        }
+        return "backend closed the vhost-user connection during the run"
     }
 
     /// Whether the device is read-only (VIRTIO_BLK_F_RO offered).

@@ -41,12 +41,12 @@ enum BenchRun {
         var threads: [pthread_t] = []
         for worker in workers { threads.append(try QueueThreads.start(worker)) }
 
-        // Backend CPU, sampled at the window's edges.
-        sleep(untilMonotonic: window.start)
+        // Backend CPU, sampled at the window's edges; meanwhile watch the connection.
+        watch(frontend, until: window.start)
         let backendBefore = options.backendPID.flatMap { processCPUMicroseconds(pid: $0) }
         let machineBefore = MachineCPUSample.sample()
         let sampledStart = monotonicNanoseconds()
-        sleep(untilMonotonic: window.end)
+        watch(frontend, until: window.end)
         let backendAfter = options.backendPID.flatMap { processCPUMicroseconds(pid: $0) }
         let machineAfter = MachineCPUSample.sample()
         let sampledEnd = monotonicNanoseconds()
@@ -59,10 +59,9 @@ enum BenchRun {
         while !workers.allSatisfy({ $0.finished.load(ordering: .acquiring) }) {
             guard monotonicNanoseconds() < deadline else {
                 let stuck = workers.filter { !$0.finished.load(ordering: .acquiring) }.map { String($0.queue.index) }
-                throw BenchFailure("queue(s) \(stuck.joined(separator: ",")) still had requests in flight 10 s after the run: the backend stopped completing them")
+                abort("queue(s) \(stuck.joined(separator: ",")) still had requests in flight 10 s after the run: the backend stopped completing them")
             }
-            var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
-            nanosleep(&pause, nil)
+            if let failure = frontend.waitForBackendFailure(milliseconds: 5) { abort(failure) }
         }
         threads.forEach(QueueThreads.join)
 
@@ -82,6 +81,24 @@ enum BenchRun {
                            results: workers.map(\.result), histogram: merged,
                            backendCPUMicroseconds: backendCPU, backendWindowNanoseconds: sampledEnd &- sampledStart,
                            machineBefore: machineBefore, machineAfter: machineAfter)
+    }
+
+    /// Sleeps until `deadline`, ending the run if the backend goes away meanwhile.
+    private static func watch(_ frontend: VhostUserBlkFrontend, until deadline: UInt64) {
+        while true {
+            let now = monotonicNanoseconds()
+            guard now < deadline else { return }
+            let milliseconds = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            if let failure = frontend.waitForBackendFailure(milliseconds: milliseconds) { abort(failure) }
+        }
+    }
+
+    /// Ends the process at once. The queue threads may still be using shared memory (a
+    /// thread blocked on a call that will never come, or spinning on a dead ring), so
+    /// nothing may be torn down under them: no unwinding, no deinit.
+    static func abort(_ message: String) -> Never {
+        printError(message)
+        exit(1)
     }
 
     /// --size or the capacity, checked against the block size and the device's block size.

@@ -17,12 +17,6 @@ func threadCPUNanoseconds() -> UInt64 {
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }
 
-/// Sleeps until CLOCK_MONOTONIC reaches `deadline` (nanoseconds).
-func sleep(untilMonotonic deadline: UInt64) {
-    var target = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR {}
-}
-
 /// CPU time (utime + stime) of process `pid` from /proc/PID/stat, in microseconds; nil if
 /// the process is gone or the file cannot be parsed. Clock-tick resolution (10 ms).
 func processCPUMicroseconds(pid: Int32) -> UInt64? {
