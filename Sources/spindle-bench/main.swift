@@ -1,1 +1,37 @@
-print("spindle-bench: not implemented yet")
+// spindle-bench: a vhost-user-blk benchmark client (see BenchOptions.usage).
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func printError(_ message: String) {
+    var line = "spindle-bench: error: " + message + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+// A backend that disappears mid-run must produce an error, not kill us with SIGPIPE.
+signal(SIGPIPE, SIG_IGN)
+
+let options: BenchOptions
+do {
+    options = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    if error.isHelp {
+        print(error.description)
+        exit(0)
+    }
+    printError(error.description)
+    exit(2)
+}
+
+do {
+    let report = try BenchRun.run(options)
+    print(report.json)
+    if !options.jsonOnly {
+        var summary = report.summary + "\n"
+        summary.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+    exit(report.hasFailedRequests ? 1 : 0)
+} catch {
+    printError(error.description)
+    exit(1)
+}

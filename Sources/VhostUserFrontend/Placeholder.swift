@@ -1,1 +1,0 @@
-// A vhost-user-blk frontend (part 3).

@@ -1,0 +1,187 @@
+import VhostUser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A vhost-user-blk frontend: the part QEMU plays. Connects to a backend's socket,
+/// negotiates features, shares memfd memory, sets up and starts the virtqueues; the
+/// caller then drives `queues` (one thread each) and hands them back to `shutdown`.
+///
+/// Every reply is checked (code, size, fds, REPLY_ACK status); any problem is a
+/// `FrontendError` with one line saying which step failed and why.
+public final class VhostUserBlkFrontend {
+    public let options: FrontendOptions
+    /// GET_FEATURES as offered, and what SET_FEATURES accepted.
+    public let offeredFeatures: UInt64
+    public let negotiatedFeatures: UInt64
+    /// Protocol features negotiated (empty if the backend has none).
+    public let protocolFeatures: VhostUserProtocolFeatures
+    /// GET_QUEUE_NUM (1 without the MQ protocol feature).
+    public let backendQueueCount: Int
+    /// GET_CONFIG, when the CONFIG protocol feature was negotiated.
+    public let config: BlkDeviceConfig?
+    /// The started queues, in queue-index order.
+    public let queues: [BlkQueue]
+    public let memory: SharedMemoryRegion
+
+    private let channel: FrontendChannel
+    private let notifiers: QueueNotifiers
+    private let usesProtocolFeatures: Bool
+    private var isShutDown = false
+
+    public init(socketPath: String, options: FrontendOptions) throws(FrontendError) {
+        try options.validate()
+        self.options = options
+        let channel = try FrontendChannel(path: socketPath, timeoutMilliseconds: options.replyTimeoutMilliseconds)
+        self.channel = channel
+
+        // Discovery, in the order QEMU uses.
+        let offered = try channel.callU64(.getFeatures)
+        offeredFeatures = offered
+        usesProtocolFeatures = offered & VhostUserFeatureBits.protocolFeatures != 0
+        var negotiatedProtocol: VhostUserProtocolFeatures = []
+        if usesProtocolFeatures {
+            let offeredProtocol = try channel.callU64(.getProtocolFeatures)
+            negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol)
+            try channel.send(.setProtocolFeatures(negotiatedProtocol.rawValue))
+            channel.replyAckNegotiated = negotiatedProtocol.contains(.replyAck)
+        }
+        protocolFeatures = negotiatedProtocol
+        var queueCount = 1
+        if negotiatedProtocol.contains(.mq) {
+            let count = try channel.callU64(.getQueueNum)
+            guard count >= 1, count <= 1024 else { throw FrontendError("GET_QUEUE_NUM: backend reports \(count) queues") }
+            queueCount = Int(count)
+        }
+        backendQueueCount = queueCount
+        if negotiatedProtocol.contains(.configureMemSlots) {
+            let slots = try channel.callU64(.getMaxMemSlots)
+            guard slots >= 1 else { throw FrontendError("GET_MAX_MEM_SLOTS: backend accepts no memory regions") }
+        }
+        try channel.send(.setOwner)
+        config = negotiatedProtocol.contains(.config) ? try Self.readConfig(channel) : nil
+
+        // Feature and queue-count checks before anything is set up.
+        negotiatedFeatures = try FeatureNegotiation.deviceFeatures(offered: offered, options: options)
+        if options.queueCount > 1 {
+            guard negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.multiQueue) != 0 else {
+                throw FrontendError("\(options.queueCount) queues wanted but the backend does not offer VIRTIO_BLK_F_MQ")
+            }
+        }
+        let deviceQueues = negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.multiQueue) != 0
+            ? Int(config?.numQueues ?? UInt16(queueCount)) : 1
+        guard options.queueCount <= min(queueCount, max(deviceQueues, 1)) else {
+            throw FrontendError("\(options.queueCount) queues wanted but the backend has \(min(queueCount, deviceQueues))")
+        }
+        try channel.send(.setFeatures(negotiatedFeatures))
+
+        // Shared memory: all queues' rings, slots and buffers in one memfd region.
+        let layout = QueueMemoryLayout(queueSize: options.effectiveQueueSize, slotCount: options.slotsPerQueue,
+                                       maxRequestBytes: options.maxRequestBytes)
+        let memory = try SharedMemoryRegion(size: layout.totalBytes * options.queueCount + QueueMemoryLayout.pageSize)
+        self.memory = memory
+        let region = VhostUserMemoryRegionFD(region: memory.regionDescription, fd: memory.fd)
+        if negotiatedProtocol.contains(.configureMemSlots) {
+            try channel.send(.addMemReg(region))
+        } else {
+            try channel.send(.setMemTable([region]))
+        }
+
+        // Queues: size, base, addresses, kick, call; then enable them all.
+        let notifiers = QueueNotifiers()
+        self.notifiers = notifiers
+        let eventIndex = negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.ringEventIndex) != 0
+        var queues: [BlkQueue] = []
+        for index in 0..<options.queueCount {
+            let fds = try notifiers.makePair()
+            let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
+                                     indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
+                                     kickFD: fds.kick, callFD: fds.call)
+            try Self.startVring(queue, channel: channel, memory: memory)
+            queues.append(queue)
+        }
+        if usesProtocolFeatures {
+            for index in 0..<options.queueCount {
+                try channel.send(.setVringEnable(VhostUserVringState(index: UInt32(index), num: 1)))
+            }
+        }
+        self.queues = queues
+    }
+
+    private static func readConfig(_ channel: FrontendChannel) throws(FrontendError) -> BlkDeviceConfig {
+        let window = VhostUserConfigSpace(offset: 0, flags: VhostUserConfigSpace.flagWritable,
+                                          payload: [UInt8](repeating: 0, count: BlkDeviceConfig.requestSize))
+        let reply = try channel.call(.getConfig(window))
+        let space: VhostUserConfigSpace?
+        do { space = try VhostUserReplyDecoder.config(reply) } catch { throw FrontendError("\(error)") }
+        guard let space else { throw FrontendError("GET_CONFIG: backend refused to read \(BlkDeviceConfig.requestSize) bytes of config space") }
+        guard space.offset == 0, Int(space.size) == BlkDeviceConfig.requestSize, let config = BlkDeviceConfig(bytes: space.payload) else {
+            throw FrontendError("GET_CONFIG: reply covers offset \(space.offset) size \(space.size), asked offset 0 size \(BlkDeviceConfig.requestSize)")
+        }
+        return config
+    }
+
+    private static func startVring(_ queue: BlkQueue, channel: FrontendChannel, memory: SharedMemoryRegion) throws(FrontendError) {
+        let index = UInt32(queue.index)
+        try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ring.size))))
+        try channel.send(.setVringBase(VhostUserVringState(index: index, num: 0)))
+        try channel.send(.setVringAddr(VhostUserVringAddress(
+            index: index, flags: 0,
+            descUserAddr: memory.userAddress(of: queue.ring.descriptors),
+            usedUserAddr: memory.userAddress(of: queue.ring.used),
+            availUserAddr: memory.userAddress(of: queue.ring.available),
+            logGuestAddr: 0)))
+        try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: queue.kickFD)))
+        try channel.send(.setVringCall(VhostUserVringFile(index: UInt8(queue.index), fd: queue.callFD)))
+    }
+
+    /// Waits up to `milliseconds` for the backend to close the connection (or to send
+    /// something, which it must not do unasked: also a broken session). Returns a line
+    /// saying what happened, or nil if the connection stayed quiet. For watching a backend
+    /// while the queue threads run.
+    public func waitForBackendFailure(milliseconds: Int32) -> String? {
+        var descriptor = pollfd(fd: channel.socket, events: Int16(POLLIN | Int32(POLLRDHUP)), revents: 0)
+        let ready = poll(&descriptor, 1, max(0, milliseconds))
+        guard ready > 0 else { return nil }
+        if descriptor.revents & Int16(POLLIN) != 0 {
+            var byte: UInt8 = 0
+            if recv(channel.socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0 {
+                return "backend sent an unexpected message on the vhost-user socket during the run"
+            }
+        }
+        return "backend closed the vhost-user connection during the run"
+    }
+
+    /// Whether the device is read-only (VIRTIO_BLK_F_RO offered).
+    public var isReadOnly: Bool { negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.readOnly) != 0 }
+
+    /// Stops every queue: SET_VRING_ENABLE 0, then GET_VRING_BASE, whose answer must equal
+    /// the avail index the driver published (`finalQueues`: the queues as the threads left
+    /// them, with nothing in flight). Tries every queue and reports the first problem.
+    public func shutdown(finalQueues: [BlkQueue]) throws(FrontendError) {
+        guard !isShutDown else { return }
+        isShutDown = true
+        var firstError: FrontendError?
+        for queue in finalQueues {
+            do throws(FrontendError) {
+                let index = UInt32(queue.index)
+                if usesProtocolFeatures {
+                    try channel.send(.setVringEnable(VhostUserVringState(index: index, num: 0)))
+                }
+                let reply = try channel.call(.getVringBase(VhostUserVringState(index: index, num: 0)))
+                let state: VhostUserVringState
+                do { state = try VhostUserReplyDecoder.vringState(reply, to: .getVringBase) } catch { throw FrontendError("\(error)") }
+                guard state.index == index else {
+                    throw FrontendError("GET_VRING_BASE: asked for queue \(index), reply is for queue \(state.index)")
+                }
+                let expected = UInt32(queue.ring.publishedAvailableIndex)
+                guard state.num == expected else {
+                    throw FrontendError("GET_VRING_BASE: queue \(index) base is \(state.num) but the driver made \(expected) available")
+                }
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        if let firstError { throw firstError }
+    }
+}
