@@ -75,8 +75,10 @@ public final class IOThread: @unchecked Sendable {
         close(inboxFD)
     }
 
-    /// QEMU's default poll-max-ns.
-    public static let defaultPollMaxNs: UInt64 = 32_768
+    /// Default poll-max-ns: 100 µs, where QEMU uses 32 µs. A cross-CPU eventfd wakeup takes
+    /// 40 µs one way on the VMs we measured (bench/results/polling-window.md), so a 32 µs window
+    /// always closes before the frontend's next batch arrives and the thread sleeps every time.
+    public static let defaultPollMaxNs: UInt64 = 100_000
 
     public var pollMaxNs: UInt64 { pollWindow.maxNs }
     public var pollGrow: UInt64 { pollWindow.grow }

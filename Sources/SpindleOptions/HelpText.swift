@@ -60,7 +60,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          create an I/O thread for --export iothread=<id>
                          cpu: pin the thread to host CPU <n> (default unpinned)
                          poll-max-ns: busy-poll the queues for up to this long
-                           before sleeping, adaptively as QEMU (default 32768;
+                           before sleeping, adaptively as QEMU (default 100000;
                            0 disables); poll-grow, poll-shrink: how the window
                            grows and shrinks (default 2 and reset to 0)
 

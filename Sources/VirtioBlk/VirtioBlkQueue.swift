@@ -43,6 +43,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private static let kickTagBit: UInt64 = 1 << 47
 
     public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32) {
+        // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
+        // created it with (qemu-storage-daemon does the same; writers never block on eventfds).
+        let flags = fcntl(kickFD, F_GETFL)
+        if flags >= 0 && flags & O_NONBLOCK == 0 { _ = fcntl(kickFD, F_SETFL, flags | O_NONBLOCK) }
         self.device = device
         self.index = index
         self.ring = ring
