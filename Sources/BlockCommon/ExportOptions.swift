@@ -9,11 +9,41 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     public var numQueues: Int = 1
     public var logicalBlockSize: UInt32 = 512
     public var serial: String? = nil
-    /// IOThread object id (`iothread=`); nil means the default IOThread.
+    /// IOThread object id (`iothread=`) serving every queue; nil (and no mapping) means
+    /// automatic placement.
     public var iothread: String? = nil
+    /// `iothread=[a,b]` (round-robin) or QEMU's `iothread-vq-mapping`; empty if not given.
+    public var iothreadMapping: [IOThreadVQMapping] = []
+
+    /// Every iothread id the export names.
+    public var namedIOThreads: [String] { (iothread.map { [$0] } ?? []) + iothreadMapping.map(\.iothread) }
     public init(id: String, nodeName: NodeName, socketPath: String) {
         self.id = id
         self.nodeName = nodeName
         self.socketPath = socketPath
+    }
+}
+
+/// One entry of an export's queue-to-IOThread mapping (QEMU's IOThreadVirtQueueMapping):
+/// the queues `vqs` run on `iothread`; with no `vqs` in any entry, queues go round-robin.
+public struct IOThreadVQMapping: Sendable, Equatable {
+    public var iothread: String
+    public var vqs: [Int]?
+    public init(iothread: String, vqs: [Int]? = nil) {
+        self.iothread = iothread
+        self.vqs = vqs
+    }
+}
+
+extension VhostUserBlkExportOptions {
+    /// The iothread a queue is mapped to by `iothread` or `iothreadMapping`, or nil for
+    /// automatic placement.
+    public func mappedIOThread(forQueue queue: Int) -> String? {
+        if let iothread { return iothread }
+        guard !iothreadMapping.isEmpty else { return nil }
+        if iothreadMapping.allSatisfy({ $0.vqs == nil }) {
+            return iothreadMapping[queue % iothreadMapping.count].iothread
+        }
+        return iothreadMapping.first { $0.vqs?.contains(queue) == true }?.iothread
     }
 }

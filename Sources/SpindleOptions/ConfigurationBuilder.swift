@@ -43,7 +43,7 @@ struct ConfigurationBuilder {
         if export.writable && node.readOnly {
             throw failure("node '\(export.nodeName)' is read-only, so it cannot be exported with writable=on (drop one of them)")
         }
-        if let iothread = export.iothread, !configuration.iothreads.contains(where: { $0.id == iothread }) {
+        for iothread in export.namedIOThreads where !configuration.iothreads.contains(where: { $0.id == iothread }) {
             throw failure("iothread '\(iothread)' does not exist (define it with --object iothread,id=\(iothread) first)")
         }
         try checkSocketPathIsFree(export.socketPath, failure: failure)

@@ -4,7 +4,8 @@ import BlockCommon
 struct ExportParser {
     static let option = "--export"
     static let keys = ["type", "id", "node-name", "addr.type", "addr.path", "writable", "writethrough",
-                       "num-queues", "logical-block-size", "serial", "iothread", "fixed-iothread"]
+                       "num-queues", "logical-block-size", "serial", "iothread", "iothread.*",
+                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread"]
     /// Spindle's limit on virtqueues per export.
     static let numQueuesRange: ClosedRange<UInt64> = 1...16
     /// qemu-storage-daemon's rule: a power of two from 512 bytes to 2 MiB.
@@ -65,7 +66,7 @@ struct ExportParser {
             }
             export.serial = serial.isEmpty ? nil : serial
         }
-        if let iothread = try reader.string("iothread") { export.iothread = iothread }
+        try IOThreadMappingParser.parse(reader, into: &export)
         return export
     }
 }

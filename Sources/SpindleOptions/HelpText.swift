@@ -32,7 +32,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            addr.type=unix,addr.path=<socket-path>[,writable=on|off]
            [,writethrough=on|off][,num-queues=<n>]
            [,logical-block-size=<size>][,serial=<serial>]
-           [,iothread=<iothread-id>][,fixed-iothread=on|off]
+           [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
+           [,fixed-iothread=on|off]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
                          writable: let the guest write (default off; the node
@@ -45,8 +46,11 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          serial: up to 20 bytes, reported to the guest as the
                            device ID (default none)
                          iothread: an --object iothread defined earlier that
-                           serves every queue (default: automatic placement,
-                           one pinned IOThread per CPU, least-loaded CPU first)
+                           serves every queue, or a list of them (queues go
+                           round-robin); in JSON also QEMU's
+                           "iothread-vq-mapping": [{"iothread": ID, "vqs": [N..]}]
+                           (default: automatic NUMA-aware placement, one pinned
+                           IOThread per CPU, least-loaded CPU of the ring's node)
                          fixed-iothread: accepted for compatibility, no effect
 
   --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]

@@ -36,7 +36,9 @@ struct OptionReader {
 
     /// Fails on the first key not in `allowed` (dotted paths), listing what `context` accepts.
     func rejectUnknownKeys(allowed: [String], context: String) throws(CommandLineError) {
-        for path in root.leafPaths where !allowed.contains(path) {
+        // An allowed "key.*" admits any path below key (lists in keyval: key.0, key.1, ...).
+        let wildcards = allowed.filter { $0.hasSuffix(".*") }.map { String($0.dropLast(1)) }
+        for path in root.leafPaths where !allowed.contains(path) && !wildcards.contains(where: { path.hasPrefix($0) }) {
             // `cache=on` or JSON `"cache": true` where only `cache.*` keys exist.
             if allowed.contains(where: { $0.hasPrefix(path + ".") }) {
                 let children = allowed.filter { $0.hasPrefix(path + ".") }

@@ -16,9 +16,9 @@ extension Daemon: IOThreadProvider {
     }
 
     private func chooseThread(exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
-        if let named = export(id: exportID)?.options.iothread, let thread = iothreads[named] {
+        if let named = export(id: exportID)?.options.mappedIOThread(forQueue: queue), let thread = iothreads[named] {
             logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(thread.id)",
-                                                      "cpu": "\(thread.cpu.map(String.init) ?? "any")", "why": "export names iothread \(named)"])
+                                                      "cpu": "\(thread.cpu.map(String.init) ?? "any")", "why": "the export maps this queue to iothread \(named)"])
             return thread
         }
         return automaticThread(exportID: exportID, queue: queue, ring: ring)

@@ -104,7 +104,7 @@ extension Daemon: MonitorCommandTarget {
 
     func objectDel(id: String) throws(QMPError) {
         guard let thread = iothreads[id] else { throw QMPError(.genericError, "object '\(id)' not found") }
-        if let user = exports.first(where: { $0.options.iothread == id }) {
+        if let user = exports.first(where: { $0.options.namedIOThreads.contains(id) }) {
             throw QMPError(.genericError, "iothread '\(id)' is used by export '\(user.options.id)'; delete the export first")
         }
         if let queues = queuesServed[id], !queues.isEmpty {

@@ -70,7 +70,7 @@ final class Daemon {
         guard !exports.contains(where: { $0.options.socketPath == options.socketPath }) else {
             throw DaemonError("socket path '\(options.socketPath)' is already used by another export")
         }
-        if let named = options.iothread, iothreads[named] == nil {
+        for named in options.namedIOThreads where iothreads[named] == nil {
             throw DaemonError("--export id=\(options.id): iothread '\(named)' does not exist; add --object iothread,id=\(named) before it")
         }
         exports.append(try VhostUserBlkExport(options: options, graph: graph, threads: self))

@@ -86,7 +86,8 @@ import Testing
         }
         let keys = BlockdevParser.fileKeys + BlockdevParser.nullKeys + ExportParser.keys
             + ObjectParser.iothreadKeys + ChardevParser.keys.filter { $0 != "backend" } + MonitorParser.keys
-        for key in keys {
+        // "key.*" stands for a list (key.0, key.1, ...): the help must name the key itself.
+        for key in keys.map({ $0.hasSuffix(".*") ? String($0.dropLast(2)) : $0 }) {
             #expect(spindleHelpText.contains(key), "help lacks key \(key)")
         }
     }
