@@ -20,7 +20,7 @@
 #
 # Writes bench/results/iothreads-matrix.md (commands, table, JSON lines, placement lines).
 #   bench/iothreads-matrix.sh
-#   RUNTIME=3 RAMP=1 REPEAT=1 COMPLETIONS="eventfd poll" OUT=/tmp/x.md bench/iothreads-matrix.sh
+#   RUNTIME=3 RAMP=1 REPEAT=1 COMPLETIONS="eventfd poll" BUDGET=480 OUT=/tmp/x.md bench/iothreads-matrix.sh
 # Binaries are taken from .build/release (built with
 # `swift build -c release --product spindle-bench --product spindle` if missing).
 set -euo pipefail
@@ -42,6 +42,9 @@ NOISY_PCT=${NOISY_PCT:-10}
 ATTEMPTS=${ATTEMPTS:-3}
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT=${QUIET_WAIT:-30}
+# After BUDGET seconds the script stops waiting for quiet and stops repeating noisy runs,
+# so a busy machine cannot stretch it much past that (runs themselves take ~4.5 s each).
+BUDGET=${BUDGET:-480}
 
 BENCH=$PWD/.build/release/spindle-bench
 SPINDLE=$PWD/.build/release/spindle
@@ -89,7 +92,8 @@ start_backend() {
 }
 
 stop_backend() {
-    kill "$backend_pid"; wait "$backend_pid" 2>/dev/null || true; backend_pid=
+    kill "$backend_pid" 2>/dev/null || echo "iothreads-matrix: spindle (pid $backend_pid) had already exited" >&2
+    wait "$backend_pid" 2>/dev/null || true; backend_pid=
 }
 
 # Busy CPU of the whole machine over one second, in % of one CPU (from /proc/stat).
@@ -102,6 +106,7 @@ machine_busy() {
 # Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
 wait_quiet() {
     local waited=0 busy
+    [ "$SECONDS" -lt "$BUDGET" ] || return 0
     while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
         waited=$((waited + 1))
     done
@@ -137,7 +142,7 @@ for backend in $BACKENDS; do
                     line=$("$BENCH" "${args[@]}")
                     echo "$label: $line" >&2
                     other=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$line")
-                    if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ]; then
+                    if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ] || [ "$SECONDS" -ge "$BUDGET" ]; then
                         printf '%s\t%s\n' "$label" "$line" >>"$results"
                         break
                     fi
@@ -181,7 +186,9 @@ L.append("")
 when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
 commit = sh('git rev-parse --short HEAD')
 model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
-L.append(f"Run {when} by `bench/iothreads-matrix.sh`, commit {commit}, {os.cpu_count()} CPUs ({model.strip()}), kernel {platform.release()}.")
+built = sh("date -u -r .build/release/spindle '+%Y-%m-%d %H:%M UTC'")
+L.append(f"Run {when} by `bench/iothreads-matrix.sh`, checkout at commit {commit} (`.build/release/spindle` built {built}), "
+         f"{os.cpu_count()} CPUs ({model.strip()}), kernel {platform.release()}.")
 L.append(f"4 KiB randread, QD 32 per queue, EVENT_IDX on, no indirect descriptors. Daemon not pinned with taskset "
          f"(named IOThreads float; automatic ones pin themselves, one per CPU); client queue threads `--cpus {client_cpus}`, "
          "so client and daemon share both CPUs. "
