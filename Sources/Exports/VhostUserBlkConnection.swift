@@ -298,7 +298,17 @@ final class VhostUserBlkConnection {
 
     // MARK: queues
 
-    private func startQueueIfReady(_ i: Int) {
+    /// Moves a running queue to another IOThread: it stops on its current thread (taking no
+    /// new requests, its in-flight ones complete), then starts on `thread` at the same avail
+    /// index. Nothing is lost or completed twice. Returns false if the queue is not running.
+    func moveQueue(_ i: Int, to thread: IOThread) async -> Bool {
+        guard vrings.indices.contains(i), vrings[i].running != nil, !closed else { return false }
+        _ = await stopQueue(i)
+        startQueueIfReady(i, on: thread)
+        return vrings[i].running != nil
+    }
+
+    private func startQueueIfReady(_ i: Int, on chosen: IOThread? = nil) {
         guard !closed, vrings[i].running == nil, vrings[i].started, vrings[i].enabled,
               let memory, let size = vrings[i].size, let addresses = vrings[i].addresses, let kick = vrings[i].kickFD else { return }
         do {
@@ -306,7 +316,7 @@ final class VhostUserBlkConnection {
                                           features: VirtqueueFeatures(negotiated: negotiatedFeatures),
                                           lastAvailableIndex: vrings[i].base)
             let queue = VirtioBlkQueue(device: device, index: i, ring: ring, kickFD: kick, callFD: vrings[i].callFD ?? -1)
-            guard let thread = export.threads.ioThread(forExport: export.options.id, queue: i, ring: ring.descriptorTableAddress) else { return }
+            guard let thread = chosen ?? export.threads.ioThread(forExport: export.options.id, queue: i, ring: ring.descriptorTableAddress) else { return }
             vrings[i].running = queue
             vrings[i].thread = thread
             thread.post { thread in queue.start(on: thread) }
@@ -320,10 +330,14 @@ final class VhostUserBlkConnection {
     private func stopQueue(_ i: Int) async -> UInt16 {
         guard let queue = vrings[i].running, let thread = vrings[i].thread else { return vrings[i].base }
         let base = await queue.stop(on: thread)
-        vrings[i].running = nil
-        vrings[i].thread = nil
-        vrings[i].base = base
-        export.threads.queueStopped(export: export.options.id, queue: i, thread: thread)
+        // Another operation (a move, GET_VRING_BASE, a disconnect) may have stopped the same
+        // queue while we waited: only the first one to get here updates the ring's state.
+        if vrings[i].running === queue {
+            vrings[i].running = nil
+            vrings[i].thread = nil
+            vrings[i].base = base
+            export.threads.queueStopped(export: export.options.id, queue: i, thread: thread)
+        }
         return base
     }
 

@@ -83,6 +83,17 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         if connection === closed { connection = nil }
     }
 
+    /// Moves virtqueue `queue` to `thread` (GS: control thread only). The queue is drained
+    /// first: it stops taking requests and its in-flight requests complete on the old thread.
+    public func moveQueue(_ queue: Int, to thread: IOThread) async throws(ExportError) {
+        ControlActor.preconditionOnControlThread("VhostUserBlkExport.moveQueue")
+        guard let connection else { throw ExportError("export '\(options.id)' has no frontend, so queue \(queue) is not running") }
+        guard await connection.moveQueue(queue, to: thread) else {
+            throw ExportError("queue \(queue) of export '\(options.id)' is not running")
+        }
+        logger.info("queue moved", metadata: ["queue": "\(queue)", "iothread": "\(thread.id)"])
+    }
+
     /// Withdraws the export's access to its image (drive_del): in-flight requests complete,
     /// the BlockBackend is detached, the node is closed (image unlocked, name free) if nothing
     /// else uses it; the frontend stays connected and every later request fails with IOERR.

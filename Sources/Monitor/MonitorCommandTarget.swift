@@ -24,6 +24,8 @@ public protocol MonitorCommandTarget: AnyObject {
     func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError)
     /// object-del: stop an IOThread nothing uses.
     func objectDel(id: String) throws(QMPError)
+    /// x-queue-move (Spindle's): serve an export's virtqueue from another IOThread.
+    func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError)
     func queryBlockExports() -> [BlockExportInfo]
     func queryNamedBlockNodes() -> [BlockNodeInfo]
     func queryIOThreads() -> [IOThreadInfo]

@@ -13,7 +13,7 @@ struct QMPCommandDispatcher {
         "qmp_capabilities", "query-version", "query-commands", "quit",
         "blockdev-add", "blockdev-del", "block-export-add", "block-export-del", "block-export-revoke",
         "block_resize", "query-block-exports", "query-named-block-nodes", "query-iothreads",
-        "human-monitor-command", "object-add", "object-del",
+        "human-monitor-command", "object-add", "object-del", "x-queue-move",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -48,6 +48,7 @@ struct QMPCommandDispatcher {
         case "query-iothreads": return try commands.queryIOThreads(&arguments)
         case "object-add": return try commands.objectAdd(request.arguments)
         case "object-del": return try commands.objectDel(&arguments)
+        case "x-queue-move": return try await commands.moveQueue(&arguments)
         case "human-monitor-command": return try await HumanMonitorCommand.run(&arguments, target: target)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }

@@ -108,6 +108,17 @@ struct QMPTargetCommands {
         return .emptyObject
     }
 
+    /// x-queue-move {"id": EXPORT, "queue": N, "iothread": ID}
+    func moveQueue(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let id = try arguments.requiredString("id")
+        let queue = try arguments.requiredInt64("queue")
+        let iothread = try arguments.requiredString("iothread")
+        try arguments.finish()
+        guard queue >= 0, queue < 65536 else { throw QMPError("Parameter 'queue' expects a queue number") }
+        try await target.moveQueue(exportID: id, queue: Int(queue), iothread: iothread)
+        return .emptyObject
+    }
+
     func queryIOThreads(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
         try arguments.finish()
         return .array(target.queryIOThreads().map(QMPQueryShapes.iothread))

@@ -34,13 +34,18 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var kickArmed = false
     private var kickGeneration: UInt64 = 0
     private var kickBuffer: UInt64 = 0
-    private var stopCompletion: (@Sendable (UInt16) -> Void)?
+    /// Everyone waiting for the stop (a move and a GET_VRING_BASE may both ask).
+    private var stopCompletions: [@Sendable (UInt16) -> Void] = []
     private var usedSinceSignal = false
     /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
     private var polling = false
 
     /// Tags with this bit are kick-poll completions (the low bits: the poll generation).
     private static let kickTagBit: UInt64 = 1 << 47
+    /// The completion of a poll removal.
+    private static let kickRemovalTag: UInt64 = 1 << 46
+    /// Poll removals submitted and not yet completed: the queue stops only after they are in.
+    private var pendingRemovals = 0
 
     public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32) {
         // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
@@ -82,31 +87,39 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         kickArmed = true
     }
 
+    /// Asks io_uring to remove the kick poll. A removal can miss (ENOENT when submitted with
+    /// the poll it targets, EALREADY while the poll is completing); it is then tried again.
     private func disarmKick() {
         guard kickArmed, let sqe = context.sqe() else { return }
         let target = CompletionToken(handler: handlerID, tag: Self.kickTagBit | (kickGeneration & 0xFFFF)).rawValue
         io_uring_prep_poll_remove(sqe, target)
-        sqe.pointee.user_data = CompletionToken(handler: IOThread.ignoredHandler, tag: 0).rawValue
+        sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: Self.kickRemovalTag).rawValue
+        pendingRemovals += 1
     }
 
     /// Stops taking requests; `completion` gets the next avail index once every in-flight
     /// request has completed and the kick poll is gone. Then the queue is unregistered.
     func stop(completion: @escaping @Sendable (UInt16) -> Void) {
-        stopCompletion = completion
+        if state == .stopped {
+            completion(ring.lastAvailableIndex)
+            return
+        }
+        stopCompletions.append(completion)
         if state == .running || state == .broken { state = .stopping }
         disarmKick()
         finishStopIfQuiet()
     }
 
     private func finishStopIfQuiet() {
-        guard state == .stopping, slots.inUse == 0, !kickArmed else { return }
+        guard state == .stopping, slots.inUse == 0, !kickArmed, pendingRemovals == 0 else { return }
         ring.publishUsed()
         signalGuestIfNeeded()
         state = .stopped
         thread.removePoller(self)
         thread.unregister(handlerID)
-        stopCompletion?(ring.lastAvailableIndex)
-        stopCompletion = nil
+        let waiting = stopCompletions
+        stopCompletions.removeAll()
+        for completion in waiting { completion(ring.lastAvailableIndex) }
     }
 
     func setCallFD(_ fd: Int32) {
@@ -122,6 +135,13 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     // MARK: completions (IOCompletionHandler)
 
     public func handleCompletion(tag: UInt64, result: Int32, flags: UInt32) {
+        if tag == Self.kickRemovalTag {
+            pendingRemovals -= 1
+            // ENOENT (not armed yet) or EALREADY (completing right now): try again.
+            if result < 0 && kickArmed && state != .running { disarmKick() }
+            finishStopIfQuiet()
+            return
+        }
         if tag & Self.kickTagBit != 0 {
             guard tag & 0xFFFF == kickGeneration & 0xFFFF else { return }  // an old poll's last word
             if flags & IORING_CQE_F_MORE == 0 {

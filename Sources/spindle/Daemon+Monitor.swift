@@ -115,6 +115,19 @@ extension Daemon: MonitorCommandTarget {
         queuesServed[id] = nil
     }
 
+    func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
+        guard let export = export(id: exportID) else { throw QMPError(.genericError, "Export '\(exportID)' is not found") }
+        guard let thread = iothreads[iothread] else { throw QMPError(.genericError, "iothread '\(iothread)' not found") }
+        let before = queuesServed.first { $0.value.contains("\(exportID)/\(queue)") }?.key
+        do {
+            try await export.moveQueue(queue, to: thread)
+        } catch {
+            throw QMPError(.genericError, error.description)
+        }
+        if let before { queuesServed[before]?.remove("\(exportID)/\(queue)") }
+        queuesServed[thread.id, default: []].insert("\(exportID)/\(queue)")
+    }
+
     func queryIOThreads() -> [IOThreadInfo] {
         iothreads.values.sorted { $0.id < $1.id }.map { thread in
             IOThreadInfo(id: thread.id, threadID: thread.threadID, cpu: thread.cpu,

@@ -75,6 +75,11 @@ final class FakeCommandTarget: MonitorCommandTarget {
         if let failure { throw failure }
     }
 
+    func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
+        calls.append("moveQueue \(exportID) \(queue) \(iothread)")
+        if let failure { throw failure }
+    }
+
     func queryBlockExports() -> [BlockExportInfo] { exports }
     func queryNamedBlockNodes() -> [BlockNodeInfo] { nodes }
     func queryIOThreads() -> [IOThreadInfo] { iothreads }
