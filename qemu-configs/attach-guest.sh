@@ -9,7 +9,7 @@
 # Environment:
 #   QEMU_BIN       QEMU binary              (default qemu-system-x86_64)
 #   QEMU_ACCEL     accelerator              (default tcg; use kvm if available)
-#   VU_NUM_QUEUES  virtqueues for the disk  (default 1)
+#   VU_NUM_QUEUES  virtqueues for the disk  (default 1; "default" leaves QEMU's: one per vCPU)
 #
 # Fixed pieces: q35 machine, 512 MiB of shared memfd RAM (vhost-user-guest.cfg),
 # -chardev socket,id=vu0,path=SOCK  -device vhost-user-blk-pci,chardev=vu0,...
@@ -24,9 +24,11 @@ shift
 here=$(cd "$(dirname "$0")" && pwd)
 # SOCK "none": no vhost-user disk at boot (one is hotplugged later through QMP).
 disk=()
+queues=",num-queues=${VU_NUM_QUEUES:-1}"
+[ "${VU_NUM_QUEUES:-}" = default ] && queues=""   # QEMU's own default: one per vCPU
 if [ "$sock" != none ]; then
     disk=(-chardev "socket,id=vu0,path=$sock"
-          -device "vhost-user-blk-pci,id=vublk0,chardev=vu0,num-queues=${VU_NUM_QUEUES:-1}")
+          -device "vhost-user-blk-pci,id=vublk0,chardev=vu0$queues")
 fi
 exec "${QEMU_BIN:-qemu-system-x86_64}" \
     -readconfig "$here/vhost-user-guest.cfg" \

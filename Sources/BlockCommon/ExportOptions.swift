@@ -6,7 +6,10 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     public var writable: Bool = false
     /// `writethrough=on`: report the write cache as off and make every write durable before completing.
     public var writethrough: Bool = false
-    public var numQueues: Int = 1
+    /// Virtqueues offered (GET_QUEUE_NUM). 16 by default, not qsd's 1: QEMU's
+    /// vhost-user-blk-pci asks for one queue per vCPU and fails to realize if the backend
+    /// offers fewer; it uses only the queues it asks for.
+    public var numQueues: Int = 16
     public var logicalBlockSize: UInt32 = 512
     public var serial: String? = nil
     /// IOThread object id (`iothread=`) serving every queue; nil (and no mapping) means

@@ -40,7 +40,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            must not be read-only)
                          writethrough: report no write cache and make each
                            write durable before completing it (default off)
-                         num-queues: 1 to 16 (default 1)
+                         num-queues: 1 to 16 (default 16, so that QEMU's
+                           default of one queue per vCPU always fits)
                          logical-block-size: a power of two from 512 to 2M
                            (default 512)
                          serial: up to 20 bytes, reported to the guest as the

@@ -20,7 +20,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var ring: SplitVirtqueue
     private let kickFD: Int32
     private var callFD: Int32
-    private let slots: RequestSlots
+    /// Built on the IOThread in `start`, so that its memory is first touched there and lands
+    /// on that thread's NUMA node.
+    private var slots = RequestSlots(count: 0, spansPerRequest: 1)
+    private let slotCount: Int
     private let logger: Logger
 
     private unowned(unsafe) var thread: IOThread!
@@ -57,8 +60,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.ring = ring
         self.kickFD = kickFD
         self.callFD = callFD
-        slots = RequestSlots(count: min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue),
-                             spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
+        slotCount = min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue)
         var logger = Logger(label: "spindle.virtio-blk")
         logger[metadataKey: "export"] = "\(device.exportID)"
         logger[metadataKey: "queue"] = "\(index)"
@@ -73,6 +75,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.context = thread.context
         handlerID = thread.register(self)
         thread.addPoller(self)
+        slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
         slots.assignTokens(handler: handlerID)
         state = .running
         armKick()

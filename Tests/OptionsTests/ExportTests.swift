@@ -19,7 +19,7 @@ import Testing
     @Test func defaults() throws {
         let config = try configuration(nullNode + exportArgs())
         #expect(config.exports == [VhostUserBlkExportOptions(id: "exp0", nodeName: NodeName("n0"), socketPath: "/tmp/exp0.sock")])
-        #expect(config.exports.first?.numQueues == 1)
+        #expect(config.exports.first?.numQueues == 16)  // QEMU's default of one queue per vCPU must fit
         #expect(config.exports.first?.logicalBlockSize == 512)
         #expect(config.exports.first?.writable == false)
     }

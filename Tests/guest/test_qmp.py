@@ -220,3 +220,28 @@ def test_queue_moves_between_iothreads_under_load(daemon, tmp_path):
     assert moves >= 10
     threads = {t["id"]: t["queues"] for t in ok(client, "query-iothreads")}
     assert sum(len(q) for q in threads.values()) <= 1
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench beside spindle")
+def test_iothread_vq_mapping_places_each_queue(daemon, tmp_path):
+    _, path = daemon
+    client = spindle_qmp(path)
+    for iot in ("iot0", "iot1"):
+        ok(client, "object-add", **{"qom-type": "iothread", "id": iot})
+    ok(client, "blockdev-add", **{"driver": "null-co", "node-name": "n0", "read-zeroes": True})
+    sock = tmp_path / "e0.sock"
+    ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "num-queues": 3,
+                                       "iothread-vq-mapping": [{"iothread": "iot0", "vqs": [0, 2]}, {"iothread": "iot1", "vqs": [1]}],
+                                       "addr": {"type": "unix", "path": str(sock)}})
+    bench = subprocess.Popen([str(BENCH), "--socket", str(sock), "--queues", "3", "--cpus", "none", "--iodepth", "4",
+                              "--bs", "4k", "--rw", "randread", "--runtime", "3", "--ramp", "0", "--json-only"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        threads = {t["id"]: t["queues"] for t in ok(client, "query-iothreads")}
+        out, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert threads["iot0"] == ["e0/0", "e0/2"] and threads["iot1"] == ["e0/1"], threads
+    assert bench.returncode == 0 and json.loads(out)["errors"] == 0, err
