@@ -47,7 +47,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
                                  logicalBlockSize: options.logicalBlockSize, numQueues: UInt16(options.numQueues),
                                  serial: options.serial, writeCache: !options.writethrough)
         do {
-            listener = try UnixListener(path: options.socketPath)
+            listener = try UnixListener(path: options.socketPath, pathOption: "addr.path")
         } catch {
             let backend = self.backend
             Task { await graph.deleteBackend(backend) }

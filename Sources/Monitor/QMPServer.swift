@@ -11,7 +11,7 @@ public final class QMPServer {
     public static let defaultMessageLimit = 1 << 20
 
     public nonisolated let path: String
-    private let listener: MonitorSocketListener
+    private let listener: UnixListener
     private var listenerWatch: FileDescriptorWatch?
     private var clients: [ObjectIdentifier: QMPClientConnection] = [:]
     private let dispatcher: QMPCommandDispatcher
@@ -28,7 +28,11 @@ public final class QMPServer {
                 identity: QMPIdentity = .spindle,
                 messageLimit: Int = QMPServer.defaultMessageLimit) throws(QMPServerError) {
         self.path = path
-        self.listener = try MonitorSocketListener(path: path)
+        do {
+            self.listener = try UnixListener(path: path, what: "monitor socket", pathOption: "monitor socket path")
+        } catch {
+            throw QMPServerError(error.description)
+        }
         self.dispatcher = QMPCommandDispatcher(target: target, identity: identity)
         self.serializer = JSONSerializer(pretty: pretty)
         self.messageLimit = messageLimit
