@@ -1,0 +1,73 @@
+import Foundation
+@testable import VhostUserFrontend
+
+/// A vhost-user-blk backend serving a 64 MiB null-co node that reads zeroes, on a socket
+/// in a fresh directory: Debian's qemu-storage-daemon or the Spindle binary built next to
+/// the tests. Killed by `stop()` (call it from a defer, so a failing test cleans up).
+struct BackendProcess {
+    enum Kind: String, CaseIterable, Sendable, CustomStringConvertible {
+        case qsd, spindle
+
+        /// The executable, or nil if it is not there (the tests are then skipped).
+        var executable: String? {
+            switch self {
+            case .qsd:
+                return ["/usr/bin/qemu-storage-daemon", "/usr/local/bin/qemu-storage-daemon"]
+                    .first { FileManager.default.isExecutableFile(atPath: $0) }
+            case .spindle:
+                // The test bundle is built into the same directory as the products.
+                let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+                let sibling = bundle.deletingLastPathComponent().appendingPathComponent("spindle").path
+                return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : nil
+            }
+        }
+
+        static var available: [Kind] { allCases.filter { $0.executable != nil } }
+
+        var description: String { rawValue }
+
+        func arguments(socket: String) -> [String] {
+            // One queue on both (qsd's default; Spindle's is 16), so queue-count checks agree.
+            let export = "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=\(socket),writable=on,num-queues=1"
+            return ["--blockdev", "driver=null-co,node-name=n0,size=67108864,read-zeroes=on", "--export", export]
+        }
+    }
+
+    static let capacity: UInt64 = 64 << 20
+
+    let kind: Kind
+    let process: Process
+    let directory: URL
+    var socketPath: String { directory.appendingPathComponent("backend.sock").path }
+
+    static func start(_ kind: Kind) throws -> BackendProcess {
+        guard let executable = kind.executable else { throw FrontendError("\(kind) is not installed") }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("frontend-\(kind)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let socket = directory.appendingPathComponent("backend.sock").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = kind.arguments(socket: socket)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let backend = BackendProcess(kind: kind, process: process, directory: directory)
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: socket) {
+            guard process.isRunning, Date() < deadline else {
+                backend.stop()
+                throw FrontendError("\(kind) did not create its socket")
+            }
+            usleep(10_000)
+        }
+        return backend
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
