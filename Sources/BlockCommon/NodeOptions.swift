@@ -18,6 +18,8 @@ public struct FileOptions: Sendable, Equatable {
     /// `cache.no-flush=on`: flushes are ignored (unsafe, for benchmarks).
     public var noFlush: Bool = false
     public var readOnly: Bool = false
+    /// `auto-read-only=on`: open read-only when the image may not be opened for writing.
+    public var autoReadOnly: Bool = false
     /// `locking=on|off|auto` as in QEMU; off skips OFD image locks.
     public var locking: Bool = true
     /// `discard=unmap|ignore`: whether guest discards punch holes (QEMU's default: ignore).

@@ -49,9 +49,15 @@ public final class BlockNode {
 
     private static func openFile(_ options: BlockdevOptions, _ file: FileOptions) throws(BlockError) -> BlockNode {
         let node = options.nodeName
+        var file = file
         var flags = O_CLOEXEC | (file.readOnly ? O_RDONLY : O_RDWR)
         if file.direct { flags |= O_DIRECT }
-        let fd = Glibc.open(file.filename, flags)
+        var fd = Glibc.open(file.filename, flags)
+        if fd < 0 && file.autoReadOnly && !file.readOnly && [EACCES, EROFS, EPERM].contains(errno) {
+            // auto-read-only=on, as QEMU: fall back to a read-only node.
+            file.readOnly = true
+            fd = Glibc.open(file.filename, (flags & ~O_RDWR) | O_RDONLY)
+        }
         guard fd >= 0 else {
             let e = errno
             var hint = ""

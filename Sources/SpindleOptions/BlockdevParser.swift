@@ -6,8 +6,10 @@ struct BlockdevParser {
     static let drivers = ["file", "null-co"]
     // Listed in error messages in this order: the most useful keys first.
     static let fileKeys = ["filename", "node-name", "cache.direct", "cache.no-flush", "aio", "read-only",
-                           "locking", "discard", "driver"]
-    static let nullKeys = ["node-name", "size", "read-zeroes", "read-only", "driver"]
+                           "locking", "discard", "driver"] + commonKeys
+    static let nullKeys = ["node-name", "size", "read-zeroes", "read-only", "driver"] + commonKeys
+    /// Generic block-layer keys management tools (libvirt) send with every blockdev.
+    static let commonKeys = ["auto-read-only", "force-share", "detect-zeroes"]
 
     static let nodeNameHint = "every --blockdev needs a name that --export node-name= can refer to"
 
@@ -54,7 +56,25 @@ struct BlockdevParser {
         file.locking = try reader.choice("locking", ["on", "off", "auto"]).map { $0 != "off" } ?? true
         // QEMU's default is discard=ignore.
         file.discardUnmap = try reader.choice("discard", ["unmap", "ignore"]) == "unmap"
+        let common = try parseCommonKeys(reader, readOnly: file.readOnly)
+        file.autoReadOnly = common.autoReadOnly
+        if common.forceShare { file.locking = false }
         return Result(blockdev: BlockdevOptions(nodeName: nodeName, driver: .file(file)), notes: notes)
+    }
+
+    /// auto-read-only (open read-only when writing is not allowed), force-share (take no
+    /// locks; QEMU allows it only read-only), detect-zeroes (only off: Spindle does not scan
+    /// written data).
+    private static func parseCommonKeys(_ reader: OptionReader, readOnly: Bool) throws(CommandLineError) -> (autoReadOnly: Bool, forceShare: Bool) {
+        let autoReadOnly = try reader.bool("auto-read-only") ?? false
+        let forceShare = try reader.bool("force-share") ?? false
+        if forceShare && !readOnly {
+            throw reader.error("force-share=on requires read-only=on")
+        }
+        if let detect = try reader.choice("detect-zeroes", ["off", "on", "unmap"]), detect != "off" {
+            throw reader.error("detect-zeroes=\(detect) is not supported (Spindle does not scan written data; use detect-zeroes=off)")
+        }
+        return (autoReadOnly, forceShare)
     }
 
     private static func parseNull(_ reader: OptionReader) throws(CommandLineError) -> Result {
@@ -63,6 +83,7 @@ struct BlockdevParser {
         if let size = try reader.size("size") { null.size = size }
         null.readZeroes = try reader.bool("read-zeroes") ?? false
         null.readOnly = try reader.bool("read-only") ?? false
+        _ = try parseCommonKeys(reader, readOnly: null.readOnly)  // null-co has no file to lock
         return Result(blockdev: BlockdevOptions(nodeName: nodeName, driver: .null(null)))
     }
 }

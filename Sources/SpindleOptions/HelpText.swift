@@ -17,11 +17,15 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          cache.no-flush: ignore flushes, unsafe (default off)
                          read-only (default off), locking (default on)
                          discard=unmap passes guest discards on (default ignore)
+                         auto-read-only: open read-only if writing is not
+                           allowed (default off)
   --blockdev [driver=]null-co,node-name=<name>[,size=<bytes>]
              [,read-zeroes=on|off][,read-only=on|off]
                          a node that discards writes, for testing
                          size: virtual size, k/M/G/T suffixes allowed (default 1G)
                          read-zeroes: reads return zeroes (default off)
+  Both drivers also take force-share=on (no image locks; read-only nodes only)
+  and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
 
   --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
                          a UNIX socket for a QMP monitor (--monitor);

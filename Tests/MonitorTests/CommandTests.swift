@@ -35,7 +35,7 @@ import Testing
             (#"{"execute": "blockdev-add", "arguments": {}}"#, Self.error("Parameter 'driver' is missing")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": 1}}"#, Self.error("Invalid parameter type for 'driver', expected: string")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "sizex": 1}}"#,
-             Self.error("unknown key 'sizex' (driver null-co takes: node-name, size, read-zeroes, read-only, driver)")),
+             Self.error("unknown key 'sizex' (driver null-co takes: node-name, size, read-zeroes, read-only, driver, auto-read-only, force-share, detect-zeroes)")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "size": "big"}}"#,
              Self.error("'size' must be a size in bytes, not a string")),
         ])

@@ -130,3 +130,24 @@ import Testing
         expectError(["--blockdev", "{\"driver\":"], "--blockdev: invalid JSON at offset")
     }
 }
+
+@Suite struct BlockdevLibvirtKeysTests {
+    @Test func libvirtStyleKeysAreAccepted() throws {
+        let action = try parseCommandLine(["--blockdev",
+            #"{"driver":"file","node-name":"d","filename":"/x.img","auto-read-only":true,"discard":"unmap","detect-zeroes":"off","read-only":true,"force-share":true}"#])
+        guard case .run(let config) = action, case .file(let file) = config.blockdevs.first?.driver else {
+            Issue.record("no file node")
+            return
+        }
+        #expect(file.autoReadOnly && !file.locking && file.readOnly && file.discardUnmap)
+    }
+
+    @Test func forceShareNeedsReadOnlyAndDetectZeroesMustBeOff() {
+        #expect(throws: CommandLineError.self) {
+            _ = try parseCommandLine(["--blockdev", "driver=file,node-name=d,filename=/x.img,force-share=on"])
+        }
+        #expect(throws: CommandLineError.self) {
+            _ = try parseCommandLine(["--blockdev", "driver=null-co,node-name=n,detect-zeroes=unmap"])
+        }
+    }
+}
