@@ -106,9 +106,7 @@ public final class BlockGraph {
     /// Forgets a BlockBackend; it must be detached (or is detached now, under drain).
     public func deleteBackend(_ backend: BlockBackend) async {
         ControlActor.preconditionOnControlThread("deleteBackend")
-        await drain(backend)
-        detach(backend)
-        resume(backend)
+        await withDrained([backend]) { detach(backend) }
         backends[backend.name] = nil
         deviceOps[ObjectIdentifier(backend)] = nil
     }
@@ -127,17 +125,8 @@ public final class BlockGraph {
         ControlActor.preconditionOnControlThread("resize")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
         let users = users(of: name)
-        for backend in users { await drain(backend) }
         let oldSize = node.length
-        let result: Result<Void, BlockError>
-        do {
-            try node.resize(to: size)
-            result = .success(())
-        } catch {
-            result = .failure(error)
-        }
-        for backend in users { resume(backend) }
-        try result.get()
+        try await withDrained(users) { () throws(BlockError) in try node.resize(to: size) }
         var notified: [String] = []
         var unnotified: [String] = []
         for backend in users {
@@ -159,16 +148,12 @@ public final class BlockGraph {
     @discardableResult
     public func revoke(_ backend: BlockBackend) async -> NodeName? {
         ControlActor.preconditionOnControlThread("revoke")
-        await drain(backend)
         let nodeName = attachments[ObjectIdentifier(backend)]
-        detach(backend)
-        var closed: NodeName?
-        if let nodeName, let node = nodes[nodeName], node.userCount == 0 {
-            node.close()
-            nodes[nodeName] = nil
-            closed = nodeName
+        let closed = await withDrained([backend]) { () -> NodeName? in
+            detach(backend)
+            guard let nodeName, nodes[nodeName]?.userCount == 0, (try? closeNode(nodeName)) != nil else { return nil }
+            return nodeName
         }
-        resume(backend)
         logger.notice("revoked BlockBackend", metadata: ["backend": "\(backend.name)", "node": "\(nodeName.map { "\($0)" } ?? "-")"])
         return closed
     }
@@ -205,7 +190,7 @@ public final class BlockGraph {
     }
 
     /// Drains, runs a graph change, resumes.
-    public func withDrained<T>(_ backends: [BlockBackend], _ body: () throws -> T) async rethrows -> T {
+    public func withDrained<T, E: Error>(_ backends: [BlockBackend], _ body: () throws(E) -> T) async throws(E) -> T {
         for backend in backends { await drain(backend) }
         defer { for backend in backends { resume(backend) } }
         return try body()

@@ -52,20 +52,11 @@ public final class BlockBackend: @unchecked Sendable {
         }
     }
 
-    /// Whether new requests are being held back (the device should stop taking them).
-    @inline(__always)
-    public var isQuiesced: Bool { quiesceDepth.load(ordering: .relaxed) > 0 }
-
-    public var inFlightCount: Int { inFlight.load(ordering: .relaxed) }
-
     /// The attached node's size, or 0 when nothing is attached (revoked).
     public var length: UInt64 { rootIO?.length ?? 0 }
 
     /// Whether the BlockBackend may write (permission granted and the node writable).
     public var isWritable: Bool { perms.contains(.write) && (rootIO?.writable ?? false) }
-
-    /// Whether a node is attached. False after revocation: every request then fails with EIO.
-    public var hasRoot: Bool { rootIO != nil }
 
     /// Starts a request between beginRequest and endRequest. Checks permissions and bounds,
     /// then hands it to the root node's driver.

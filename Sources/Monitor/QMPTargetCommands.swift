@@ -11,12 +11,7 @@ struct QMPTargetCommands {
     func blockdevAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
         // QEMU's texts for the union's discriminator; the rest is the --blockdev reader's.
         try requireString("driver", in: arguments)
-        let options: BlockdevOptions
-        do {
-            options = try blockdevOptions(fromJSONObject: arguments)
-        } catch {
-            throw QMPError(error.message)
-        }
+        let options = try optionsFromJSON(arguments, with: blockdevOptions)
         try target.blockdevAdd(options)
         return .emptyObject
     }
@@ -33,12 +28,7 @@ struct QMPTargetCommands {
         // QEMU checks these in this order before the type-specific members.
         for key in ["type", "id", "node-name"] { try requireString(key, in: arguments) }
         guard arguments["addr"] != nil else { throw CommandArguments.missing("addr") }
-        let options: VhostUserBlkExportOptions
-        do {
-            options = try exportOptions(fromJSONObject: arguments)
-        } catch {
-            throw QMPError(error.message)
-        }
+        let options = try optionsFromJSON(arguments, with: exportOptions)
         try await target.blockExportAdd(options)
         return .emptyObject
     }
@@ -91,12 +81,7 @@ struct QMPTargetCommands {
     /// object-add: QEMU's shape, {"qom-type": "iothread", "id": ..., poll-max-ns ...}.
     func objectAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
         for key in ["qom-type", "id"] { try requireString(key, in: arguments) }
-        let options: IOThreadObjectOptions
-        do {
-            options = try iothreadObjectOptions(fromJSONObject: arguments)
-        } catch {
-            throw QMPError(error.message)
-        }
+        let options = try optionsFromJSON(arguments, with: iothreadObjectOptions)
         try target.objectAdd(options)
         return .emptyObject
     }
@@ -122,6 +107,16 @@ struct QMPTargetCommands {
     func queryIOThreads(_ arguments: inout CommandArguments) throws(QMPError) -> JSONValue {
         try arguments.finish()
         return .array(target.queryIOThreads().map(QMPQueryShapes.iothread))
+    }
+
+    /// The option parsers' errors are GenericErrors with the same text.
+    private func optionsFromJSON<T>(_ arguments: JSONObject,
+                                    with parse: (JSONObject) throws(CommandLineError) -> T) throws(QMPError) -> T {
+        do {
+            return try parse(arguments)
+        } catch {
+            throw QMPError(error.message)
+        }
     }
 
     private func requireString(_ key: String, in arguments: JSONObject) throws(QMPError) {

@@ -1,32 +1,26 @@
 import BlockCommon
 
-/// The JSON forms of `--blockdev` and `--export`, for QMP `blockdev-add` and `block-export-add`,
-/// which take exactly the same shapes. Errors carry only the message (no option prefix), and
-/// command-line-only notes (such as `aio=threads` being ignored) are dropped.
+/// The JSON forms of `--blockdev`, `--export` and `--object iothread`, for QMP
+/// `blockdev-add`, `block-export-add` and `object-add`, which take exactly the same shapes.
+/// Errors carry only the message (no option prefix), and command-line-only notes (such as
+/// `aio=threads` being ignored) are dropped.
 public func blockdevOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> BlockdevOptions {
-    let reader = OptionReader(option: "", root: object, isFromKeyval: false)
-    do {
-        return try BlockdevParser.parse(reader).blockdev
-    } catch {
-        throw CommandLineError(option: "", error.message)
-    }
+    try parseJSONObject(object) { reader throws(CommandLineError) in try BlockdevParser.parse(reader).blockdev }
 }
 
-/// See `blockdevOptions(fromJSONObject:)`.
 public func exportOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> VhostUserBlkExportOptions {
-    let reader = OptionReader(option: "", root: object, isFromKeyval: false)
-    do {
-        return try ExportParser.parse(reader)
-    } catch {
-        throw CommandLineError(option: "", error.message)
-    }
+    try parseJSONObject(object, with: ExportParser.parse)
 }
 
-/// The JSON form of `--object iothread`, for QMP `object-add`.
 public func iothreadObjectOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> IOThreadObjectOptions {
-    let reader = OptionReader(option: "", root: object, isFromKeyval: false)
+    try parseJSONObject(object, with: ObjectParser.parse)
+}
+
+/// Runs an option parser on a JSON object, dropping the option prefix from its errors.
+private func parseJSONObject<T>(_ object: OptionObject,
+                                with parse: (OptionReader) throws(CommandLineError) -> T) throws(CommandLineError) -> T {
     do {
-        return try ObjectParser.parse(reader)
+        return try parse(OptionReader(option: "", root: object, isFromKeyval: false))
     } catch {
         throw CommandLineError(option: "", error.message)
     }
