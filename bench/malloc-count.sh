@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 4's allocation proof: runs Spindle (release) under an LD_PRELOAD allocation counter
+# (bench/malloc-count/malloc-count.c, counts per thread in a shared table) and drives it
+# with spindle-bench; snapshots the IOThread's count after warm-up and at the end of the
+# measured window, and reports allocations per request over that window (at least
+# MIN_REQUESTS, default 1,000,000, or the run is repeated longer).
+#
+#   bench/malloc-count.sh                      # null-co, randread+randwrite, eventfd, QD 32
+#   IMAGE=file bench/malloc-count.sh           # a 256 MiB raw file on ext4 (page cache)
+# Writes bench/results/malloc-count.md (OUT=... to change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNTIME=${RUNTIME:-8}
+IMAGE=${IMAGE:-null}
+OUT=${OUT:-bench/results/malloc-count.md}
+MIN_REQUESTS=${MIN_REQUESTS:-1000000}
+WORK=$(mktemp -d /tmp/spindle-malloc-count.XXXXXX)
+SPINDLE_PID=
+cleanup() { [ -n "$SPINDLE_PID" ] && kill "$SPINDLE_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+[ "${NOBUILD:-0}" = 1 ] || swift build -c release --product spindle >/dev/null && swift build -c release --product spindle-bench >/dev/null
+gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" bench/malloc-count/malloc-count.c -ldl
+
+if [ "$IMAGE" = file ]; then
+    IMG=${IMAGE_DIR:-/var/tmp}/spindle-malloc-count.img
+    truncate -s 256M "$IMG"; dd if=/dev/urandom of="$IMG" bs=1M count=256 conv=notrunc status=none
+    NODE="driver=file,node-name=n0,filename=$IMG"
+else
+    NODE="driver=null-co,node-name=n0,size=1G"
+fi
+SOCK=$WORK/export.sock
+TABLE=$WORK/counts
+MALLOC_COUNT_FILE=$TABLE LD_PRELOAD=$WORK/malloc-count.so taskset -c 1 .build/release/spindle \
+    --blockdev "$NODE" \
+    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
+    2>"$WORK/spindle.log" &
+SPINDLE_PID=$!
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+
+iothread_count() {
+    python3 bench/malloc-count/read-counts.py "$TABLE" |
+        python3 -c 'import json,sys; print(sum(t["count"] for t in json.load(sys.stdin) if t["name"].startswith("iot-")))'
+}
+
+{
+echo "# Heap allocations per request on the I/O path"
+echo
+echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
+echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
+echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
+echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."
+echo
+echo "| workload | requests in window | IOThread allocations in window | per request | IOThread allocations, whole run (setup + teardown) |"
+echo "|---|---:|---:|---:|---:|"
+} > "$OUT.tmp"
+
+for RW in randread randwrite; do
+    .build/release/spindle-bench --socket "$SOCK" --iodepth 32 --bs 4k --rw $RW --runtime "$RUNTIME" --ramp 2 \
+        --cpus 0 --completion eventfd --json-only > "$WORK/bench.json" &
+    BENCH=$!
+    sleep 3
+    before=$(iothread_count); t0=$(date +%s.%N)
+    sleep $((RUNTIME - 2))
+    after=$(iothread_count); t1=$(date +%s.%N)
+    wait $BENCH
+    iops=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["iops"])' "$WORK/bench.json")
+    reqs=$(python3 -c "print(int($iops * ($t1 - $t0)))")
+    sleep 0.5
+    total=$(iothread_count)
+    per=$(python3 -c "print(f'{($after - $before) / max($reqs, 1):.6f}')")
+    echo "$RW: ~$reqs requests, IOThread allocations $before -> $after ($per per request)"
+    if [ "$reqs" -lt "$MIN_REQUESTS" ]; then echo "warning: fewer than $MIN_REQUESTS requests in the window; raise RUNTIME" >&2; fi
+    echo "| 4 KiB $RW, QD 32, eventfd | ~$reqs | $((after - before)) | $per | $total (cumulative) |" >> "$OUT.tmp"
+done
+echo >> "$OUT.tmp"
+echo "Per-thread table at the end: \`$(python3 bench/malloc-count/read-counts.py "$TABLE")\`" >> "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+[ "$IMAGE" = file ] && rm -f "$IMG"
+echo "wrote $OUT"
