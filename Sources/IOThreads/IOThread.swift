@@ -42,6 +42,12 @@ public final class IOThread: @unchecked Sendable {
     private let inboxBuffer: UnsafeMutablePointer<UInt64>
     private let inbox = Mutex<[@Sendable (IOThread) -> Void]>([])
 
+    /// Sleep in poll(2) on the ring's fd instead of in io_uring_enter: only for profiling
+    /// under valgrind 3.19, which keeps its global lock across io_uring_enter and so freezes
+    /// every other thread of the process while an IOThread sleeps there.
+    /// Set by SPINDLE_IOTHREAD_SLEEP=poll.
+    private let sleepsInPoll = getenv("SPINDLE_IOTHREAD_SLEEP").map { String(cString: $0) == "poll" } ?? false
+
     private var thread = pthread_t()
     private let tid = Atomic<Int32>(0)
     private let logger: Logger
@@ -168,7 +174,7 @@ public final class IOThread: @unchecked Sendable {
         while !stopping {
             if !pollOnce(ring) {
                 let before = monotonicNanoseconds()
-                let rc = io_uring_submit_and_wait(ring, 1)
+                let rc = sleepsInPoll ? sleepInPoll(ring) : io_uring_submit_and_wait(ring, 1)
                 if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
                     logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
                 }
@@ -189,6 +195,14 @@ public final class IOThread: @unchecked Sendable {
             finishBatch()
         }
         _ = io_uring_submit(ring)
+    }
+
+    private func sleepInPoll(_ ring: UnsafeMutablePointer<io_uring>) -> Int32 {
+        let submitted = io_uring_submit(ring)
+        if submitted < 0 { return submitted }
+        var ready = pollfd(fd: ring.pointee.ring_fd, events: Int16(POLLIN), revents: 0)
+        while io_uring_cq_ready(ring) == 0 && poll(&ready, 1, -1) < 0 && errno == EINTR {}
+        return 0
     }
 
     /// Busy-polls for up to the current window: true if work or completions turned up (the

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Walking a descriptor chain into host spans.
 extension SplitVirtqueue {
     /// Follows the chain starting at `head` (from `popAvailable()`) and fills `chain` with
@@ -13,6 +17,7 @@ extension SplitVirtqueue {
         guard head < size else { throw .headOutOfRange(head: head, queueSize: size) }
 
         let spans = chain.spans
+        let mainRegion = memory.entryCount > 0 ? memory.entries[0] : nil
         let capacity = chain.capacity
         var table = UnsafeRawPointer(descriptors)
         var tableSize = UInt32(size)
@@ -67,16 +72,24 @@ extension SplitVirtqueue {
                 }
                 // Each term is < 2^32 and is checked as soon as it is added: no UInt64 overflow.
                 guard readableLength + writableLength <= UInt64(UInt32.max) else { throw .totalLengthOverflow }
-                guard let count = memory.translateSpans(gpa: address, length: UInt64(length),
-                                                        into: spans + spanCount, capacity: capacity - spanCount)
-                else {
-                    if memory.contains(gpa: address, length: UInt64(length)) {
-                        throw .tooManySpans(capacity: capacity)
+                // Fast path: the buffer lies in the largest region (normally all of RAM).
+                if let main = mainRegion, address >= main.gpaStart, address &+ UInt64(length) <= main.gpaEnd,
+                   spanCount < capacity {
+                    spans[spanCount] = iovec(iov_base: main.host + Int(address &- main.gpaStart), iov_len: Int(length))
+                    spanCount += 1
+                    if writableLength == 0 { readableSpanCount = spanCount }
+                } else {
+                    guard let count = memory.translateSpans(gpa: address, length: UInt64(length),
+                                                            into: spans + spanCount, capacity: capacity - spanCount)
+                    else {
+                        if memory.contains(gpa: address, length: UInt64(length)) {
+                            throw .tooManySpans(capacity: capacity)
+                        }
+                        throw .bufferNotMapped(address: address, length: length)
                     }
-                    throw .bufferNotMapped(address: address, length: length)
+                    spanCount += count
+                    if writableLength == 0 { readableSpanCount = spanCount }
                 }
-                spanCount += count
-                if writableLength == 0 { readableSpanCount = spanCount }
             }
 
             guard flags & VirtqueueLayout.descriptorFlagNext != 0 else { break }

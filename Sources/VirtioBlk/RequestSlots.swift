@@ -5,10 +5,14 @@ import VhostUser
 /// buffers, the block request handed to the I/O API, and the parsed request itself. Taken
 /// and released on the owning IOThread only, through a free stack; nothing is allocated
 /// per request. The slot index is the tag in the CQE's user_data.
+///
+/// The per-slot objects are kept retained once, behind unsafe pointers, and lent out
+/// without reference counting (`withChain`): an array of class references costs a
+/// retain/release pair per access on the hot path.
 final class RequestSlots {
     let count: Int
-    private let chains: [DescriptorChain]
-    private let buffers: [VirtioBlkRequestBuffers]
+    private let chains: UnsafeMutablePointer<Unmanaged<DescriptorChain>>
+    private let buffers: UnsafeMutablePointer<Unmanaged<VirtioBlkRequestBuffers>>
     private let blockRequests: UnsafeMutablePointer<BlockRequest>
     private let parsed: UnsafeMutablePointer<VirtioBlkRequest?>
     private let freeStack: UnsafeMutablePointer<Int32>
@@ -16,8 +20,12 @@ final class RequestSlots {
 
     init(count: Int, spansPerRequest: Int) {
         self.count = count
-        chains = (0..<count).map { _ in DescriptorChain(capacity: spansPerRequest) }
-        buffers = (0..<count).map { _ in VirtioBlkRequestBuffers(dataSpanCapacity: spansPerRequest, segmentCapacity: 1) }
+        chains = .allocate(capacity: count)
+        buffers = .allocate(capacity: count)
+        for i in 0..<count {
+            (chains + i).initialize(to: .passRetained(DescriptorChain(capacity: spansPerRequest)))
+            (buffers + i).initialize(to: .passRetained(VirtioBlkRequestBuffers(dataSpanCapacity: spansPerRequest, segmentCapacity: 1)))
+        }
         blockRequests = .allocate(capacity: count)
         blockRequests.initialize(repeating: BlockRequest(), count: count)
         parsed = .allocate(capacity: count)
@@ -28,7 +36,13 @@ final class RequestSlots {
     }
 
     deinit {
-        for i in 0..<count { blockRequests[i].releaseScratch() }
+        for i in 0..<count {
+            blockRequests[i].releaseScratch()
+            chains[i].release()
+            buffers[i].release()
+        }
+        chains.deallocate()
+        buffers.deallocate()
         blockRequests.deinitialize(count: count)
         blockRequests.deallocate()
         parsed.deinitialize(count: count)
@@ -54,8 +68,13 @@ final class RequestSlots {
         freeCount += 1
     }
 
-    @inline(__always) func chain(_ slot: Int) -> DescriptorChain { chains[slot] }
-    @inline(__always) func requestBuffers(_ slot: Int) -> VirtioBlkRequestBuffers { buffers[slot] }
+    /// Lends the slot's chain and buffers (valid only inside `body`; never keep them).
+    @inline(__always)
+    func withChain<R>(_ slot: Int, _ body: (DescriptorChain, VirtioBlkRequestBuffers) throws -> R) rethrows -> R {
+        try chains[slot]._withUnsafeGuaranteedRef { chain in
+            try buffers[slot]._withUnsafeGuaranteedRef { buffers in try body(chain, buffers) }
+        }
+    }
     @inline(__always) func blockRequest(_ slot: Int) -> UnsafeMutablePointer<BlockRequest> { blockRequests + slot }
     @inline(__always) func parsedRequest(_ slot: Int) -> UnsafeMutablePointer<VirtioBlkRequest?> { parsed + slot }
 }

@@ -17,7 +17,16 @@ import VhostUser
 public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sendable {
     public let index: Int
     let device: VirtioBlkDevice
-    private var ring: SplitVirtqueue
+    /// The ring lives behind a pointer so calls on it work in place: a struct stored in a
+    /// class property is copied (retaining its GuestMemory) for every non-mutating call.
+    private let ringStorage: UnsafeMutablePointer<SplitVirtqueue>
+    private var ring: SplitVirtqueue {
+        unsafeAddress { UnsafePointer(ringStorage) }
+        unsafeMutableAddress { ringStorage }
+    }
+    /// The device's BlockBackend. A strong `let`: calls through it borrow without reference
+    /// counting, where an unowned(unsafe) reference is retained around every call.
+    private let backend: BlockBackend
     private let kickFD: Int32
     private var callFD: Int32
     /// Built on the IOThread in `start`, so that its memory is first touched there and lands
@@ -27,6 +36,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private let logger: Logger
 
     private unowned(unsafe) var thread: IOThread!
+    /// The same thread for the hot path, lent without a retain per call.
+    private var threadRef: Unmanaged<IOThread>?
     private var context: IOContext!
     private var handlerID: UInt16 = 0
 
@@ -57,7 +68,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         if flags >= 0 && flags & O_NONBLOCK == 0 { _ = fcntl(kickFD, F_SETFL, flags | O_NONBLOCK) }
         self.device = device
         self.index = index
-        self.ring = ring
+        ringStorage = .allocate(capacity: 1)
+        ringStorage.initialize(to: ring)
+        backend = device.backend
         self.kickFD = kickFD
         self.callFD = callFD
         slotCount = min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue)
@@ -67,11 +80,17 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.logger = logger
     }
 
+    deinit {
+        ringStorage.deinitialize(count: 1)
+        ringStorage.deallocate()
+    }
+
     // MARK: lifecycle (on the IOThread)
 
     public func start(on thread: IOThread) {
         precondition(state == .idle)
         self.thread = thread
+        threadRef = .passUnretained(thread)
         self.context = thread.context
         handlerID = thread.register(self)
         thread.addPoller(self)
@@ -160,7 +179,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
-        guard let final = device.backend.complete(request, result: result, on: context) else { return }
+        guard let final = backend.complete(request, result: result, on: context) else { return }
         complete(slot: slotIndex, result: final)
     }
 
@@ -218,7 +237,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         while state == .running {
             ring.disableGuestKicks()
             while slots.hasFree {
-                guard device.backend.beginRequest() else {
+                guard backend.beginRequest() else {
                     heldBack = true  // quiesced: resumeAfterDrain brings us back
                     ring.enableGuestKicks_ignoringResult()
                     return
@@ -227,12 +246,12 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                 do {
                     head = try ring.popAvailable()
                 } catch {
-                    device.backend.endRequest()
+                    backend.endRequest()
                     markBroken("\(error)")
                     return
                 }
                 guard let head else {
-                    device.backend.endRequest()
+                    backend.endRequest()
                     break
                 }
                 startRequest(head: head)
@@ -249,24 +268,41 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         }
     }
 
+    /// What walking and parsing one chain gave.
+    private enum TakenRequest {
+        case parsed(VirtioBlkRequest)
+        case corruptChain(VirtqueueError)
+        case cannotComplete(VirtioBlkRequestError)
+    }
+
     private func startRequest(head: UInt16) {
         let slot = slots.take()
-        let chain = slots.chain(slot)
-        do {
-            try ring.walkChain(head: head, into: chain)
-        } catch {
-            slots.release(slot)
-            device.backend.endRequest()
-            markBroken("descriptor chain at head \(head): \(error)")
-            return
+        let parser = device.parser()
+        let taken: TakenRequest = slots.withChain(slot) { chain, buffers in
+            do throws(VirtqueueError) {
+                try ring.walkChainInPlace(head: head, into: chain)
+            } catch {
+                return .corruptChain(error)
+            }
+            do throws(VirtioBlkRequestError) {
+                return .parsed(try parser.parse(chain, into: buffers))
+            } catch {
+                return .cannotComplete(error)
+            }
         }
         let parsed: VirtioBlkRequest
-        do {
-            parsed = try device.parser().parse(chain, into: slots.requestBuffers(slot))
-        } catch {
+        switch taken {
+        case .parsed(let request):
+            parsed = request
+        case .corruptChain(let error):
+            slots.release(slot)
+            backend.endRequest()
+            markBroken("descriptor chain at head \(head): \(error)")
+            return
+        case .cannotComplete(let error):
             // Nowhere to write a status: the request can never be completed correctly.
             slots.release(slot)
-            device.backend.endRequest()
+            backend.endRequest()
             markBroken("\(error)")
             return
         }
@@ -306,7 +342,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         }
         request.pointee.iov = parsed.dataSpans.baseAddress
         request.pointee.iovcnt = Int32(parsed.dataSpans.count)
-        switch device.backend.submit(request, on: context) {
+        switch backend.submit(request, on: context) {
         case .queued: break
         case .done(let result): complete(slot: slot, result: result)
         }
@@ -328,9 +364,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         parsed.complete(status)
         ring.addUsed(head: parsed.head, writtenLength: parsed.usedLength(for: status))
         slots.release(slot)
-        device.backend.endRequest()
+        backend.endRequest()
         usedSinceSignal = true
-        thread.scheduleEndOfBatch(handlerID)
+        threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleEndOfBatch(handlerID) }
     }
 
     private func markBroken(_ why: String) {
@@ -342,6 +378,14 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 }
 
 extension SplitVirtqueue {
+    /// `walkChain` on a ring held in place: `mutating` only so that the ring is passed by
+    /// address; a non-mutating call on a ring behind a pointer copies the whole struct
+    /// (and retains its GuestMemory) for every request.
+    @inline(__always)
+    mutating func walkChainInPlace(head: UInt16, into chain: DescriptorChain) throws(VirtqueueError) {
+        try walkChain(head: head, into: chain)
+    }
+
     /// Re-enables guest kicks without re-checking (the caller comes back by other means).
     @inline(__always)
     mutating func enableGuestKicks_ignoringResult() { _ = enableGuestKicks() }

@@ -70,12 +70,20 @@ public struct VirtioBlkRequestParser: Sendable {
         let header = VirtioBlkLimits.headerSize
         var raw: (UInt32, UInt32, UInt64) = (0, 0, 0)
         let readable = chain.readableSpans
-        let gotHeader = withUnsafeMutableBytes(of: &raw) { bytes in
-            IOVecSpans.gather(readable, offset: 0, count: header, into: bytes.baseAddress!)
+        let type: UInt32
+        let sector: UInt64
+        if let first = readable.first, let base = first.iov_base, first.iov_len >= header {
+            // The usual layout: the whole header in the first descriptor.
+            type = UInt32(littleEndian: base.loadUnaligned(as: UInt32.self))
+            sector = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        } else {
+            let gotHeader = withUnsafeMutableBytes(of: &raw) { bytes in
+                IOVecSpans.gather(readable, offset: 0, count: header, into: bytes.baseAddress!)
+            }
+            guard gotHeader else { return .reject(.headerTooShort(readableLength: chain.readableLength)) }
+            type = UInt32(littleEndian: raw.0)
+            sector = UInt64(littleEndian: raw.2)
         }
-        guard gotHeader else { return .reject(.headerTooShort(readableLength: chain.readableLength)) }
-        let type = UInt32(littleEndian: raw.0)
-        let sector = UInt64(littleEndian: raw.2)
         request.type = type
         // Bytes before the status byte, on the writable side; after the header, readable side.
         let writableData = chain.writableLength - 1
