@@ -43,6 +43,11 @@ public final class BlockBackend: @unchecked Sendable {
         return false
     }
 
+    /// Whether a drain has begun: a device that already holds a request in flight (counted
+    /// by `beginRequest`) checks this before taking another under the same count.
+    @inline(__always)
+    public var isQuiescing: Bool { quiesceDepth.load(ordering: .sequentiallyConsistent) > 0 }
+
     /// Ends what `beginRequest` began, after the request's final completion.
     @inline(__always)
     public func endRequest() {

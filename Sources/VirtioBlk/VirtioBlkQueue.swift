@@ -39,10 +39,16 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// The same thread for the hot path, lent without a retain per call.
     private var threadRef: Unmanaged<IOThread>?
     private var context: IOContext!
+    /// The same ring for the hot path, lent without a retain per request.
+    private var contextRef: Unmanaged<IOContext>?
     private var handlerID: UInt16 = 0
 
     private enum State { case idle, running, stopping, stopped, broken }
     private var state = State.idle
+    /// Requests taken and not yet retired, and whether the queue counts as one in-flight
+    /// user of the BlockBackend (see admitRequest).
+    private var queueInFlight = 0
+    private var holdsBackend = false
     /// Requests wait in the ring because the BlockBackend is quiesced or slots ran out.
     private var heldBack = false
     private var kickArmed = false
@@ -92,6 +98,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.thread = thread
         threadRef = .passUnretained(thread)
         self.context = thread.context
+        contextRef = .passUnretained(thread.context)
         handlerID = thread.register(self)
         thread.addPoller(self)
         slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
@@ -134,6 +141,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 
     private func finishStopIfQuiet() {
         guard state == .stopping, slots.inUse == 0, !kickArmed, pendingRemovals == 0 else { return }
+        releaseBackendIfIdle()
         ring.publishUsed()
         signalGuestIfNeeded()
         state = .stopped
@@ -179,7 +187,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
-        guard let final = backend.complete(request, result: result, on: context) else { return }
+        let final = contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { backend.complete(request, result: result, on: $0) }
+        guard let final else { return }
         complete(slot: slotIndex, result: final)
     }
 
@@ -187,6 +196,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         ring.publishUsed()
         signalGuestIfNeeded()
         if heldBack && state == .running { processAvailable() }
+        releaseBackendIfIdle()
         finishStopIfQuiet()
     }
 
@@ -232,12 +242,44 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 
     // MARK: taking requests
 
+    /// Counts a request in. The queue is one user of the BlockBackend from its first
+    /// request until the end of the batch in which its last one finished: the atomic
+    /// begin/end pair is paid once per busy period, not per request, and in between only
+    /// the quiesce flag is read. A drain still waits for every request: the backend's count
+    /// stays above zero until the queue lets go (releaseBackendIfIdle).
+    @inline(__always)
+    private func admitRequest() -> Bool {
+        if !holdsBackend {
+            guard backend.beginRequest() else { return false }
+            holdsBackend = true
+        } else if backend.isQuiescing {
+            releaseBackendIfIdle()
+            return false
+        }
+        queueInFlight += 1
+        return true
+    }
+
+    /// Counts a request out (after its completion is on the used ring, or it was not taken).
+    @inline(__always)
+    private func retireRequest() {
+        precondition(queueInFlight > 0, "virtqueue \(index) of export \(device.exportID): request retired twice")
+        queueInFlight -= 1
+        if queueInFlight == 0 { threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleEndOfBatch(handlerID) } }
+    }
+
+    private func releaseBackendIfIdle() {
+        guard holdsBackend, queueInFlight == 0 else { return }
+        holdsBackend = false
+        backend.endRequest()
+    }
+
     private func processAvailable() {
         heldBack = false
         while state == .running {
             ring.disableGuestKicks()
             while slots.hasFree {
-                guard backend.beginRequest() else {
+                guard admitRequest() else {
                     heldBack = true  // quiesced: resumeAfterDrain brings us back
                     ring.enableGuestKicks_ignoringResult()
                     return
@@ -246,12 +288,12 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                 do {
                     head = try ring.popAvailable()
                 } catch {
-                    backend.endRequest()
+                    retireRequest()
                     markBroken("\(error)")
                     return
                 }
                 guard let head else {
-                    backend.endRequest()
+                    retireRequest()
                     break
                 }
                 startRequest(head: head)
@@ -296,13 +338,13 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             parsed = request
         case .corruptChain(let error):
             slots.release(slot)
-            backend.endRequest()
+            retireRequest()
             markBroken("descriptor chain at head \(head): \(error)")
             return
         case .cannotComplete(let error):
             // Nowhere to write a status: the request can never be completed correctly.
             slots.release(slot)
-            backend.endRequest()
+            retireRequest()
             markBroken("\(error)")
             return
         }
@@ -342,7 +384,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         }
         request.pointee.iov = parsed.dataSpans.baseAddress
         request.pointee.iovcnt = Int32(parsed.dataSpans.count)
-        switch backend.submit(request, on: context) {
+        switch contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef({ backend.submit(request, on: $0) }) {
         case .queued: break
         case .done(let result): complete(slot: slot, result: result)
         }
@@ -364,7 +406,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         parsed.complete(status)
         ring.addUsed(head: parsed.head, writtenLength: parsed.usedLength(for: status))
         slots.release(slot)
-        backend.endRequest()
+        retireRequest()
         usedSinceSignal = true
         threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleEndOfBatch(handlerID) }
     }
