@@ -124,6 +124,14 @@ public final class FileIO: BlockDriverIO {
                     io_uring_prep_readv(sqe, fd, bounceIOV, 1, offset)
                 }
             }
+        } else if request.pointee.iovcnt == 1, let iov = request.pointee.iov {
+            // One buffer (the usual 4 KiB request): the plain opcodes spare the kernel the
+            // iovec import. The length was checked against Int32.max by the BlockBackend.
+            if isWrite {
+                io_uring_prep_write(sqe, fd, iov.pointee.iov_base, UInt32(iov.pointee.iov_len), offset)
+            } else {
+                io_uring_prep_read(sqe, fd, iov.pointee.iov_base, UInt32(iov.pointee.iov_len), offset)
+            }
         } else if isWrite {
             io_uring_prep_writev(sqe, fd, request.pointee.iov, UInt32(request.pointee.iovcnt), offset)
         } else {
