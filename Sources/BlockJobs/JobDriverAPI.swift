@@ -141,3 +141,14 @@ public struct JobDriver: Sendable {
 
     private var wakeup: JobWakeup? { registry.locked { $0.records[id]?.wakeup } }
 }
+
+extension JobDriver {
+    /// created -> null, gone: the job could not be set up after all (its command fails).
+    public func discard() {
+        registry.locked { table in
+            guard table.records[id]?.status == .created else { return }
+            try? table.transition(id, to: .null)
+            table.remove(id)
+        }
+    }
+}
