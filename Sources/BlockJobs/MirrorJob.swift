@@ -82,6 +82,7 @@ public final class MirrorJob {
         job.logger.notice("mirror started", metadata: [
             "source": "\(options.source)", "target": "\(options.target)", "size": "\(source.length)",
             "granularity": "\(options.granularity)", "speed": "\(options.speed)"])
+        driver.setProgress(current: 0, total: source.length)  // query-jobs shows the whole task at once
         let copier = MirrorCopier(job: job, driver: driver, filter: filter, length: source.length, options: options)
         _ = PlainThread.spawn { copier.run() }
         return job

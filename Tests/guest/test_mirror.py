@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import time
 import time
 from pathlib import Path
 
@@ -146,3 +148,104 @@ def test_argument_errors_have_qsds_text(daemon):
     completed = wait_event(client, "BLOCK_JOB_COMPLETED")
     assert completed["data"]["error"] == "Source and target image have different sizes"
     assert ok(client, "query-block-exports")[0]["node-name"] == "disk0"
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of a given size (needs root to mount), unmounted afterwards."""
+    mounts = []
+
+    def make(size: int) -> Path:
+        mount = tmp_path / f"small-fs-{len(mounts)}"
+        mount.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs: {result.stderr.strip()}")
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in mounts:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_target_out_of_space_fails_the_job_and_keeps_the_source(daemon, small_fs):
+    backend, client, tmp = daemon
+    before = digest(tmp / "src.img")
+    mount = small_fs(8 * MiB)
+    add_target(client, mount / "tgt.img", 64 * MiB)  # sparse: the copy runs out of space at 8 MiB
+    ok(client, "blockdev-mirror", **{"job-id": "full"}, device="disk0", target="tgt", sync="full")
+    completed = wait_event(client, "BLOCK_JOB_COMPLETED")
+    assert completed["data"]["error"] == "No space left on device"
+    assert completed["data"]["device"] == "full"
+    assert ok(client, "query-jobs") == []
+    assert ok(client, "query-block-exports")[0]["node-name"] == "disk0"
+    assert digest(tmp / "src.img") == before
+    # The target is released: it can be deleted.
+    ok(client, "blockdev-del", **{"node-name": "tgt"})
+    assert "No space left on device" in (tmp / "spindle.log").read_text()
+
+
+BENCH = Path(SPINDLE).with_name("spindle-bench") if SPINDLE else Path("/nonexistent")
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench next to spindle")
+def test_target_failing_after_ready_fails_the_job_not_the_guests_writes(daemon, small_fs):
+    backend, client, tmp = daemon
+    mount = small_fs(64 * MiB + 256 * 1024)
+    add_target(client, mount / "tgt.img", 64 * MiB)
+    ok(client, "blockdev-mirror", **{"job-id": "late", "auto-dismiss": False}, device="disk0", target="tgt", sync="full")
+    wait_event(client, "BLOCK_JOB_READY")
+    # The target's filesystem fills up behind the job's back: a hole, and no space to fill it.
+    subprocess.run(["fallocate", "--punch-hole", "--offset", "0", "--length", str(16 * MiB), str(mount / "tgt.img")], check=True)
+    subprocess.run(["dd", "if=/dev/zero", f"of={mount / 'filler'}", "bs=1M"], capture_output=True)
+    bench = subprocess.run([str(BENCH), "--socket", str(tmp / "vhost.sock"), "--rw", "randwrite", "--bs", "4k",
+                            "--iodepth", "4", "--runtime", "1", "--ramp", "0", "--size", str(16 * MiB), "--json-only",
+                            "--cpus", "none"], capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    assert '"errors":0' in bench.stdout.replace(" ", ""), bench.stdout  # the guest's writes all succeeded
+    completed = wait_event(client, "BLOCK_JOB_COMPLETED")
+    assert completed["data"]["error"] == "No space left on device"
+    [job] = ok(client, "query-jobs")
+    assert job["status"] == "concluded" and job["error"] == "No space left on device"
+    assert ok(client, "query-block-exports")[0]["node-name"] == "disk0"
+
+
+def test_query_jobs_shows_progress_of_a_1GiB_mirror(tmp_path):
+    """An operator polling query-jobs sees current-progress climb towards total-progress, so
+    the time left can be estimated. The speed limit makes the copy last several polls."""
+    GiB = 1 << 30
+    src, tgt = tmp_path / "big.img", tmp_path / "big-new.img"
+    for image in (src, tgt):
+        with open(image, "wb") as f:
+            f.truncate(GiB)
+    qmp = tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle")
+    backend.start(["--blockdev", f"driver=file,node-name=big,filename={src}",
+                   "--blockdev", f"driver=file,node-name=new,filename={tgt}", "--qmp", str(qmp)], qmp)
+    try:
+        client = spindle_qmp(qmp)
+        ok(client, "blockdev-mirror", **{"job-id": "big"}, device="big", target="new", sync="full", speed=128 * MiB)
+        samples = []
+        while True:
+            [job] = ok(client, "query-jobs")
+            samples.append((time.monotonic(), job["current-progress"], job["total-progress"]))
+            if job["status"] == "ready":
+                break
+            assert job["status"] == "running", job
+            time.sleep(0.5)
+        currents = [c for _, c, _ in samples]
+        assert currents == sorted(currents), currents  # never goes backwards
+        assert all(total == GiB for _, _, total in samples), samples
+        assert len({c for c in currents if 0 < c < GiB}) >= 3, samples  # seen moving, several times
+        assert currents[-1] == GiB
+        # What an operator computes from two polls: the rate, and from it the time left.
+        (t0, c0, _), (t1, c1, total) = samples[1], samples[len(samples) // 2]
+        rate = (c1 - c0) / (t1 - t0)
+        print(f"mirror of 1 GiB: {rate / MiB:.0f} MiB/s measured between polls, "
+              f"{(total - c1) / rate:.1f} s left at mid-copy, {len(samples)} polls")
+        ok(client, "job-cancel", id="big")
+        wait_event(client, "BLOCK_JOB_CANCELLED")
+    finally:
+        backend.stop()
