@@ -126,6 +126,7 @@ public final class BlockGraph {
     public func resize(node name: NodeName, to size: UInt64) async throws(BlockError) -> ResizeResult {
         ControlActor.preconditionOnControlThread("resize")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
         let users = users(of: name)
         let oldSize = node.length
         try await withDrained(users) { () throws(BlockError) in try node.resize(to: size) }

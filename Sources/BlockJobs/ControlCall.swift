@@ -1,5 +1,4 @@
 import ControlThread
-import Synchronization
 
 /// Runs `work` on the control thread and blocks the calling plain thread (a job's body)
 /// until it is done. Never call it from the control thread itself, or with the job mutex held.
@@ -10,7 +9,7 @@ func runOnControlThread<T: Sendable>(_ work: @escaping @Sendable @ControlActor (
 }
 
 private final class ResultBox<T: Sendable>: Sendable {
-    private let value = Mutex<T?>(nil)
+    private let value = PosixMutex<T?>(nil)
     private let ready = JobWakeup()
 
     func fulfil(_ result: T) {

@@ -1,8 +1,6 @@
-import Synchronization
-
 // Locking rules for jobs (the lock order):
 //
-// 1. The job mutex (`JobRegistry.state`) protects the job list and every job's state:
+// 1. The job mutex (`JobRegistry.state`, a pthread mutex: see PosixMutex.swift) protects the job list and every job's state:
 //    status, progress, error, requests (pause, cancel, complete, finalize) and the queue of
 //    events not yet delivered. There is one for all jobs, as QEMU's job_mutex.
 // 2. It is a leaf: no other lock (a BlockBackend's drain waiter, an IOThread inbox, the
@@ -17,7 +15,7 @@ import Synchronization
 /// own file: the monitor API (JobMonitorAPI.swift), used by QMP commands, and the driver API
 /// (JobDriverAPI.swift), used by a job's own body.
 public final class JobRegistry: Sendable {
-    let state = Mutex(JobTable())
+    let state = PosixMutex(JobTable())
     private let doorbell: @Sendable () -> Void
 
     /// `doorbell` is called (without the job mutex) whenever events were queued; it should

@@ -75,10 +75,22 @@ extension Daemon {
         return data
     }
 
-    /// At shutdown: every job is asked to cancel (its guest stays on its source).
-    func cancelAllJobs() {
-        jobs.withJobLock { table in
-            for job in table.query() { try? table.cancel(job.id) }
+    /// At shutdown: every job is asked to cancel (its guest stays on its source), and given a
+    /// few seconds to undo its graph changes and release its nodes before they are closed.
+    func cancelAllJobs() async {
+        let active = jobs.withJobLock { table in
+            table.query().filter { $0.status != .concluded }.map { job in
+                try? table.cancel(job.id)
+                return job.id
+            }
         }
+        guard !active.isEmpty else { return }
+        logger.notice("cancelling block jobs before shutdown", metadata: ["jobs": "\(active.joined(separator: ","))"])
+        for _ in 0..<100 {
+            let running = jobs.withJobLock { table in table.query().contains { $0.status != .concluded } }
+            if !running { return }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        logger.warning("block jobs still running at shutdown; their nodes stay open until exit")
     }
 }

@@ -105,7 +105,7 @@ final class Daemon {
     }
 
     func shutdown() async {
-        cancelAllJobs()
+        await cancelAllJobs()
         for server in monitors { server.close() }
         monitors.removeAll()
         for export in exports.reversed() { await export.delete() }

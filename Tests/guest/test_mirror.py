@@ -249,3 +249,14 @@ def test_query_jobs_shows_progress_of_a_1GiB_mirror(tmp_path):
         wait_event(client, "BLOCK_JOB_CANCELLED")
     finally:
         backend.stop()
+
+
+def test_sigterm_during_a_mirror_cancels_it_and_exits_cleanly(daemon):
+    backend, client, tmp = daemon
+    add_target(client, tmp / "tgt.img", 64 * MiB)
+    ok(client, "blockdev-mirror", **{"job-id": "bye"}, device="disk0", target="tgt", sync="full", speed=1 * MiB)
+    status_events(client, "bye", "running")
+    assert backend.stop() == 0
+    log = (tmp / "spindle.log").read_text()
+    assert "cancelling block jobs before shutdown" in log
+    assert "still running at shutdown" not in log
