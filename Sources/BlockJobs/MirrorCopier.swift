@@ -22,6 +22,9 @@ final class MirrorCopier: @unchecked Sendable {
     private var cursor = 0
     private var throttleStart: UInt64 = 0
     private var throttleBytes: UInt64 = 0
+    /// Whether the copier has been over the whole bitmap once (the cursor wrapped or all
+    /// was clean).
+    private var passedOnce = false
 
     /// How long the copier sleeps when all is in sync, before looking again.
     private static let idleNanoseconds: UInt64 = 20_000_000
@@ -66,6 +69,7 @@ final class MirrorCopier: @unchecked Sendable {
         let io = SyncIO(context: context, request: request, buffer: buffer)
         throttleStart = now()
         var ready = false
+        var writingThrough = false
         while true {
             let step = driver.checkpoint()
             if step == .cancel {
@@ -84,6 +88,12 @@ final class MirrorCopier: @unchecked Sendable {
                 endWithoutPivot(.failed(failure))
                 return
             }
+            if !writingThrough && passedOnce {
+                // Every region has been copied once: from now on writes go to both images,
+                // so only what was dirtied during the first pass is left to copy.
+                filter.startWritingThrough()
+                writingThrough = true
+            }
             if filter.bitmap.dirtyCount > 0 {
                 throttle()
                 continue
@@ -94,7 +104,6 @@ final class MirrorCopier: @unchecked Sendable {
                     endWithoutPivot(.failed(failure))
                     return
                 }
-                filter.startWritingThrough()
                 driver.setReady()
                 ready = true
                 logger.notice("mirror ready: source and target in sync; job-complete switches to the target", metadata: ["bytes": "\(copied)"])
@@ -107,12 +116,16 @@ final class MirrorCopier: @unchecked Sendable {
     /// is marked dirty again).
     private func copyNextRun(_ io: SyncIO) -> String? {
         guard let run = filter.bitmap.takeRun(from: cursor, maxBits: chunkBits) else {
+            passedOnce = true
             publishProgress()
             return nil
         }
+        if run.first < cursor { passedOnce = true }
         let offset = UInt64(run.first) * options.granularity
         let bytes = min(UInt64(run.count) * options.granularity, length - offset)
         cursor = run.first + run.count
+        filter.copying(first: run.first, count: run.count)
+        defer { filter.copyDone() }
         let read = io.run(.read, offset: offset, length: bytes, on: filter.source)
         if read < 0 {
             filter.bitmap.markDirty(offset: offset, length: bytes)
