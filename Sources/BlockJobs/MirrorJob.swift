@@ -2,6 +2,7 @@ import BlockCommon
 import BlockGraph
 import BlockIO
 import ControlThread
+import Glibc
 import Logging
 
 /// The control-thread half of a mirror job (blockdev-mirror): it checks the request, puts
@@ -84,7 +85,7 @@ public final class MirrorJob {
             "granularity": "\(options.granularity)", "speed": "\(options.speed)"])
         driver.setProgress(current: 0, total: source.length)  // query-jobs shows the whole task at once
         let copier = MirrorCopier(job: job, driver: driver, filter: filter, length: source.length, options: options)
-        _ = PlainThread.spawn { copier.run() }
+        pthread_detach(PlainThread.spawn { copier.run() })  // nobody joins it: it ends with the job
         return job
     }
 

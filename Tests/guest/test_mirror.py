@@ -260,3 +260,36 @@ def test_sigterm_during_a_mirror_cancels_it_and_exits_cleanly(daemon):
     log = (tmp / "spindle.log").read_text()
     assert "cancelling block jobs before shutdown" in log
     assert "still running at shutdown" not in log
+
+
+def test_pause_resume_and_manual_finalize(daemon):
+    backend, client, tmp = daemon
+    add_target(client, tmp / "tgt.img", 64 * MiB)
+    ok(client, "blockdev-mirror", **{"job-id": "p"}, device="disk0", target="tgt", sync="full", speed=8 * MiB,
+       **{"auto-finalize": False, "auto-dismiss": False})
+    status_events(client, "p", "running")
+    ok(client, "job-pause", id="p")
+    assert client.cmd_raw("job-pause", {"id": "p"})["error"]["desc"] == "Job is already paused"
+    status_events(client, "p", "paused")
+    [job] = ok(client, "query-jobs")
+    assert job["status"] == "paused"
+    ok(client, "job-resume", id="p")
+    assert client.cmd_raw("job-resume", {"id": "p"})["error"]["desc"] == "Can't resume a job that was not paused"
+    status_events(client, "p", "ready")
+    ok(client, "job-pause", id="p")
+    status_events(client, "p", "standby")
+    ok(client, "job-resume", id="p")
+    status_events(client, "p", "ready")
+    ok(client, "job-complete", id="p")
+    assert status_events(client, "p", "pending") == ["waiting", "pending"]
+    assert wait_event(client, "BLOCK_JOB_PENDING")["data"] == {"type": "mirror", "id": "p"}
+    # Until job-finalize the export stays on its source (drained for the final sync).
+    assert ok(client, "query-block-exports")[0]["node-name"] == "disk0"
+    ok(client, "job-finalize", id="p")
+    assert status_events(client, "p", "concluded") == ["concluded"]
+    assert ok(client, "query-block-exports")[0]["node-name"] == "tgt"
+    [job] = ok(client, "query-jobs")
+    assert job["status"] == "concluded" and "error" not in job
+    ok(client, "job-dismiss", id="p")
+    assert ok(client, "query-jobs") == []
+    assert digest(tmp / "tgt.img") == digest(tmp / "src.img")
