@@ -50,6 +50,11 @@ public final class MirrorJob {
             throw JobError("Node '\(node.name)' is busy: \(node.blocker!)")
         }
         guard source !== target else { throw JobError("Can't mirror node into itself") }
+        let targetUsers = graph.users(of: target.name)
+        guard targetUsers.isEmpty else {
+            // Someone else writing the target would be overwritten by the copy, or corrupt it.
+            throw JobError("Node '\(target.name)' is in use by \(targetUsers.map(\.name).joined(separator: ", ")); a mirror target must not be used by anything else")
+        }
         let driver = try registry.withJobLock { jobs throws(JobError) in
             try jobs.create(id: options.jobID, type: "mirror", options: JobOptions(
                 autoFinalize: options.autoFinalize, autoDismiss: options.autoDismiss, speed: options.speed), registry: registry)

@@ -142,6 +142,8 @@ def test_argument_errors_have_qsds_text(daemon):
     assert error(**j, device="disk0", target="tgt", sync="full", granularity=3 * 4096) == "Parameter 'granularity' expects a power of 2"
     assert error(**j, device="disk0", target="tgt", sync="full", speed=-1) == "Parameter 'speed' expects a non-negative value"
     assert error(device="disk0", target="tgt", sync="full") == "Invalid job ID ''"
+    assert error(**j, device="tgt", target="disk0", sync="full") == \
+        "Node 'disk0' is in use by exp0; a mirror target must not be used by anything else"
     assert client.cmd_raw("job-complete", {"id": "nope"})["error"]["desc"] == "Job not found"
     # A target of another size: the job starts, then fails as QEMU's does.
     ok(client, "blockdev-mirror", **{"job-id": "s"}, device="disk0", target="small", sync="full")
