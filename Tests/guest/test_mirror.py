@@ -295,3 +295,55 @@ def test_pause_resume_and_manual_finalize(daemon):
     ok(client, "job-dismiss", id="p")
     assert ok(client, "query-jobs") == []
     assert digest(tmp / "tgt.img") == digest(tmp / "src.img")
+
+
+def test_several_monitor_clients_act_on_a_running_mirror_at_once(daemon):
+    """Clients on their own connections query, pause, resume, complete and cancel the same
+    job while it copies: every reply is a success or one of QEMU's refusals, and the job
+    ends in one consistent way."""
+    import random
+    import threading
+
+    backend, client, tmp = daemon
+    add_target(client, tmp / "tgt.img", 64 * MiB)
+    ok(client, "blockdev-mirror", **{"job-id": "busy", "auto-dismiss": False}, device="disk0", target="tgt",
+       sync="full", speed=32 * MiB)
+    allowed = ("Job 'busy' in state '", "Job is already paused", "Can't resume a job that was not paused",
+               "The active block job 'busy' cannot be completed")
+    problems = []
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        other = spindle_qmp(tmp / "qmp.sock")
+        try:
+            for _ in range(150):
+                command = rng.choice(["query-jobs", "query-jobs", "job-pause", "job-resume", "job-resume",
+                                      "job-complete", "job-cancel" if rng.random() < 0.05 else "query-jobs"])
+                reply = other.cmd_raw(command, None if command == "query-jobs" else {"id": "busy"})
+                if "error" in reply and not reply["error"]["desc"].startswith(allowed):
+                    problems.append((command, reply))
+                time.sleep(rng.random() * 0.01)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+    # Let whatever state it was left in run to an end.
+    [job] = ok(client, "query-jobs")
+    if job["status"] in ("paused", "standby"):
+        ok(client, "job-resume", id="busy")
+    if job["status"] != "concluded":
+        ok(client, "job-cancel", id="busy")
+    status_events(client, "busy", "concluded", timeout=120)
+    [job] = ok(client, "query-jobs")
+    assert job["status"] == "concluded"
+    node = ok(client, "query-block-exports")[0]["node-name"]
+    if "error" in job:  # cancelled: still on the source
+        assert job["error"] == "Operation canceled" and node == "disk0"
+    else:  # completed by one of the clients: pivoted, images equal
+        assert node == "tgt" and digest(tmp / "tgt.img") == digest(tmp / "src.img")
+    assert backend.alive()
