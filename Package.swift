@@ -38,6 +38,9 @@ let package = Package(
         .target(name: "VirtioBlk", dependencies: ["VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
+        // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
+        .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
@@ -56,7 +59,7 @@ let package = Package(
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

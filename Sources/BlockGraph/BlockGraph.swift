@@ -33,7 +33,7 @@ public final class BlockGraph {
     public private(set) var backends: [String: BlockBackend] = [:]
     private var deviceOps: [ObjectIdentifier: any BlockDeviceOps] = [:]
     private var drainWaits: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
-    private var attachments: [ObjectIdentifier: NodeName] = [:]
+    var attachments: [ObjectIdentifier: NodeName] = [:]
     private let logger = Logger(label: "spindle.block")
 
     public init() {}
@@ -57,6 +57,7 @@ public final class BlockGraph {
     public func closeNode(_ name: NodeName) throws(BlockError) {
         ControlActor.preconditionOnControlThread("closeNode")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
         guard node.userCount == 0 else {
             throw BlockError(errno: EBUSY, "node '\(name)' is in use by \(node.userCount) export(s); delete or revoke them first")
         }
@@ -74,6 +75,7 @@ public final class BlockGraph {
         guard let root = nodes[node] else {
             throw BlockError(errno: ENOENT, "node '\(node)' does not exist; add it with --blockdev (or blockdev-add) first")
         }
+        if let blocker = root.blocker { throw BlockError(errno: EBUSY, "Node '\(node)' is busy: \(blocker)") }
         let backend = BlockBackend(name: name, permissions: [])
         try root.addUser(backend, permissions: permissions)
         // A new BlockBackend has no requests: it is trivially drained for its first attach.
@@ -124,6 +126,7 @@ public final class BlockGraph {
     public func resize(node name: NodeName, to size: UInt64) async throws(BlockError) -> ResizeResult {
         ControlActor.preconditionOnControlThread("resize")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
         let users = users(of: name)
         let oldSize = node.length
         try await withDrained(users) { () throws(BlockError) in try node.resize(to: size) }

@@ -19,6 +19,9 @@ public final class BlockNode {
     private let locking: Bool
     /// BlockBackends attached to this node, with the permissions each holds.
     private var users: [ObjectIdentifier: BlockPermissions] = [:]
+    /// Why the node may not be deleted or given new users now (e.g. "block device is in use
+    /// by block job: mirror"), as QEMU's op blockers.
+    public internal(set) var blocker: String?
 
     init(name: NodeName, options: BlockdevOptions, io: any BlockDriverIO, fd: Int32, path: String?, locking: Bool) {
         self.name = name

@@ -24,6 +24,9 @@ public struct BlockRequest {
 
     // Driver scratch.
     public var stage: UInt8 = 0
+    /// A filter driver's own stage (the driver below it owns `stage`), e.g. the mirror
+    /// filter's "now writing the copy to the target".
+    public var filterStage: UInt8 = 0
     public var bounce: UnsafeMutableRawPointer? = nil
     public var bounceCapacity = 0
     public var bounceInUse = false

@@ -26,6 +26,11 @@ public protocol MonitorCommandTarget: AnyObject {
     func objectDel(id: String) throws(QMPError)
     /// x-queue-move (Spindle's): serve an export's virtqueue from another IOThread.
     func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError)
+    /// blockdev-mirror: start a mirror job (events JOB_STATUS_CHANGE, BLOCK_JOB_READY, ...).
+    func blockdevMirror(_ request: MirrorRequest) async throws(QMPError)
+    /// job-pause, job-resume, job-cancel, job-complete, job-finalize, job-dismiss.
+    func jobCommand(_ command: JobCommand, id: String) throws(QMPError)
+    func queryJobs() -> [JobQueryInfo]
     func queryBlockExports() -> [BlockExportInfo]
     func queryNamedBlockNodes() -> [BlockNodeInfo]
     func queryIOThreads() -> [IOThreadInfo]

@@ -14,6 +14,8 @@ struct QMPCommandDispatcher {
         "blockdev-add", "blockdev-del", "block-export-add", "block-export-del", "block-export-revoke",
         "block_resize", "query-block-exports", "query-named-block-nodes", "query-iothreads",
         "human-monitor-command", "object-add", "object-del", "x-queue-move",
+        "blockdev-mirror", "query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete",
+        "job-finalize", "job-dismiss",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -49,6 +51,10 @@ struct QMPCommandDispatcher {
         case "object-add": return try commands.objectAdd(request.arguments)
         case "object-del": return try commands.objectDel(&arguments)
         case "x-queue-move": return try await commands.moveQueue(&arguments)
+        case "blockdev-mirror": return try await QMPJobCommands(target: target).blockdevMirror(&arguments)
+        case "query-jobs": return try QMPJobCommands(target: target).queryJobs(&arguments)
+        case let name where JobCommand(rawValue: name) != nil:
+            return try QMPJobCommands(target: target).job(JobCommand(rawValue: name)!, &arguments)
         case "human-monitor-command": return try await HumanMonitorCommand.run(&arguments, target: target)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }

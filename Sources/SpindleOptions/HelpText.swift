@@ -63,6 +63,11 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          pretty: indent responses (default off)
   --qmp <socket-path>    shorthand for --chardev socket,path=<socket-path>,
                          server=on,wait=off plus --monitor on it
+                         QMP commands: qsd's block and export commands, plus
+                           block jobs: blockdev-mirror (sync=full, live move of
+                           a disk to a new image, pivot on job-complete),
+                           query-jobs, job-pause, job-resume, job-cancel,
+                           job-complete, job-finalize, job-dismiss (README)
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>]

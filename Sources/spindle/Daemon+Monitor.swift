@@ -74,7 +74,11 @@ extension Daemon: MonitorCommandTarget {
     }
 
     func queryBlockExports() -> [BlockExportInfo] {
-        exports.map { BlockExportInfo(id: $0.options.id, nodeName: "\($0.options.nodeName)", shuttingDown: $0.isShuttingDown) }
+        // The node each export uses now (a mirror's pivot moves it), else the one it was given.
+        exports.map { export in
+            let node = graph.rootNode(of: export.backend)?.name ?? export.options.nodeName
+            return BlockExportInfo(id: export.options.id, nodeName: "\(node)", shuttingDown: export.isShuttingDown)
+        }
     }
 
     func queryNamedBlockNodes() -> [BlockNodeInfo] {

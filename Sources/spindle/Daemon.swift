@@ -1,5 +1,6 @@
 import BlockCommon
 import BlockGraph
+import BlockJobs
 import ControlThread
 import Exports
 import BlockIO
@@ -18,6 +19,8 @@ final class Daemon {
     static let shared = Daemon()
 
     let graph = BlockGraph()
+    /// Block jobs (mirror); their events reach the monitors on the control thread.
+    let jobs: JobRegistry = makeJobRegistry()
     var iothreads: [String: IOThread] = [:]
     private(set) var exports: [VhostUserBlkExport] = []
     let logger = Logger(label: "spindle")
@@ -102,6 +105,7 @@ final class Daemon {
     }
 
     func shutdown() async {
+        await cancelAllJobs()
         for server in monitors { server.close() }
         monitors.removeAll()
         for export in exports.reversed() { await export.delete() }

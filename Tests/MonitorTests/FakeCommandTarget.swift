@@ -28,6 +28,24 @@ final class FakeCommandTarget: MonitorCommandTarget {
         addedBlockdevs.append(options)
     }
 
+    var mirrors: [MirrorRequest] = []
+    var jobCommands: [(JobCommand, String)] = []
+    var jobs: [JobQueryInfo] = []
+
+    func blockdevMirror(_ request: MirrorRequest) async throws(QMPError) {
+        calls.append("blockdevMirror \(request.jobID)")
+        if let failure { throw failure }
+        mirrors.append(request)
+    }
+
+    func jobCommand(_ command: JobCommand, id: String) throws(QMPError) {
+        calls.append("\(command.rawValue) \(id)")
+        if let failure { throw failure }
+        jobCommands.append((command, id))
+    }
+
+    func queryJobs() -> [JobQueryInfo] { jobs }
+
     func blockdevDel(nodeName: String) throws(QMPError) {
         calls.append("blockdevDel \(nodeName)")
         if let failure { throw failure }

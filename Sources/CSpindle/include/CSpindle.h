@@ -45,6 +45,12 @@ static inline void spindle_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
 /// Full barrier: orders a store to the ring (e.g. avail_event) before a later load.
+// --- 64-bit words shared between threads (e.g. a mirror job's dirty bitmap) ---
+static inline void spindle_atomic_or_u64(uint64_t *p, uint64_t v) { __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+static inline void spindle_atomic_and_u64(uint64_t *p, uint64_t v) { __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t spindle_atomic_exchange_u64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t spindle_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+
 static inline void spindle_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void spindle_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void spindle_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
