@@ -25,6 +25,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var slots = RequestSlots(count: 0, spansPerRequest: 1)
     private let slotCount: Int
     private let logger: Logger
+    /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one.
+    private let inflight: InflightTracker?
+    /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
+    private var testDelay: TestCompletionDelay?
 
     private unowned(unsafe) var thread: IOThread!
     private var context: IOContext!
@@ -50,7 +54,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     private var pendingRemovals = 0
 
-    public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32) {
+    public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
+                inflight: InflightTracker? = nil) {
         // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
         // created it with (qemu-storage-daemon does the same; writers never block on eventfds).
         let flags = fcntl(kickFD, F_GETFL)
@@ -60,6 +65,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.ring = ring
         self.kickFD = kickFD
         self.callFD = callFD
+        self.inflight = inflight
         slotCount = min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue)
         var logger = Logger(label: "spindle.virtio-blk")
         logger[metadataKey: "export"] = "\(device.exportID)"
@@ -77,6 +83,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         thread.addPoller(self)
         slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
         slots.assignTokens(handler: handlerID)
+        testDelay = TestCompletionDelay(slots: slotCount)
         state = .running
         armKick()
         processAvailable()
@@ -115,7 +122,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 
     private func finishStopIfQuiet() {
         guard state == .stopping, slots.inUse == 0, !kickArmed, pendingRemovals == 0 else { return }
-        ring.publishUsed()
+        publishUsed()
         signalGuestIfNeeded()
         state = .stopped
         thread.removePoller(self)
@@ -157,15 +164,21 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if state == .running { processAvailable() }
             return
         }
+        if tag & TestCompletionDelay.tagBit != 0 {
+            let slotIndex = Int(tag & 0xFFFF)
+            if let held = testDelay?.release(slot: slotIndex) { complete(slot: slotIndex, result: held) }
+            return
+        }
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
         guard let final = device.backend.complete(request, result: result, on: context) else { return }
+        if let testDelay, testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: context) { return }
         complete(slot: slotIndex, result: final)
     }
 
     public func endOfBatch() {
-        ring.publishUsed()
+        publishUsed()
         signalGuestIfNeeded()
         if heldBack && state == .running { processAvailable() }
         finishStopIfQuiet()
@@ -225,7 +238,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                 }
                 let head: UInt16?
                 do {
-                    head = try ring.popAvailable()
+                    head = try takeHead()
                 } catch {
                     device.backend.endRequest()
                     markBroken("\(error)")
@@ -247,6 +260,20 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if polling { return }
             if !ring.enableGuestKicks() { return }
         }
+    }
+
+    /// The next head: with an inflight region, requests a previous process left in flight
+    /// come first and taken heads are marked there.
+    @inline(__always)
+    private func takeHead() throws(VirtqueueError) -> UInt16? {
+        guard let inflight else { return try ring.popAvailable() }
+        return try inflight.nextHead(from: &ring)
+    }
+
+    @inline(__always)
+    private func publishUsed() {
+        guard let inflight else { return ring.publishUsed() }
+        inflight.publishUsed(&ring)
     }
 
     private func startRequest(head: UInt16) {
