@@ -23,6 +23,8 @@ public final class VhostUserBlkFrontend {
     /// The started queues, in queue-index order.
     public let queues: [BlkQueue]
     public let memory: SharedMemoryRegion
+    /// The inflight buffer's fd (with `inflightTracking`), kept to hand back on a reconnect.
+    public let inflightFD: Int32?
 
     private let channel: FrontendChannel
     private let notifiers: QueueNotifiers
@@ -42,7 +44,8 @@ public final class VhostUserBlkFrontend {
         var negotiatedProtocol: VhostUserProtocolFeatures = []
         if usesProtocolFeatures {
             let offeredProtocol = try channel.callU64(.getProtocolFeatures)
-            negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol)
+            negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol,
+                                                                     inflightTracking: options.inflightTracking)
             try channel.send(.setProtocolFeatures(negotiatedProtocol.rawValue))
             channel.replyAckNegotiated = negotiatedProtocol.contains(.replyAck)
         }
@@ -87,6 +90,27 @@ public final class VhostUserBlkFrontend {
             try channel.send(.setMemTable([region]))
         }
 
+        // The inflight buffer, before the rings (QEMU's order).
+        if options.inflightTracking {
+            guard negotiatedProtocol.contains(.inflightSHMFD) else {
+                throw FrontendError("inflight tracking wanted but the backend does not offer INFLIGHT_SHMFD")
+            }
+            let wanted = VhostUserInflightDescription(mmapSize: 0, mmapOffset: 0, numQueues: UInt16(options.queueCount),
+                                                      queueSize: UInt16(options.effectiveQueueSize))
+            let reply = try channel.call(.getInflightFD(wanted))
+            let (description, fd): (VhostUserInflightDescription, Int32)
+            do { (description, fd) = try VhostUserReplyDecoder.inflight(reply) } catch { throw FrontendError("\(error)") }
+            do throws(FrontendError) {
+                try channel.send(.setInflightFD(description, fd: fd))
+            } catch {
+                Glibc.close(fd)
+                throw error
+            }
+            inflightFD = fd
+        } else {
+            inflightFD = nil
+        }
+
         // Queues: size, base, addresses, kick, call; then enable them all.
         let notifiers = QueueNotifiers()
         self.notifiers = notifiers
@@ -106,6 +130,10 @@ public final class VhostUserBlkFrontend {
             }
         }
         self.queues = queues
+    }
+
+    deinit {
+        if let inflightFD { Glibc.close(inflightFD) }
     }
 
     private static func readConfig(_ channel: FrontendChannel) throws(FrontendError) -> BlkDeviceConfig {
