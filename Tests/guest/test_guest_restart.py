@@ -64,7 +64,8 @@ def wait_for_log(path: Path, text: str, timeout: float = 60, start: int = 0) -> 
         time.sleep(0.1)
 
 
-def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str]) -> tuple[guestlib.GuestRun, list[Backend]]:
+def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str],
+                     finish_timeout: float = guestlib.GUEST_TIMEOUT) -> tuple[guestlib.GuestRun, list[Backend]]:
     """Boots a guest on a reconnecting vhost-user-blk chardev, runs fio with verify, and kills
     and restarts the daemon KILLS times during it. Returns the guest run and every daemon."""
     monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
@@ -105,7 +106,7 @@ def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str]
             assert daemon.proc.returncode == -signal.SIGKILL
             daemon = start_daemon()
         wait_for_log(daemon.log_path, "queue started", timeout=120)
-        run = guest.finish()
+        run = guest.finish(timeout=finish_timeout)
         return run, backends
     finally:
         if guest:
@@ -149,7 +150,8 @@ def test_fio_verify_survives_five_kills_with_reordered_completions(tmp_path, mon
 def test_without_inflight_tracking_reordered_completions_are_lost_or_redone(tmp_path, monkeypatch):
     run, backends = kill_restart_run(tmp_path, monkeypatch, "rewind",
                                      {"SPINDLE_TEST_DELAY_EVERY": "7", "SPINDLE_TEST_DELAY_MS": "100",
-                                      "SPINDLE_TEST_NO_INFLIGHT": "1"})
+                                      "SPINDLE_TEST_NO_INFLIGHT": "1"}, finish_timeout=150)
+    # Observed: the guest hangs (fio waits forever for the requests the rewind skipped).
     print(run.describe())
     assert run.results.get("fio-verify", ("FAIL",))[0] != "PASS" or run.timed_out \
         or run.results.get("no-io-errors", ("FAIL",))[0] != "PASS"
