@@ -43,13 +43,15 @@ public final class InflightBuffer: @unchecked Sendable {
     public static func allocate(queues: Int, queueSize: Int) throws(InflightError) -> (fd: Int32, description: VhostUserInflightDescription) {
         try validate(queues: queues, queueSize: queueSize)
         let size = InflightLayout.bufferBytes(queues: queues, queueSize: queueSize)
-        let fd = memfd_create("spindle-inflight", UInt32(MFD_CLOEXEC))
+        let fd = memfd_create("spindle-inflight", UInt32(MFD_CLOEXEC | MFD_ALLOW_SEALING))
         guard fd >= 0 else { throw InflightError("memfd_create failed: \(String(cString: strerror(errno)))") }
         guard ftruncate(fd, off_t(size)) == 0 else {
             let code = errno
             Glibc.close(fd)
             throw InflightError("cannot size the inflight buffer to \(size) bytes: \(String(cString: strerror(code)))")
         }
+        // Nobody may shrink it under a mapping (SIGBUS) or grow it.
+        _ = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)
         return (fd, VhostUserInflightDescription(mmapSize: UInt64(size), mmapOffset: 0,
                                                   numQueues: UInt16(queues), queueSize: UInt16(queueSize)))
     }
@@ -71,7 +73,13 @@ public final class InflightBuffer: @unchecked Sendable {
         guard description.mmapOffset % pageSize == 0, description.mmapOffset <= UInt64(Int64.max) - description.mmapSize else {
             throw InflightError("inflight buffer offset \(description.mmapOffset) is not page aligned")
         }
-        // Touching a shared mapping past the end of its file is SIGBUS: check the file is big enough.
+        // Touching a shared mapping past the end of its file is SIGBUS: the file must be big
+        // enough and sealed against shrinking (ours and libvhost-user's are; else try to seal).
+        _ = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK)
+        let seals = fcntl(fd, F_GET_SEALS)
+        guard seals >= 0, seals & F_SEAL_SHRINK != 0 else {
+            throw InflightError("the inflight buffer fd cannot be sealed against shrinking (not a sealable memfd)")
+        }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             throw InflightError("cannot stat the inflight buffer fd: \(String(cString: strerror(errno)))")

@@ -142,5 +142,12 @@ import Testing
         d.mmapOffset = 100   // not page aligned
         #expect(throws: InflightError.self) { try InflightBuffer(fd: fd, description: d, maxQueues: 2) }
         _ = try InflightBuffer(fd: fd, description: description, maxQueues: 2)
+        // Sealed: the frontend cannot shrink it under the mapping.
+        #expect(ftruncate(fd, 0) != 0)
+        // A file that could be shrunk under the mapping is refused.
+        let unsealable = memfd_create("not-sealable", UInt32(MFD_CLOEXEC))
+        defer { close(unsealable) }
+        #expect(ftruncate(unsealable, off_t(description.mmapSize)) == 0)
+        #expect(throws: InflightError.self) { try InflightBuffer(fd: unsealable, description: description, maxQueues: 2) }
     }
 }
