@@ -3,12 +3,13 @@ import Testing
 import VhostUser
 @testable import VhostUserFrontend
 
-/// SIGTERM while requests are in flight: Spindle stops, completes what it took (the test-only
+/// SIGTERM or SIGINT while requests are in flight: Spindle stops, completes what it took (the test-only
 /// delay holds every other completion back, so some are surely in flight), flushes the image,
 /// removes its socket and pid file and exits 0; the data of every completed write is on disk.
 @Suite(.serialized, .enabled(if: BackendProcess.Kind.spindle.executable != nil, "spindle is not built"))
 struct GracefulShutdownTests {
-    @Test func sigtermDuringWritesCompletesThemAndCleansUp() throws {
+    @Test(arguments: [SIGTERM, SIGINT])
+    func stopSignalDuringWritesCompletesThemAndCleansUp(signal: Int32) throws {
         let slots = 8
         var image = ""
         var pidfile = ""
@@ -42,7 +43,7 @@ struct GracefulShutdownTests {
         let started = Date().addingTimeInterval(5)
         while (queue.ring.pendingUsedCount() ?? 0) == 0 && Date() < started { usleep(1000) }
         #expect((queue.ring.pendingUsedCount() ?? 0) > 0)
-        kill(backend.process.processIdentifier, SIGTERM)
+        kill(backend.process.processIdentifier, signal)
         backend.process.waitUntilExit()
         #expect(backend.process.terminationReason == .exit)
         #expect(backend.process.terminationStatus == 0)
