@@ -20,7 +20,7 @@ import pytest
 
 import guestlib
 from guestlib import Backend, kill_process
-from interactive import GuestSession
+from interactive import GuestSession, ok
 
 MiB = 1024 * 1024
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
@@ -65,9 +65,12 @@ def wait_for_log(path: Path, text: str, timeout: float = 60, start: int = 0) -> 
 
 
 def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str],
-                     finish_timeout: float = guestlib.GUEST_TIMEOUT) -> tuple[guestlib.GuestRun, list[Backend]]:
+                     finish_timeout: float = guestlib.GUEST_TIMEOUT,
+                     pause_resume: bool = False) -> tuple[guestlib.GuestRun, list[Backend]]:
     """Boots a guest on a reconnecting vhost-user-blk chardev, runs fio with verify, and kills
-    and restarts the daemon KILLS times during it. Returns the guest run and every daemon."""
+    and restarts the daemon KILLS times during it; with `pause_resume`, then also stops and
+    continues the VM (GET_VRING_BASE on a stopped guest, the rings restarted on the same
+    connection from the inflight region). Returns the guest run and every daemon."""
     monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -106,6 +109,15 @@ def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str]
             assert daemon.proc.returncode == -signal.SIGKILL
             daemon = start_daemon()
         wait_for_log(daemon.log_path, "queue started", timeout=120)
+        if pause_resume:
+            time.sleep(2)
+            qemu = guest.qemu()
+            before = len(daemon.log_path.read_text(errors="replace"))
+            ok(qemu, "stop")
+            time.sleep(1)
+            ok(qemu, "cont")
+            wait_for_log(daemon.log_path, "queue started", timeout=60, start=before)
+            assert daemon.alive()
         run = guest.finish(timeout=finish_timeout)
         return run, backends
     finally:
@@ -132,7 +144,7 @@ def resubmitted(backends: list[Backend]) -> int:
 
 
 def test_fio_verify_survives_five_kills(tmp_path, monkeypatch):
-    run, backends = kill_restart_run(tmp_path, monkeypatch, "inorder", {})
+    run, backends = kill_restart_run(tmp_path, monkeypatch, "inorder", {}, pause_resume=True)
     assert_survived(run, backends)
     print(f"requests resubmitted after kills: {resubmitted(backends)}")
 
