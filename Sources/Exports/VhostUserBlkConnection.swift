@@ -12,10 +12,13 @@ import VirtioBlk
 /// stopping a ring, a memory table change) suspends the message loop, not the thread.
 @ControlActor
 final class VhostUserBlkConnection {
-    /// Protocol features Spindle offers.
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = [
-        .mq, .replyAck, .backendReq, .config, .configureMemSlots,
-    ]
+    /// Protocol features Spindle offers. `SPINDLE_TEST_NO_INFLIGHT=1` (TEST ONLY) withholds
+    /// INFLIGHT_SHMFD, to show what a crash does to a frontend that rewinds the ring.
+    static let offeredProtocolFeatures: VhostUserProtocolFeatures = {
+        var features: VhostUserProtocolFeatures = [.mq, .replyAck, .backendReq, .config, .configureMemSlots, .inflightSHMFD]
+        if getenv("SPINDLE_TEST_NO_INFLIGHT").map({ String(cString: $0) }) == "1" { features.remove(.inflightSHMFD) }
+        return features
+    }()
     /// Memory slots offered with CONFIGURE_MEM_SLOTS.
     static let maxMemorySlots: UInt64 = UInt64(GuestMemory.maximumRegions)
 
@@ -35,6 +38,8 @@ final class VhostUserBlkConnection {
     private var memory: GuestMemory?
     private var vrings: [VringSetup]
     private var backendChannelFD: Int32?
+    /// The inflight buffer SET_INFLIGHT_FD shared (INFLIGHT_SHMFD).
+    private var inflight: InflightBuffer?
 
     init(fd: Int32, export: VhostUserBlkExport) throws {
         self.fd = fd
@@ -141,6 +146,7 @@ final class VhostUserBlkConnection {
             await stopAllQueues()
             for i in vrings.indices { vrings[i].closeFDs(); vrings[i] = VringSetup() }
             negotiatedFeatures = 0
+            inflight = nil
             return .done
         case .getQueueNum:
             return reply(VhostUserReply.u64(.getQueueNum, UInt64(device.numQueues)))
@@ -259,7 +265,39 @@ final class VhostUserBlkConnection {
             return .done
         case .setVringEndian:
             return .failed("legacy (big-endian) rings are not supported")
-        case .setLogBase, .setLogFD, .getInflightFD, .setInflightFD, .vringKick, .setStatus, .getStatus:
+        case .getInflightFD(let wanted):
+            guard negotiatedProtocolFeatures.contains(.inflightSHMFD) else {
+                return .fatal("GET_INFLIGHT_FD without the INFLIGHT_SHMFD protocol feature")
+            }
+            guard wanted.numQueues <= device.numQueues else {
+                return .fatal("GET_INFLIGHT_FD for \(wanted.numQueues) queues; the device has \(device.numQueues)")
+            }
+            do {
+                let (bufferFD, description) = try InflightBuffer.allocate(queues: Int(wanted.numQueues), queueSize: Int(wanted.queueSize))
+                send(VhostUserReply.inflight(description, fd: bufferFD))
+                Glibc.close(bufferFD)
+                return .replied
+            } catch {
+                return .fatal("GET_INFLIGHT_FD: \(error)")
+            }
+        case .setInflightFD(let description, let bufferFD):
+            defer { Glibc.close(bufferFD) }
+            guard negotiatedProtocolFeatures.contains(.inflightSHMFD) else {
+                return .fatal("SET_INFLIGHT_FD without the INFLIGHT_SHMFD protocol feature")
+            }
+            let buffer: InflightBuffer
+            do {
+                buffer = try InflightBuffer(fd: bufferFD, description: description, maxQueues: Int(device.numQueues))
+            } catch {
+                return .failed("cannot use the inflight buffer: \(error); queues run without crash recovery")
+            }
+            // Queues running on the old buffer finish their requests first, then move over.
+            let wasRunning = vrings.indices.filter { vrings[$0].running != nil }
+            for i in wasRunning { _ = await stopQueue(i) }
+            inflight = buffer
+            for i in wasRunning { startQueueIfReady(i) }
+            return .done
+        case .setLogBase, .setLogFD, .vringKick, .setStatus, .getStatus:
             request.closeFileDescriptors()
             return .fatal("\(request) needs a protocol feature Spindle did not offer")
         case .unsupported(let code):
@@ -312,10 +350,12 @@ final class VhostUserBlkConnection {
         guard !closed, vrings[i].running == nil, vrings[i].started, vrings[i].enabled,
               let memory, let size = vrings[i].size, let addresses = vrings[i].addresses, let kick = vrings[i].kickFD else { return }
         do {
-            let ring = try SplitVirtqueue(memory: memory, size: size, addresses: addresses,
+            var ring = try SplitVirtqueue(memory: memory, size: size, addresses: addresses,
                                           features: VirtqueueFeatures(negotiated: negotiatedFeatures),
                                           lastAvailableIndex: vrings[i].base)
-            let queue = VirtioBlkQueue(device: device, index: i, ring: ring, kickFD: kick, callFD: vrings[i].callFD ?? -1)
+            let tracker = inflightTracker(queue: i, ring: &ring)
+            let queue = VirtioBlkQueue(device: device, index: i, ring: ring, kickFD: kick, callFD: vrings[i].callFD ?? -1,
+                                       inflight: tracker)
             guard let thread = chosen ?? export.threads.ioThread(forExport: export.options.id, queue: i, ring: ring.descriptorTableAddress) else { return }
             vrings[i].running = queue
             vrings[i].thread = thread
@@ -323,6 +363,22 @@ final class VhostUserBlkConnection {
             logger.debug("queue started", metadata: ["queue": "\(i)", "size": "\(size)", "iothread": "\(thread.id)"])
         } catch {
             logger.error("queue \(i): cannot start the ring: \(error); the guest will see this queue hang until it resets the device")
+        }
+    }
+
+    /// The queue's inflight tracker (recovering what a previous process left in flight), or
+    /// nil without an inflight buffer or with one that does not fit the queue.
+    private func inflightTracker(queue i: Int, ring: inout SplitVirtqueue) -> InflightTracker? {
+        guard let inflight else { return nil }
+        do {
+            let tracker = try InflightTracker(buffer: inflight, queue: i, ring: &ring)
+            if tracker.recoveredCount > 0 {
+                logger.notice("queue \(i): resubmitting \(tracker.recoveredCount) requests left in flight by a previous backend process; continuing at avail index \(ring.lastAvailableIndex)")
+            }
+            return tracker
+        } catch {
+            logger.error("queue \(i): \(error); the queue runs without inflight tracking, so requests in flight when this process dies may be lost")
+            return nil
         }
     }
 
@@ -391,6 +447,7 @@ final class VhostUserBlkConnection {
         if let channel = backendChannelFD { Glibc.close(channel) }
         backendChannelFD = nil
         memory = nil
+        inflight = nil
         for var message in pending { message.closeFileDescriptors() }
         pending.removeAll()
         Glibc.close(fd)

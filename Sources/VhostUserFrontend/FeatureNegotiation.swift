@@ -36,8 +36,10 @@ public enum FeatureNegotiation {
         return offered & wanted
     }
 
-    public static func protocolFeatures(offered: UInt64) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures(rawValue: offered).intersection(acceptedProtocolFeatures)
+    public static func protocolFeatures(offered: UInt64, inflightTracking: Bool = false) -> VhostUserProtocolFeatures {
+        var accepted = acceptedProtocolFeatures
+        if inflightTracking { accepted.insert(.inflightSHMFD) }
+        return VhostUserProtocolFeatures(rawValue: offered).intersection(accepted)
     }
 
     @inlinable

@@ -14,6 +14,9 @@ public struct FrontendOptions: Sendable, Hashable {
     public var indirectDescriptors: Bool
     /// How long to wait for each reply from the backend.
     public var replyTimeoutMilliseconds: Int32
+    /// Share an inflight buffer (INFLIGHT_SHMFD: GET_INFLIGHT_FD then SET_INFLIGHT_FD), as
+    /// QEMU's vhost-user-blk does; fails if the backend does not offer it.
+    public var inflightTracking = false
 
     public init(queueCount: Int = 1, slotsPerQueue: Int = 32, maxRequestBytes: Int = 4096,
                 queueSize: Int? = nil, eventIndex: Bool = true, indirectDescriptors: Bool = false,

@@ -23,13 +23,44 @@ public final class VhostUserBlkFrontend {
     /// The started queues, in queue-index order.
     public let queues: [BlkQueue]
     public let memory: SharedMemoryRegion
+    /// The inflight buffer (with `inflightTracking`), kept to hand back on a reconnect.
+    public let inflightFD: Int32?
+    public let inflightDescription: VhostUserInflightDescription?
 
     private let channel: FrontendChannel
     private let notifiers: QueueNotifiers
     private let usesProtocolFeatures: Bool
     private var isShutDown = false
 
-    public init(socketPath: String, options: FrontendOptions) throws(FrontendError) {
+    /// What a reconnect carries over from the previous session: QEMU keeps guest memory, the
+    /// rings (the driver's view of them) and the inflight buffer when its backend dies.
+    struct Resumption {
+        let memory: SharedMemoryRegion
+        let notifiers: QueueNotifiers
+        let queues: [BlkQueue]
+        let inflight: (fd: Int32, description: VhostUserInflightDescription)?
+    }
+
+    public convenience init(socketPath: String, options: FrontendOptions) throws(FrontendError) {
+        try self.init(socketPath: socketPath, options: options, resuming: nil)
+    }
+
+    /// Connects again after the backend died, as QEMU's chardev reconnect does: the same
+    /// memory, rings and inflight buffer (SET_INFLIGHT_FD with the old content); each ring's
+    /// base is its used index (QEMU's rewind when GET_VRING_BASE failed). `queues` are the
+    /// driver's current copies. This session's fds stay open until it is released.
+    public func reconnect(socketPath: String, queues: [BlkQueue]) throws(FrontendError) -> VhostUserBlkFrontend {
+        var inflight: (fd: Int32, description: VhostUserInflightDescription)?
+        if let inflightFD, let inflightDescription {
+            let copy = dup(inflightFD)
+            guard copy >= 0 else { throw FrontendError("cannot duplicate the inflight buffer fd: \(errnoText(errno))") }
+            inflight = (copy, inflightDescription)
+        }
+        return try VhostUserBlkFrontend(socketPath: socketPath, options: options,
+                                        resuming: Resumption(memory: memory, notifiers: notifiers, queues: queues, inflight: inflight))
+    }
+
+    init(socketPath: String, options: FrontendOptions, resuming: Resumption?) throws(FrontendError) {
         try options.validate()
         self.options = options
         let channel = try FrontendChannel(path: socketPath, timeoutMilliseconds: options.replyTimeoutMilliseconds)
@@ -42,7 +73,8 @@ public final class VhostUserBlkFrontend {
         var negotiatedProtocol: VhostUserProtocolFeatures = []
         if usesProtocolFeatures {
             let offeredProtocol = try channel.callU64(.getProtocolFeatures)
-            negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol)
+            negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol,
+                                                                     inflightTracking: options.inflightTracking)
             try channel.send(.setProtocolFeatures(negotiatedProtocol.rawValue))
             channel.replyAckNegotiated = negotiatedProtocol.contains(.replyAck)
         }
@@ -78,7 +110,12 @@ public final class VhostUserBlkFrontend {
         // Shared memory: all queues' rings, slots and buffers in one memfd region.
         let layout = QueueMemoryLayout(queueSize: options.effectiveQueueSize, slotCount: options.slotsPerQueue,
                                        maxRequestBytes: options.maxRequestBytes)
-        let memory = try SharedMemoryRegion(size: layout.totalBytes * options.queueCount + QueueMemoryLayout.pageSize)
+        let memory: SharedMemoryRegion
+        if let previous = resuming?.memory {
+            memory = previous
+        } else {
+            memory = try SharedMemoryRegion(size: layout.totalBytes * options.queueCount + QueueMemoryLayout.pageSize)
+        }
         self.memory = memory
         let region = VhostUserMemoryRegionFD(region: memory.regionDescription, fd: memory.fd)
         if negotiatedProtocol.contains(.configureMemSlots) {
@@ -87,18 +124,52 @@ public final class VhostUserBlkFrontend {
             try channel.send(.setMemTable([region]))
         }
 
+        // The inflight buffer, before the rings (QEMU's order).
+        if options.inflightTracking {
+            guard negotiatedProtocol.contains(.inflightSHMFD) else {
+                throw FrontendError("inflight tracking wanted but the backend does not offer INFLIGHT_SHMFD")
+            }
+            let (description, fd): (VhostUserInflightDescription, Int32)
+            if let previous = resuming?.inflight {
+                (description, fd) = (previous.description, previous.fd)
+            } else {
+                let wanted = VhostUserInflightDescription(mmapSize: 0, mmapOffset: 0, numQueues: UInt16(options.queueCount),
+                                                          queueSize: UInt16(options.effectiveQueueSize))
+                let reply = try channel.call(.getInflightFD(wanted))
+                do { (description, fd) = try VhostUserReplyDecoder.inflight(reply) } catch { throw FrontendError("\(error)") }
+            }
+            do throws(FrontendError) {
+                try channel.send(.setInflightFD(description, fd: fd))
+            } catch {
+                Glibc.close(fd)
+                throw error
+            }
+            inflightFD = fd
+            inflightDescription = description
+        } else {
+            inflightFD = nil
+            inflightDescription = nil
+        }
+
         // Queues: size, base, addresses, kick, call; then enable them all.
-        let notifiers = QueueNotifiers()
+        let notifiers = resuming?.notifiers ?? QueueNotifiers()
         self.notifiers = notifiers
         let eventIndex = negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.ringEventIndex) != 0
         var queues: [BlkQueue] = []
-        for index in 0..<options.queueCount {
-            let fds = try notifiers.makePair()
-            let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
-                                     indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
-                                     kickFD: fds.kick, callFD: fds.call)
-            try Self.startVring(queue, channel: channel, memory: memory)
-            queues.append(queue)
+        if let resuming {
+            for queue in resuming.queues {
+                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory)
+                queues.append(queue)
+            }
+        } else {
+            for index in 0..<options.queueCount {
+                let fds = try notifiers.makePair()
+                let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
+                                         indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
+                                         kickFD: fds.kick, callFD: fds.call)
+                try Self.startVring(queue, base: 0, channel: channel, memory: memory)
+                queues.append(queue)
+            }
         }
         if usesProtocolFeatures {
             for index in 0..<options.queueCount {
@@ -106,6 +177,10 @@ public final class VhostUserBlkFrontend {
             }
         }
         self.queues = queues
+    }
+
+    deinit {
+        if let inflightFD { Glibc.close(inflightFD) }
     }
 
     private static func readConfig(_ channel: FrontendChannel) throws(FrontendError) -> BlkDeviceConfig {
@@ -121,10 +196,11 @@ public final class VhostUserBlkFrontend {
         return config
     }
 
-    private static func startVring(_ queue: BlkQueue, channel: FrontendChannel, memory: SharedMemoryRegion) throws(FrontendError) {
+    private static func startVring(_ queue: BlkQueue, base: UInt16, channel: FrontendChannel,
+                                   memory: SharedMemoryRegion) throws(FrontendError) {
         let index = UInt32(queue.index)
         try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ring.size))))
-        try channel.send(.setVringBase(VhostUserVringState(index: index, num: 0)))
+        try channel.send(.setVringBase(VhostUserVringState(index: index, num: UInt32(base))))
         try channel.send(.setVringAddr(VhostUserVringAddress(
             index: index, flags: 0,
             descUserAddr: memory.userAddress(of: queue.ring.descriptors),

@@ -34,6 +34,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var slots = RequestSlots(count: 0, spansPerRequest: 1)
     private let slotCount: Int
     private let logger: Logger
+    /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one.
+    private let inflight: InflightTracker?
+    /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
+    private var testDelay: TestCompletionDelay?
 
     private unowned(unsafe) var thread: IOThread!
     /// The same thread for the hot path, lent without a retain per call.
@@ -72,7 +76,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     private var pendingRemovals = 0
 
-    public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32) {
+    public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
+                inflight: InflightTracker? = nil) {
         // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
         // created it with (qemu-storage-daemon does the same; writers never block on eventfds).
         let flags = fcntl(kickFD, F_GETFL)
@@ -84,6 +89,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         backend = device.backend
         self.kickFD = kickFD
         self.callFD = callFD
+        self.inflight = inflight
         slotCount = min(Int(ring.size), VirtioBlkDevice.maxSlotsPerQueue)
         var logger = Logger(label: "spindle.virtio-blk")
         logger[metadataKey: "export"] = "\(device.exportID)"
@@ -108,6 +114,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         thread.addPoller(self)
         slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
         slots.assignTokens(handler: handlerID)
+        testDelay = TestCompletionDelay(slots: slotCount)
         state = .running
         armKick()
         processAvailable()
@@ -147,7 +154,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private func finishStopIfQuiet() {
         guard state == .stopping, slots.inUse == 0, !kickArmed, pendingRemovals == 0 else { return }
         releaseBackendIfIdle()
-        ring.publishUsed()
+        publishUsed()
         signalGuestIfNeeded()
         state = .stopped
         thread.removePoller(self)
@@ -189,16 +196,22 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if state == .running { processAvailable() }
             return
         }
+        if tag & TestCompletionDelay.tagBit != 0 {
+            let slotIndex = Int(tag & 0xFFFF)
+            if let held = testDelay?.release(slot: slotIndex) { complete(slot: slotIndex, result: held) }
+            return
+        }
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
         let final = contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { backend.complete(request, result: result, on: $0) }
         guard let final else { return }
+        if let testDelay, testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: context) { return }
         complete(slot: slotIndex, result: final)
     }
 
     public func endOfBatch() {
-        ring.publishUsed()
+        publishUsed()
         signalGuestIfNeeded()
         if heldBack && state == .running { processAvailable() }
         releaseBackendIfIdle()
@@ -299,7 +312,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                 }
                 let head: UInt16?
                 do {
-                    head = try ring.popAvailable()
+                    head = try takeHead()
                 } catch {
                     retireRequest()
                     markBroken("\(error)")
@@ -322,6 +335,20 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if polling { return }
             if !ring.enableGuestKicks() { return }
         }
+    }
+
+    /// The next head: with an inflight region, requests a previous process left in flight
+    /// come first and taken heads are marked there.
+    @inline(__always)
+    private func takeHead() throws(VirtqueueError) -> UInt16? {
+        guard let inflight else { return try ring.popAvailable() }
+        return try inflight.nextHead(from: &ring)
+    }
+
+    @inline(__always)
+    private func publishUsed() {
+        guard let inflight else { return ring.publishUsed() }
+        inflight.publishUsed(&ring)
     }
 
     /// What walking and parsing one chain gave.

@@ -22,6 +22,7 @@ struct BenchOptions: Sendable {
     var completion = CompletionMode.eventfd
     var eventIndex = true
     var indirect = false
+    var inflight = false
     var backendPID: Int32?
     var size: UInt64?
     var queueSize: Int?
@@ -45,6 +46,7 @@ struct BenchOptions: Sendable {
       --completion MODE        eventfd (block on the call eventfd) or poll (spin on used.idx) (default eventfd)
       --event-idx on|off       negotiate VIRTIO_F_RING_EVENT_IDX (default on)
       --indirect on|off        use indirect descriptor tables (default off)
+      --inflight on|off        share an inflight buffer (INFLIGHT_SHMFD) as QEMU does (default off)
       --backend-pid PID        sample this process's CPU time over the measured window
       --size SIZE              bytes of the device to address, from offset 0 (default: its capacity)
       --queue-size N           ring size (default: smallest power of two >= 64 that holds iodepth)
@@ -98,6 +100,7 @@ struct BenchOptions: Sendable {
                 options.completion = mode
             case "--event-idx": options.eventIndex = try onOff(name, try value())
             case "--indirect": options.indirect = try onOff(name, try value())
+            case "--inflight": options.inflight = try onOff(name, try value())
             case "--backend-pid": options.backendPID = Int32(try integer(name, try value(), 1...Int(Int32.max)))
             case "--size":
                 let bytes = try byteSize(name, try value())

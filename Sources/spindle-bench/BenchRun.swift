@@ -10,9 +10,10 @@ enum BenchRun {
     static let drainTimeoutNanoseconds: UInt64 = 10_000_000_000
 
     static func run(_ options: BenchOptions) throws(BenchFailure) -> BenchReport {
-        let frontendOptions = FrontendOptions(queueCount: options.queues, slotsPerQueue: options.iodepth,
+        var frontendOptions = FrontendOptions(queueCount: options.queues, slotsPerQueue: options.iodepth,
                                               maxRequestBytes: options.blockSize, queueSize: options.queueSize,
                                               eventIndex: options.eventIndex, indirectDescriptors: options.indirect)
+        frontendOptions.inflightTracking = options.inflight
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: options.socket, options: frontendOptions) } catch {
             throw BenchFailure(error.description)

@@ -40,14 +40,18 @@ struct BackendProcess {
     let directory: URL
     var socketPath: String { directory.appendingPathComponent("backend.sock").path }
 
-    static func start(_ kind: Kind) throws -> BackendProcess {
+    /// Starts `kind` serving the null node, or with `arguments(socket)` instead, and with
+    /// `environment` added to this process's.
+    static func start(_ kind: Kind, arguments: ((String) -> [String])? = nil,
+                      environment: [String: String] = [:]) throws -> BackendProcess {
         guard let executable = kind.executable else { throw FrontendError("\(kind) is not installed") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("frontend-\(kind)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let socket = directory.appendingPathComponent("backend.sock").path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = kind.arguments(socket: socket)
+        process.arguments = arguments?(socket) ?? kind.arguments(socket: socket)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
