@@ -6,4 +6,12 @@ public protocol IOCompletionHandler: AnyObject {
     /// Called once after a batch of CQEs, if the handler asked with `scheduleEndOfBatch`
     /// (e.g. to publish used-ring entries and signal the guest once per batch).
     func endOfBatch()
+    /// Called on the thread's next turn of its loop, if the handler asked with
+    /// `scheduleNextTurn` (to continue work it stopped, after the thread has submitted what
+    /// is queued and reaped what completed).
+    func nextTurn()
+}
+
+extension IOCompletionHandler {
+    public func nextTurn() {}
 }

@@ -28,6 +28,9 @@ public final class IOThread: @unchecked Sendable {
     private let batchEndPending: UnsafeMutablePointer<Bool>
     private let batchEndList: UnsafeMutablePointer<UInt16>
     private var batchEndCount = 0
+    private let nextTurnPending: UnsafeMutablePointer<Bool>
+    private let nextTurnList: UnsafeMutablePointer<UInt16>
+    private var nextTurnCount = 0
     private var stopping = false
     private var pollers: [any IOPoller] = []
     private var pollWindow: PollWindow
@@ -64,6 +67,9 @@ public final class IOThread: @unchecked Sendable {
         batchEndPending = .allocate(capacity: Self.maxHandlers)
         batchEndPending.initialize(repeating: false, count: Self.maxHandlers)
         batchEndList = .allocate(capacity: Self.maxHandlers)
+        nextTurnPending = .allocate(capacity: Self.maxHandlers)
+        nextTurnPending.initialize(repeating: false, count: Self.maxHandlers)
+        nextTurnList = .allocate(capacity: Self.maxHandlers)
         freeHandlerIDs = (1..<Self.ignoredHandler).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
@@ -77,6 +83,8 @@ public final class IOThread: @unchecked Sendable {
         handlers.deallocate()
         batchEndPending.deallocate()
         batchEndList.deallocate()
+        nextTurnPending.deallocate()
+        nextTurnList.deallocate()
         inboxBuffer.deallocate()
         close(inboxFD)
     }
@@ -138,6 +146,7 @@ public final class IOThread: @unchecked Sendable {
     public func unregister(_ id: UInt16) {
         handlers[Int(id)] = nil
         batchEndPending[Int(id)] = false
+        nextTurnPending[Int(id)] = false
         freeHandlerIDs.append(id)
     }
 
@@ -154,9 +163,35 @@ public final class IOThread: @unchecked Sendable {
     @inline(__always)
     public func scheduleEndOfBatch(_ id: UInt16) {
         if batchEndPending[Int(id)] { return }
+        // Each handler is listed once, but one whose endOfBatch keeps scheduling itself
+        // again is listed anew each time: say so rather than write past the list.
+        precondition(batchEndCount < Self.maxHandlers, "IOThread \(self.id): an end-of-batch handler keeps rescheduling itself")
         batchEndPending[Int(id)] = true
         batchEndList[batchEndCount] = id
         batchEndCount += 1
+    }
+
+    /// Asks for the handler's nextTurn on the loop's next iteration, which then does not
+    /// sleep: the thread first submits what is queued and reaps what completed.
+    @inline(__always)
+    public func scheduleNextTurn(_ id: UInt16) {
+        if nextTurnPending[Int(id)] { return }
+        nextTurnPending[Int(id)] = true
+        nextTurnList[nextTurnCount] = id
+        nextTurnCount += 1
+    }
+
+    private func runNextTurns() {
+        // Handlers may schedule themselves again: those run on the turn after this one.
+        let count = nextTurnCount
+        nextTurnCount = 0
+        for i in 0..<count {
+            let id = nextTurnList[i]
+            nextTurnPending[Int(id)] = false
+        }
+        for i in 0..<count {
+            handlers[Int(nextTurnList[i])]?.nextTurn()
+        }
     }
 
     private func run() {
@@ -172,7 +207,11 @@ public final class IOThread: @unchecked Sendable {
         let cqes = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: batchCapacity)
         defer { cqes.deallocate() }
         while !stopping {
-            if !pollOnce(ring) {
+            let turnsWaiting = nextTurnCount > 0
+            if turnsWaiting {
+                // Work was left for this turn: start what is queued and reap, but do not sleep.
+                _ = io_uring_submit(ring)
+            } else if !pollOnce(ring) {
                 let before = monotonicNanoseconds()
                 let rc = sleepsInPoll ? sleepInPoll(ring) : io_uring_submit_and_wait(ring, 1)
                 if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
@@ -193,6 +232,10 @@ public final class IOThread: @unchecked Sendable {
                 if n < batchCapacity { break }
             }
             finishBatch()
+            if turnsWaiting {
+                runNextTurns()
+                finishBatch()
+            }
         }
         _ = io_uring_submit(ring)
     }

@@ -168,6 +168,12 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         callFD = fd
     }
 
+    /// Continues taking requests where a pass stopped (see requestsPerPass) or slots ran out.
+    public func nextTurn() {
+        guard state == .running else { return }
+        processAvailable()
+    }
+
     /// The BlockBackend was resumed after a drain: take the requests left in the ring.
     public func resumeAfterDrain() {
         guard state == .running else { return }
@@ -213,7 +219,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     public func endOfBatch() {
         publishUsed()
         signalGuestIfNeeded()
-        if heldBack && state == .running { processAvailable() }
+        // Not processAvailable() here: its completions would schedule another end of batch
+        // at once, and a driver that keeps the ring full would never let the thread go.
+        if heldBack && state == .running { thread.scheduleNextTurn(handlerID) }
         releaseBackendIfIdle()
         finishStopIfQuiet()
     }
@@ -299,10 +307,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             ring.disableGuestKicks()
             while slots.hasFree {
                 if taken == Self.requestsPerPass {
-                    // Let the first ones complete and be published (and the driver be told)
-                    // before taking more: the driver refills while the rest are served. Every
-                    // request taken schedules an end of batch, which comes back here.
-                    heldBack = true
+                    // Let the first ones start, complete and be published (and the driver be
+                    // told) before taking more: the driver refills while the rest are served.
+                    // Guest kicks stay off; the thread's next turn comes back here.
+                    threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleNextTurn(handlerID) }
                     return
                 }
                 guard admitRequest() else {
