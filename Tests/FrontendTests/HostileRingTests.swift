@@ -65,6 +65,16 @@ struct HostileRingTests {
 
     @Test(arguments: Corruption.allCases)
     func corruptRingBreaksOnlyThatDevice(_ corruption: Corruption) throws {
+        try corruptRing(corruption, withErrorFD: true)
+    }
+
+    /// Without SET_VRING_ERR the connection is still closed.
+    @Test(arguments: [Corruption.nextLoop, .availableIndexJump])
+    func corruptRingWithoutErrorFDClosesTheConnection(_ corruption: Corruption) throws {
+        try corruptRing(corruption, withErrorFD: false)
+    }
+
+    func corruptRing(_ corruption: Corruption, withErrorFD: Bool) throws {
         let daemon = try TwoExportDaemon.start()
         defer { daemon.stop() }
         let bystander = try Bystander(socket: daemon.bystanderSocket)
@@ -76,14 +86,16 @@ struct HostileRingTests {
                                               options: FrontendOptions(slotsPerQueue: 2, indirectDescriptors: corruption.usesIndirect))
         let errorFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         defer { close(errorFD) }
-        try victim.setVringErrorFD(queue: 0, fd: errorFD)
+        if withErrorFD { try victim.setVringErrorFD(queue: 0, fd: errorFD) }
         var queue = victim.queues[0]
         // The ring works until the guest corrupts it.
         #expect(try completeRequest(&queue, slot: 0, type: .read, sector: 0, bytes: 4096) == BlkStatus.ok)
 
         corruption.apply(to: &queue, memory: victim.memory)
         queue.kick()
-        #expect(becomesReadable(errorFD, milliseconds: 10_000), "the vring error eventfd was not signalled")
+        if withErrorFD {
+            #expect(becomesReadable(errorFD, milliseconds: 10_000), "the vring error eventfd was not signalled")
+        }
         #expect(victim.waitForBackendFailure(milliseconds: 10_000) == "backend closed the vhost-user connection during the run")
         #expect(daemon.waitForLog("corrupted virtqueue 0"), "no log line names the broken queue: \(daemon.log)")
         #expect(daemon.waitForLog("closing the connection so the frontend resets the device"))
