@@ -14,13 +14,14 @@ struct HostileMessageTests {
     enum BadMessage: String, CaseIterable, CustomStringConvertible, Sendable {
         case wrongPayloadSize, oversizedPayload, memTableOverlappingRegions, memTableOverflowingRegion,
              memTableFewerFDsThanRegions, vringNumNotPowerOfTwo, vringNumTooLarge, kickWithTwoFDs,
-             moreFDsThanAnyMessage, vringAddressesOutsideMemory
+             moreFDsThanAnyMessage, vringAddressesOutsideMemory, addedRegionOverlapping, removedRegionUnknown
 
         var description: String { rawValue }
 
         var expected: Expected {
             switch self {
-            case .memTableOverlappingRegions, .memTableOverflowingRegion, .vringNumNotPowerOfTwo, .vringNumTooLarge:
+            case .memTableOverlappingRegions, .memTableOverflowingRegion, .vringNumNotPowerOfTwo, .vringNumTooLarge,
+                 .addedRegionOverlapping, .removedRegionUnknown:
                 return .refused
             default:
                 return .closed
@@ -37,6 +38,8 @@ struct HostileMessageTests {
             case .memTableOverflowingRegion: return "cannot map the guest memory table"
             case .vringNumNotPowerOfTwo, .vringNumTooLarge: return "is not a power of two between 1 and 32768"
             case .vringAddressesOutsideMemory: return "cannot start the ring"
+            case .addedRegionOverlapping: return "cannot add guest memory region"
+            case .removedRegionUnknown: return "no mapped guest memory region matches"
             }
         }
     }
@@ -85,6 +88,18 @@ struct HostileMessageTests {
             client.send(.setVringKick, payload: le(UInt64(0)), fds: [eventFD(), eventFD()])
         case .moreFDsThanAnyMessage:
             client.send(.setVringKick, payload: le(UInt64(0)), fds: (0..<9).map { _ in eventFD() })
+        case .addedRegionOverlapping, .removedRegionUnknown:
+            let described = memory.regionDescription
+            client.send(.setMemTable, payload: le(UInt32(1)) + le(UInt32(0)) + region(described.guestPhysAddr, described.memorySize, described.userAddr),
+                        fds: [memory.fd])
+            #expect(client.ack() == 0)
+            if bad == .addedRegionOverlapping {
+                // Half-way into the mapped region, in guest physical space.
+                client.send(.addMemReg, payload: le(UInt64(0)) + region(described.guestPhysAddr + (1 << 20), 2 << 20, 0x30_0000_0000),
+                            fds: [memory.fd])
+            } else {
+                client.send(.remMemReg, payload: le(UInt64(0)) + region(0x40_0000_0000, 1 << 20, 0x40_0000_0000))
+            }
         case .vringAddressesOutsideMemory:
             // A valid memory table, then rings at addresses it does not map.
             let described = memory.regionDescription
