@@ -16,6 +16,8 @@ let package = Package(
     products: [
         .executable(name: "spindle", targets: ["spindle"]),
         .executable(name: "spindle-bench", targets: ["spindle-bench"]),
+        // For the libFuzzer package under Fuzz/ (kept separate so fuzzer flags stay out of here).
+        .library(name: "SpindleFuzzEntryPoints", targets: ["FuzzEntryPoints"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -59,6 +61,10 @@ let package = Package(
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        // One entry point per fuzz target (hostile-input parsers); Fuzz/ wraps them for libFuzzer,
+        // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
+        .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]

@@ -133,6 +133,13 @@ int spindle_unix_bind(const char *path) {
     if (rc < 0) return rc;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
+    // Linux creates the socket file with the socket inode's mode (minus the umask): owner-only
+    // from the first instant, whatever the umask, so there is no window before a chmod.
+    if (fchmod(fd, 0600) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
         int e = errno;
         close(fd);

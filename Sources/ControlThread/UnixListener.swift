@@ -26,7 +26,13 @@ public struct UnixListener: Sendable {
         guard fd >= 0 else {
             throw UnixListenerError("cannot bind \(what) '\(path)': \(String(cString: strerror(-fd))) (does its directory exist and is it writable?)")
         }
-        chmod(path, 0o600)
+        // Already 0600 from bind (see spindle_unix_bind); made sure of here, before anyone can connect.
+        guard chmod(path, 0o600) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            unlink(path)
+            throw UnixListenerError("cannot make \(what) '\(path)' owner-only: \(String(cString: strerror(e)))")
+        }
         guard listen(fd, 16) == 0 else {
             let e = errno
             Glibc.close(fd)

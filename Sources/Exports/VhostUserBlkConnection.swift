@@ -356,13 +356,16 @@ final class VhostUserBlkConnection {
             let tracker = inflightTracker(queue: i, ring: &ring)
             let queue = VirtioBlkQueue(device: device, index: i, ring: ring, kickFD: kick, callFD: vrings[i].callFD ?? -1,
                                        inflight: tracker)
+            queue.onBroken = { [weak self] index, _ in
+                Task { @ControlActor in self?.guestBrokeQueue(index, "the guest driver corrupted the ring") }
+            }
             guard let thread = chosen ?? export.threads.ioThread(forExport: export.options.id, queue: i, ring: ring.descriptorTableAddress) else { return }
             vrings[i].running = queue
             vrings[i].thread = thread
             thread.post { thread in queue.start(on: thread) }
             logger.debug("queue started", metadata: ["queue": "\(i)", "size": "\(size)", "iothread": "\(thread.id)"])
         } catch {
-            logger.error("queue \(i): cannot start the ring: \(error); the guest will see this queue hang until it resets the device")
+            guestBrokeQueue(i, "cannot start the ring: \(error)")
         }
     }
 
@@ -380,6 +383,21 @@ final class VhostUserBlkConnection {
             logger.error("queue \(i): \(error); the queue runs without inflight tracking, so requests in flight when this process dies may be lost")
             return nil
         }
+    }
+
+    /// The frontend or guest broke a ring. vhost-user has no message to set the device's
+    /// NEEDS_RESET status, so: signal the ring's error eventfd if the frontend gave one
+    /// (QEMU logs "vhost vring error"), then close the connection; the frontend must set the
+    /// device up again. Other exports and this export's listener are unaffected.
+    private func guestBrokeQueue(_ i: Int, _ why: String) {
+        guard !closed, vrings.indices.contains(i) else { return }
+        var signalled = false
+        if let errFD = vrings[i].errFD {
+            var one: UInt64 = 1
+            signalled = Glibc.write(errFD, &one, 8) == 8
+        }
+        logger.error("queue \(i): \(why); \(signalled ? "signalled the frontend's vring error eventfd and " : "")closing the connection so the frontend resets the device (the export keeps listening)")
+        Task { await self.close(reason: "queue \(i) broken: \(why)") }
     }
 
     /// Stops a running queue after its in-flight requests complete; returns its next avail index.

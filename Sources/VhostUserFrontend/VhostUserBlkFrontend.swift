@@ -228,6 +228,12 @@ public final class VhostUserBlkFrontend {
         return "backend closed the vhost-user connection during the run"
     }
 
+    /// Gives the backend an eventfd to signal when queue `queue` breaks
+    /// (VHOST_USER_SET_VRING_ERR). The caller keeps `fd`; the backend gets a copy.
+    public func setVringErrorFD(queue: Int, fd: Int32) throws(FrontendError) {
+        try channel.send(.setVringErr(VhostUserVringFile(index: UInt8(truncatingIfNeeded: queue), fd: fd)))
+    }
+
     /// Whether the device is read-only (VIRTIO_BLK_F_RO offered).
     public var isReadOnly: Bool { negotiatedFeatures & FeatureNegotiation.bit(VirtioFeatureBit.readOnly) != 0 }
 

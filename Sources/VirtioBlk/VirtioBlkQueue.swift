@@ -63,6 +63,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private var usedSinceSignal = false
     /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
     private var polling = false
+    /// Called on the IOThread, once, when the guest corrupted this ring (the queue has
+    /// stopped taking requests); the connection then tells the frontend. Set before `start`.
+    public var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)?
 
     /// Most requests taken off the ring before the IOThread submits them and publishes what
     /// completed: the driver hears of its first completions after 8 requests, not after the
@@ -465,6 +468,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         ring.markBroken()
         logger.error("the guest driver corrupted virtqueue \(index): \(why); the queue is stopped until the guest resets the device")
         disarmKick()
+        onBroken?(index, why)
     }
 }
 

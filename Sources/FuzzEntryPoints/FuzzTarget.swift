@@ -1,0 +1,26 @@
+/// The fuzz targets, by the names used for executables (Fuzz/), corpora (Fuzz/corpus/<name>)
+/// and regression inputs (Tests/Regressions/<name>). Each entry point must accept any bytes
+/// without crashing, leaking fds or breaking its invariants (checked with `precondition`).
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    case vhostUserMessage = "vhost-user-message"
+    case guestMemory = "guest-memory"
+    case descriptorChain = "descriptor-chain"
+    case virtioBlkRequest = "virtio-blk-request"
+    case qmp = "qmp"
+    case commandLine = "command-line"
+
+    public func run(_ input: UnsafeRawBufferPointer) {
+        switch self {
+        case .vhostUserMessage: fuzzVhostUserMessage(input)
+        case .guestMemory: fuzzGuestMemory(input)
+        case .descriptorChain: fuzzDescriptorChain(input)
+        case .virtioBlkRequest: fuzzVirtioBlkRequest(input)
+        case .qmp: fuzzQMP(input)
+        case .commandLine: fuzzCommandLine(input)
+        }
+    }
+
+    public func run(_ input: [UInt8]) {
+        input.withUnsafeBytes { run($0) }
+    }
+}
