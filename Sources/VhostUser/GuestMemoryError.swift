@@ -9,6 +9,9 @@ public enum GuestMemoryError: Error, Sendable, Equatable, CustomStringConvertibl
     case tooManyRegions(count: Int, maximum: Int)
     case invalidFileDescriptor(GuestMemoryRegionDescription)
     case mmapFailed(GuestMemoryRegionDescription, errno: Int32)
+    /// The region's file is shorter than mmapOffset + memorySize: touching the rest would
+    /// kill the daemon with SIGBUS.
+    case fileTooShort(GuestMemoryRegionDescription, fileSize: Int64)
 
     public var description: String {
         switch self {
@@ -25,6 +28,8 @@ public enum GuestMemoryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .mmapFailed(let r, let e):
             return "cannot map guest memory region (\(r)): mmap failed with errno \(e)"
                 + " (is the frontend's memory backend shared, e.g. memfd or hugetlbfs with share=on?)"
+        case .fileTooShort(let r, let size):
+            return "guest memory region (\(r)) lies beyond the end of its file (\(size) bytes); refused"
         }
     }
 }

@@ -26,6 +26,7 @@ public final class GuestMemoryMapping: @unchecked Sendable {
         let (total, overflow) = region.mmapOffset.addingReportingOverflow(region.memorySize)
         guard !overflow, total <= UInt64(Int.max) else { throw .addressOverflow(region) }
         let length = Int(total)
+        try guardAgainstTruncation(region, fd: fd, needed: total)
         let flags = MAP_SHARED | MAP_NORESERVE
         let result = mmap(nil, length, PROT_READ | PROT_WRITE, flags, fd, 0)
         guard let base = result, base != UnsafeMutableRawPointer(bitPattern: -1) else {
@@ -33,6 +34,19 @@ public final class GuestMemoryMapping: @unchecked Sendable {
         }
         return GuestMemoryMapping(region: region, hostAddress: base + Int(region.mmapOffset),
                                   mapBase: base, mapLength: length)
+    }
+
+    /// A guest access past the end of the region's file would raise SIGBUS in an IOThread.
+    /// So a file that is too short is refused, and a memfd that allows sealing is sealed
+    /// against shrinking, so the frontend cannot truncate it later (QEMU's memfd backend is
+    /// sealed already). Other files (hugetlbfs, /dev/shm) cannot be protected this way.
+    private static func guardAgainstTruncation(_ region: GuestMemoryRegionDescription, fd: Int32, needed: UInt64) throws(GuestMemoryError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return }
+        guard info.st_size >= 0, UInt64(info.st_size) >= needed else {
+            throw .fileTooShort(region, fileSize: Int64(info.st_size))
+        }
+        _ = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK)
     }
 
     /// Wraps memory the caller already mapped (tests, or a frontend-less harness). Not

@@ -140,4 +140,30 @@ import Testing
             try GuestMemory.map([(region: description, fd: -1)])
         }
     }
+
+    /// A region reaching past its file's end would SIGBUS the daemon on access: refused.
+    @Test func refusesARegionBeyondTheEndOfItsFile() throws {
+        let fd = memfd_create("spindle-test", 0)
+        try #require(fd >= 0)
+        try #require(ftruncate(fd, 0x1000) == 0)
+        let description = GuestMemoryRegionDescription(guestPhysAddr: 0, memorySize: 0x2000,
+                                                       userAddr: 0x7000_0000, mmapOffset: 0)
+        #expect(throws: GuestMemoryError.fileTooShort(description, fileSize: 0x1000)) {
+            try GuestMemory.map([(region: description, fd: fd)])
+        }
+    }
+
+    /// A sealable memfd is sealed against shrinking, so the frontend cannot truncate guest
+    /// memory under the daemon later.
+    @Test func sealsASealableMemfdAgainstShrinking() throws {
+        let fd = memfd_create("spindle-test", UInt32(MFD_ALLOW_SEALING))
+        try #require(fd >= 0)
+        try #require(ftruncate(fd, 0x2000) == 0)
+        let check = dup(fd)
+        defer { close(check) }
+        let memory = try GuestMemory.map([(region: region(0, 0x2000), fd: fd)])
+        #expect(fcntl(check, F_GET_SEALS) & F_SEAL_SHRINK != 0)
+        #expect(ftruncate(check, 0x1000) == -1)  // the frontend's shrink now fails
+        withExtendedLifetime(memory) {}
+    }
 }
