@@ -10,11 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+# Every target gets -D_GNU_SOURCE from Package.swift, but SwiftPM's generated test-discovery
+# module does not, and on a clean build it then fails to import CSpindle next to Dispatch
+# ("fds_bits ... is not present in definition of fd_set"): pass it on the command line too.
+GNU_SOURCE=(-Xswiftc -Xcc -Xswiftc -D_GNU_SOURCE)
+
 echo "== build (warnings are errors)"
-swift build --build-tests -Xswiftc -warnings-as-errors
+swift build --build-tests -Xswiftc -warnings-as-errors "${GNU_SOURCE[@]}"
 
 echo "== unit tests"
-swift test --skip-build
+swift test --skip-build "${GNU_SOURCE[@]}"
 
 echo "== daemon and real-guest tests"
 export SPINDLE_BIN="$PWD/.build/debug/spindle"
