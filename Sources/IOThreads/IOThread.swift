@@ -25,12 +25,8 @@ public final class IOThread: @unchecked Sendable {
     // Thread-confined state (only the IOThread touches these after start).
     private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
     private var freeHandlerIDs: [UInt16]
-    private let batchEndPending: UnsafeMutablePointer<Bool>
-    private let batchEndList: UnsafeMutablePointer<UInt16>
-    private var batchEndCount = 0
-    private let nextTurnPending: UnsafeMutablePointer<Bool>
-    private let nextTurnList: UnsafeMutablePointer<UInt16>
-    private var nextTurnCount = 0
+    private let batchEnds: HandlerSchedule
+    private let nextTurns: HandlerSchedule
     private var stopping = false
     private var pollers: [any IOPoller] = []
     private var pollWindow: PollWindow
@@ -64,12 +60,8 @@ public final class IOThread: @unchecked Sendable {
         self.context = try IOContext(entries: ringEntries)
         handlers = .allocate(capacity: Self.maxHandlers)
         handlers.initialize(repeating: nil, count: Self.maxHandlers)
-        batchEndPending = .allocate(capacity: Self.maxHandlers)
-        batchEndPending.initialize(repeating: false, count: Self.maxHandlers)
-        batchEndList = .allocate(capacity: Self.maxHandlers)
-        nextTurnPending = .allocate(capacity: Self.maxHandlers)
-        nextTurnPending.initialize(repeating: false, count: Self.maxHandlers)
-        nextTurnList = .allocate(capacity: Self.maxHandlers)
+        batchEnds = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: Self.maxHandlers, what: "IOThread \(id), end of batch")
+        nextTurns = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), next turn")
         freeHandlerIDs = (1..<Self.ignoredHandler).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
@@ -81,10 +73,6 @@ public final class IOThread: @unchecked Sendable {
     deinit {
         handlers.deinitialize(count: Self.maxHandlers)
         handlers.deallocate()
-        batchEndPending.deallocate()
-        batchEndList.deallocate()
-        nextTurnPending.deallocate()
-        nextTurnList.deallocate()
         inboxBuffer.deallocate()
         close(inboxFD)
     }
@@ -145,8 +133,8 @@ public final class IOThread: @unchecked Sendable {
     /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped.
     public func unregister(_ id: UInt16) {
         handlers[Int(id)] = nil
-        batchEndPending[Int(id)] = false
-        nextTurnPending[Int(id)] = false
+        batchEnds.forget(id)
+        nextTurns.forget(id)
         freeHandlerIDs.append(id)
     }
 
@@ -162,36 +150,19 @@ public final class IOThread: @unchecked Sendable {
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
     @inline(__always)
     public func scheduleEndOfBatch(_ id: UInt16) {
-        if batchEndPending[Int(id)] { return }
-        // Each handler is listed once, but one whose endOfBatch keeps scheduling itself
-        // again is listed anew each time: say so rather than write past the list.
-        precondition(batchEndCount < Self.maxHandlers, "IOThread \(self.id): an end-of-batch handler keeps rescheduling itself")
-        batchEndPending[Int(id)] = true
-        batchEndList[batchEndCount] = id
-        batchEndCount += 1
+        batchEnds.add(id)
     }
 
     /// Asks for the handler's nextTurn on the loop's next iteration, which then does not
     /// sleep: the thread first submits what is queued and reaps what completed.
     @inline(__always)
     public func scheduleNextTurn(_ id: UInt16) {
-        if nextTurnPending[Int(id)] { return }
-        nextTurnPending[Int(id)] = true
-        nextTurnList[nextTurnCount] = id
-        nextTurnCount += 1
+        nextTurns.add(id)
     }
 
     private func runNextTurns() {
-        // Handlers may schedule themselves again: those run on the turn after this one.
-        let count = nextTurnCount
-        nextTurnCount = 0
-        for i in 0..<count {
-            let id = nextTurnList[i]
-            nextTurnPending[Int(id)] = false
-        }
-        for i in 0..<count {
-            handlers[Int(nextTurnList[i])]?.nextTurn()
-        }
+        // Handlers that schedule themselves again run on the turn after this one.
+        nextTurns.callEach(includingAdded: false) { handlers[Int($0)]?.nextTurn() }
     }
 
     private func run() {
@@ -207,7 +178,7 @@ public final class IOThread: @unchecked Sendable {
         let cqes = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: batchCapacity)
         defer { cqes.deallocate() }
         while !stopping {
-            let turnsWaiting = nextTurnCount > 0
+            let turnsWaiting = nextTurns.count > 0
             if turnsWaiting {
                 // Work was left for this turn: start what is queued and reap, but do not sleep.
                 _ = io_uring_submit(ring)
@@ -283,15 +254,8 @@ public final class IOThread: @unchecked Sendable {
     }
 
     private func finishBatch() {
-        var i = 0
         // endOfBatch may schedule more (it is allowed to), so walk until the list is empty.
-        while i < batchEndCount {
-            let id = batchEndList[i]
-            batchEndPending[Int(id)] = false
-            handlers[Int(id)]?.endOfBatch()
-            i += 1
-        }
-        batchEndCount = 0
+        batchEnds.callEach(includingAdded: true) { handlers[Int($0)]?.endOfBatch() }
     }
 
     @inline(__always)

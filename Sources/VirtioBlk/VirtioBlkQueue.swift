@@ -39,11 +39,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
     private var testDelay: TestCompletionDelay?
 
-    private unowned(unsafe) var thread: IOThread!
-    /// The same thread for the hot path, lent without a retain per call.
+    /// The IOThread and its ring, set in `start`. Held unretained and lent through
+    /// `onThread`/`onContext`: even an unowned(unsafe) reference is retained around every
+    /// call, which on the hot path costs a retain/release pair per request.
     private var threadRef: Unmanaged<IOThread>?
-    private var context: IOContext!
-    /// The same ring for the hot path, lent without a retain per request.
     private var contextRef: Unmanaged<IOContext>?
     private var handlerID: UInt16 = 0
 
@@ -100,6 +99,16 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         self.logger = logger
     }
 
+    @inline(__always)
+    private func onThread<R>(_ body: (IOThread) -> R) -> R {
+        threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
+
+    @inline(__always)
+    private func onContext<R>(_ body: (IOContext) -> R) -> R {
+        contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
+
     deinit {
         ringStorage.deinitialize(count: 1)
         ringStorage.deallocate()
@@ -109,9 +118,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 
     public func start(on thread: IOThread) {
         precondition(state == .idle)
-        self.thread = thread
         threadRef = .passUnretained(thread)
-        self.context = thread.context
         contextRef = .passUnretained(thread.context)
         handlerID = thread.register(self)
         thread.addPoller(self)
@@ -124,7 +131,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     }
 
     private func armKick() {
-        guard let sqe = context.sqe() else { return }
+        guard let sqe = onContext({ $0.sqe() }) else { return }
         kickGeneration &+= 1
         io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
         sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: Self.kickTagBit | (kickGeneration & 0xFFFF)).rawValue
@@ -134,7 +141,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// Asks io_uring to remove the kick poll. A removal can miss (ENOENT when submitted with
     /// the poll it targets, EALREADY while the poll is completing); it is then tried again.
     private func disarmKick() {
-        guard kickArmed, let sqe = context.sqe() else { return }
+        guard kickArmed, let sqe = onContext({ $0.sqe() }) else { return }
         let target = CompletionToken(handler: handlerID, tag: Self.kickTagBit | (kickGeneration & 0xFFFF)).rawValue
         io_uring_prep_poll_remove(sqe, target)
         sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: Self.kickRemovalTag).rawValue
@@ -160,8 +167,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         publishUsed()
         signalGuestIfNeeded()
         state = .stopped
-        thread.removePoller(self)
-        thread.unregister(handlerID)
+        onThread { thread in
+            thread.removePoller(self)
+            thread.unregister(handlerID)
+        }
         let waiting = stopCompletions
         stopCompletions.removeAll()
         for completion in waiting { completion(ring.lastAvailableIndex) }
@@ -213,9 +222,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
-        let final = contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { backend.complete(request, result: result, on: $0) }
+        let final = onContext { backend.complete(request, result: result, on: $0) }
         guard let final else { return }
-        if let testDelay, testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: context) { return }
+        if let testDelay, onContext({ testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: $0) }) { return }
         complete(slot: slotIndex, result: final)
     }
 
@@ -224,7 +233,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         signalGuestIfNeeded()
         // Not processAvailable() here: its completions would schedule another end of batch
         // at once, and a driver that keeps the ring full would never let the thread go.
-        if heldBack && state == .running { thread.scheduleNextTurn(handlerID) }
+        if heldBack && state == .running { onThread { $0.scheduleNextTurn(handlerID) } }
         releaseBackendIfIdle()
         finishStopIfQuiet()
     }
@@ -294,7 +303,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private func retireRequest() {
         precondition(queueInFlight > 0, "virtqueue \(index) of export \(device.exportID): request retired twice")
         queueInFlight -= 1
-        if queueInFlight == 0 { threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleEndOfBatch(handlerID) } }
+        if queueInFlight == 0 { onThread { $0.scheduleEndOfBatch(handlerID) } }
     }
 
     private func releaseBackendIfIdle() {
@@ -313,7 +322,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
                     // Let the first ones start, complete and be published (and the driver be
                     // told) before taking more: the driver refills while the rest are served.
                     // Guest kicks stay off; the thread's next turn comes back here.
-                    threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleNextTurn(handlerID) }
+                    onThread { $0.scheduleNextTurn(handlerID) }
                     return
                 }
                 guard admitRequest() else {
@@ -436,7 +445,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         }
         request.pointee.iov = parsed.dataSpans.baseAddress
         request.pointee.iovcnt = Int32(parsed.dataSpans.count)
-        switch contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef({ backend.submit(request, on: $0) }) {
+        switch onContext({ backend.submit(request, on: $0) }) {
         case .queued: break
         case .done(let result): complete(slot: slot, result: result)
         }
@@ -460,7 +469,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         slots.release(slot)
         retireRequest()
         usedSinceSignal = true
-        threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.scheduleEndOfBatch(handlerID) }
+        onThread { $0.scheduleEndOfBatch(handlerID) }
     }
 
     private func markBroken(_ why: String) {
