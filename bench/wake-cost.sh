@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# wake-cost.sh: measures what a cross-CPU eventfd wakeup costs in CPU time on this machine
+# (bench/wake-cost/wake-cost.c), the floor under a backend's CPU per request with a client
+# that sleeps on its call eventfd. Needs a C compiler. Run on a quiet machine.
+#   bench/wake-cost.sh [waker-cpu] [sleeper-cpu] [asleep-us]   # default 0 1 50
+set -euo pipefail
+cd "$(dirname "$0")"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cc -O2 -pthread -o "$out/wake-cost" wake-cost/wake-cost.c
+"$out/wake-cost" "${1:-0}" "${2:-1}" "${3:-50}"
