@@ -8,6 +8,8 @@ public protocol IOPoller: AnyObject {
     /// The thread is about to sleep: ask for notifications again. True if work arrived in
     /// between (the thread then keeps going instead of sleeping).
     func pollingEnds() -> Bool
+    /// Requests taken from this poller wait on the kernel (their I/O has not completed).
+    var hasRequestsInFlight: Bool { get }
 }
 
 /// QEMU's adaptive polling window: it grows while sleeps are short (work comes back soon

@@ -34,6 +34,7 @@ public final class IOThread: @unchecked Sendable {
     private let pollHitCount = Atomic<UInt64>(0)
     private let pollMissCount = Atomic<UInt64>(0)
     private let sleepCount = Atomic<UInt64>(0)
+    private let pollYieldCount = Atomic<UInt64>(0)
     private let pollWindowNs = Atomic<UInt64>(0)
 
     // Cross-thread inbox.
@@ -89,6 +90,8 @@ public final class IOThread: @unchecked Sendable {
     public var pollHits: UInt64 { pollHitCount.load(ordering: .relaxed) }
     public var pollMisses: UInt64 { pollMissCount.load(ordering: .relaxed) }
     public var sleeps: UInt64 { sleepCount.load(ordering: .relaxed) }
+    /// Times polling gave the CPU away because requests were waiting on the kernel.
+    public var pollYields: UInt64 { pollYieldCount.load(ordering: .relaxed) }
 
     /// The kernel thread id, once running (for affinity checks and logs).
     public var threadID: Int32 { tid.load(ordering: .acquiring) }
@@ -230,8 +233,22 @@ public final class IOThread: @unchecked Sendable {
         var found = false
         repeat {
             if io_uring_cq_ready(ring) > 0 { found = true; break }
-            for poller in pollers where poller.pollForWork() { found = true }
+            var waitingOnKernel = false
+            for poller in pollers {
+                if poller.pollForWork() {
+                    found = true
+                } else if poller.hasRequestsInFlight {
+                    waitingOnKernel = true
+                }
+            }
             if found { break }
+            // The kernel may need this CPU to finish them: io_uring hands buffered writes on
+            // ext4 to worker threads, which inherit the IOThread's CPU. Spinning here would keep
+            // a worker off the CPU until the scheduler preempts us (a long tail of slow writes).
+            if waitingOnKernel {
+                sched_yield()
+                pollYieldCount.wrappingAdd(1, ordering: .relaxed)
+            }
         } while monotonicNanoseconds() < deadline
         for poller in pollers where poller.pollingEnds() { found = true }
         if found {

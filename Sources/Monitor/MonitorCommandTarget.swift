@@ -106,9 +106,11 @@ public struct IOThreadInfo: Sendable, Equatable {
     public var pollHits: UInt64
     public var pollMisses: UInt64
     public var sleeps: UInt64
+    /// Polling turns that yielded the CPU to the kernel's I/O workers.
+    public var pollYields: UInt64
     public init(id: String, threadID: Int32, cpu: Int?, node: Int? = nil, queues: [String] = [],
                 pollMaxNs: UInt64 = 0, pollGrow: UInt64 = 0, pollShrink: UInt64 = 0,
-                pollCurrentNs: UInt64 = 0, pollHits: UInt64 = 0, pollMisses: UInt64 = 0, sleeps: UInt64 = 0) {
+                pollCurrentNs: UInt64 = 0, pollHits: UInt64 = 0, pollMisses: UInt64 = 0, sleeps: UInt64 = 0, pollYields: UInt64 = 0) {
         self.id = id
         self.threadID = threadID
         self.cpu = cpu
@@ -121,6 +123,7 @@ public struct IOThreadInfo: Sendable, Equatable {
         self.pollHits = pollHits
         self.pollMisses = pollMisses
         self.sleeps = sleeps
+        self.pollYields = pollYields
     }
 }
 

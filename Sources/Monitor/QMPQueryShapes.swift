@@ -51,6 +51,7 @@ enum QMPQueryShapes {
             "poll-hits": .integer(info.pollHits),
             "poll-misses": .integer(info.pollMisses),
             "sleeps": .integer(info.sleeps),
+            "poll-yields": .integer(info.pollYields),
         ])
         if let cpu = info.cpu { object["cpu"] = .integer(cpu) }
         if let node = info.node { object["node"] = .integer(node) }

@@ -264,6 +264,8 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         return true
     }
 
+    public var hasRequestsInFlight: Bool { queueInFlight > 0 }
+
     public func pollingBegins() {
         polling = true
         if state == .running { ring.disableGuestKicks() }

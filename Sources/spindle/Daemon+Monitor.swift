@@ -139,7 +139,7 @@ extension Daemon: MonitorCommandTarget {
                          queues: (queuesServed[thread.id] ?? []).sorted(),
                          pollMaxNs: thread.pollMaxNs, pollGrow: thread.pollGrow, pollShrink: thread.pollShrink,
                          pollCurrentNs: thread.pollCurrentNs, pollHits: thread.pollHits, pollMisses: thread.pollMisses,
-                         sleeps: thread.sleeps)
+                         sleeps: thread.sleeps, pollYields: thread.pollYields)
         }
     }
 

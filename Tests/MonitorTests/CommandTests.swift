@@ -164,7 +164,7 @@ import Testing
             (#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
              #"{"return": [{"node-name": "disk0", "drv": "file", "file": "/images/disk0.img", "ro": false, "encrypted": false, "detect_zeroes": "off", "backing_file_depth": 0, "image": {"virtual-size": 1073741824, "filename": "/images/disk0.img", "format": "file"}, "cache": {"writeback": true, "direct": true, "no-flush": false}, "write_threshold": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}]}"#),
             (#"{"execute": "query-iothreads"}"#,
-             #"{"return": [{"id": "io0", "thread-id": 4242, "poll-max-ns": 0, "poll-grow": 0, "poll-shrink": 0, "aio-max-batch": 0, "queues": [], "poll-ns": 0, "poll-hits": 0, "poll-misses": 0, "sleeps": 0, "cpu": 3}]}"#),
+             #"{"return": [{"id": "io0", "thread-id": 4242, "poll-max-ns": 0, "poll-grow": 0, "poll-shrink": 0, "aio-max-batch": 0, "queues": [], "poll-ns": 0, "poll-hits": 0, "poll-misses": 0, "sleeps": 0, "poll-yields": 0, "cpu": 3}]}"#),
             (#"{"execute": "query-iothreads", "arguments": {"x": 1}}"#, Self.error("Parameter 'x' is unexpected")),
             (#"{"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "io1", "poll-max-ns": 0}}"#, #"{"return": {}}"#),
             (#"{"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "m"}}"#,
