@@ -13,7 +13,9 @@
 #   modes     spindle-bench --completion eventfd and poll
 #   ceiling   fio --ioengine=io_uring on the same file from the host, same bs/depth/jobs
 #             (file and direct images only), pinned to the backend's CPU
-# Each point runs REPEAT times; the report gives the median and min-max of IOPS. A run
+# Each point runs REPEAT times, the backends taking turns (qsd, spindle, qsd, ...; each run
+# starts its backend afresh, so a drift of the disk or the page cache during the matrix
+# does not land on one backend only); the report gives the median and min-max of IOPS. A run
 # during which other processes used more than NOISY_PCT % of a CPU (spindle-bench's
 # other_cpu_pct, from /proc/stat; for fio: machine busy minus fio's own CPU) is flagged,
 # retried up to ATTEMPTS times, and left out of the median when a quiet run of the point exists.
@@ -206,26 +208,30 @@ if [ $needs_file = 1 ]; then
 fi
 
 for image in $IMAGES; do
-    for backend in $BACKENDS; do
-        [ "$image" = file ] && warm
-        start_backend "$backend" "$image"
-        echo "# $backend, $image: $backend_cmd" >>"$commands"
-        for rw in $RWS; do
-            for shape in $SHAPES; do
-                nq=${shape%x*}; qd=${shape#*x}
-                cpus=$(printf "$CLIENT_CPU%.0s," $(seq "$nq")); cpus=${cpus%,}
-                for mode in $MODES; do
-                    args=(--socket "$sock" --queues "$nq" --cpus "$cpus" --iodepth "$qd" --bs 4k --rw "$rw"
-                          --runtime "$RUNTIME" --ramp "$RAMP" --completion "$mode" --backend-pid "$backend_pid" --json-only)
-                    echo "spindle-bench ${args[*]}" >>"$commands"
-                    for _ in $(seq "$REPEAT"); do
+    for rw in $RWS; do
+        for shape in $SHAPES; do
+            nq=${shape%x*}; qd=${shape#*x}
+            cpus=$(printf "$CLIENT_CPU%.0s," $(seq "$nq")); cpus=${cpus%,}
+            for mode in $MODES; do
+                for repeat in $(seq "$REPEAT"); do
+                    # The backends take turns within each point, each from a fresh start, so a
+                    # drift of the machine, the disk or the page cache during the run does not
+                    # land on one backend only.
+                    for backend in $BACKENDS; do
                         [ "$image" = file ] && warm
+                        start_backend "$backend" "$image"
+                        args=(--socket "$sock" --queues "$nq" --cpus "$cpus" --iodepth "$qd" --bs 4k --rw "$rw"
+                              --runtime "$RUNTIME" --ramp "$RAMP" --completion "$mode" --backend-pid "$backend_pid" --json-only)
+                        if [ "$repeat" = 1 ]; then
+                            grep -qxF "# $backend, $image: $backend_cmd" "$commands" || echo "# $backend, $image: $backend_cmd" >>"$commands"
+                            echo "spindle-bench ${args[*]}" >>"$commands"
+                        fi
                         run_point "$backend $image $rw $nq $qd $mode" "$BENCH" "${args[@]}"
+                        stop_backend
                     done
                 done
             done
         done
-        stop_backend
     done
     if [ "$FIO" = 1 ] && [ "$image" != null ]; then
         for rw in $RWS; do
