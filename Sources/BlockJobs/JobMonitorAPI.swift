@@ -57,17 +57,13 @@ extension JobTable {
 
     /// query-jobs: every job, oldest first.
     public func query() -> [JobInfo] {
-        order.compactMap { records[$0] }.map { record in
-            JobInfo(id: record.id, type: record.type, status: record.status, currentProgress: record.currentProgress,
-                    totalProgress: record.totalProgress, error: record.error)
-        }
+        order.compactMap { records[$0]?.info }
     }
 
     /// The job's current state ("Job not found" if there is none).
     public func find(_ id: String) throws(JobError) -> JobInfo {
         guard let record = records[id] else { throw JobError.notFound }
-        return JobInfo(id: record.id, type: record.type, status: record.status, currentProgress: record.currentProgress,
-                       totalProgress: record.totalProgress, error: record.error)
+        return record.info
     }
 
     /// Whether a job exists with this id.
@@ -125,5 +121,13 @@ extension JobTable {
         guard JobStateMachine.accepts(verb, in: record.status) else {
             throw JobError.verbRefused(id: id, status: record.status, verb: verb)
         }
+    }
+}
+
+extension JobRecord {
+    /// What query-jobs shows of this job.
+    fileprivate var info: JobInfo {
+        JobInfo(id: id, type: type, status: status, currentProgress: currentProgress,
+                totalProgress: totalProgress, error: error)
     }
 }
