@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import os
 import re
 import shlex
@@ -122,6 +123,15 @@ def tail(path: Path, lines: int = 200) -> str:
     except FileNotFoundError:
         return f"<{path} missing>"
     return "\n".join(data[-lines:])
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a whole file (an image), read 4 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(4 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------

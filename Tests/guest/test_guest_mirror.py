@@ -3,14 +3,13 @@ pivoted while fio verifies it, then the old image is deleted and the guest keeps
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from guestlib import Backend
+from guestlib import Backend, file_sha256
 from interactive import GuestSession, ok, spindle_qmp, wait_event
 
 MiB = 1024 * 1024
@@ -53,14 +52,6 @@ info disk-sha256 "$(dd if=/dev/vda bs=1M 2>/dev/null | sha256sum | cut -d' ' -f1
 """
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def test_live_mirror_and_pivot_under_fio_verify(tmp_path):
     source = tmp_path / "source" / "disk.img"
     target = tmp_path / "elsewhere" / "disk-new.img"
@@ -99,7 +90,7 @@ def test_live_mirror_and_pivot_under_fio_verify(tmp_path):
         assert int(run.infos["fio-passes-during-mirror"]) >= 1, run.describe()
         assert backend.alive()
         # What the guest sees is exactly what the new image holds.
-        assert run.infos["disk-sha256"] == sha256(target), run.describe()
+        assert run.infos["disk-sha256"] == file_sha256(target), run.describe()
     finally:
         if guest:
             guest.close()

@@ -8,12 +8,11 @@ import hashlib
 import os
 import subprocess
 import time
-import time
 from pathlib import Path
 
 import pytest
 
-from guestlib import Backend, file_export_args
+from guestlib import Backend, file_export_args, file_sha256
 from interactive import ok, spindle_qmp, wait_event
 
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
@@ -27,14 +26,6 @@ def pattern_image(path: Path, size: int, seed: int) -> None:
     with open(path, "wb") as f:
         for i in range(size // MiB):
             f.write(block[i % 32:] + block[:i % 32])
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -87,7 +78,7 @@ def test_mirror_ready_complete_pivots_and_frees_the_source(daemon):
     assert status_events(client, "m0", "null") == ["waiting", "pending", "concluded", "null"]
     assert ok(client, "query-jobs") == []
     assert ok(client, "query-block-exports")[0]["node-name"] == "tgt"
-    assert digest(tmp / "tgt.img") == digest(tmp / "src.img")
+    assert file_sha256(tmp / "tgt.img") == file_sha256(tmp / "src.img")
     # The source is free: it can be deleted, and its image removed, the export unaffected.
     ok(client, "blockdev-del", **{"node-name": "disk0"})
     os.unlink(tmp / "src.img")
@@ -174,7 +165,7 @@ def small_fs(tmp_path):
 
 def test_target_out_of_space_fails_the_job_and_keeps_the_source(daemon, small_fs):
     backend, client, tmp = daemon
-    before = digest(tmp / "src.img")
+    before = file_sha256(tmp / "src.img")
     mount = small_fs(8 * MiB)
     add_target(client, mount / "tgt.img", 64 * MiB)  # sparse: the copy runs out of space at 8 MiB
     ok(client, "blockdev-mirror", **{"job-id": "full"}, device="disk0", target="tgt", sync="full")
@@ -183,7 +174,7 @@ def test_target_out_of_space_fails_the_job_and_keeps_the_source(daemon, small_fs
     assert completed["data"]["device"] == "full"
     assert ok(client, "query-jobs") == []
     assert ok(client, "query-block-exports")[0]["node-name"] == "disk0"
-    assert digest(tmp / "src.img") == before
+    assert file_sha256(tmp / "src.img") == before
     # The target is released: it can be deleted.
     ok(client, "blockdev-del", **{"node-name": "tgt"})
     assert "No space left on device" in (tmp / "spindle.log").read_text()
@@ -294,7 +285,7 @@ def test_pause_resume_and_manual_finalize(daemon):
     assert job["status"] == "concluded" and "error" not in job
     ok(client, "job-dismiss", id="p")
     assert ok(client, "query-jobs") == []
-    assert digest(tmp / "tgt.img") == digest(tmp / "src.img")
+    assert file_sha256(tmp / "tgt.img") == file_sha256(tmp / "src.img")
 
 
 def test_several_monitor_clients_act_on_a_running_mirror_at_once(daemon):
@@ -345,5 +336,5 @@ def test_several_monitor_clients_act_on_a_running_mirror_at_once(daemon):
     if "error" in job:  # cancelled: still on the source
         assert job["error"] == "Operation canceled" and node == "disk0"
     else:  # completed by one of the clients: pivoted, images equal
-        assert node == "tgt" and digest(tmp / "tgt.img") == digest(tmp / "src.img")
+        assert node == "tgt" and file_sha256(tmp / "tgt.img") == file_sha256(tmp / "src.img")
     assert backend.alive()
