@@ -39,7 +39,7 @@
 # RUNTIME, RAMP, REPEAT, DATE, OUTDIR, IMAGE_DIR, CLIENT_CPU, BACKEND_CPU, FIO_CPUS,
 # NOISY_PCT, ATTEMPTS, QUIET_PCT, QUIET_WAIT, BUDGET. NOTE="text" adds a line to the report.
 # Binaries come from .build/release (built with
-# `swift build -c release --product spindle --product spindle-bench` if missing).
+# `swift build -c release --product spindle`, then `--product spindle-bench`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKENDS=${BACKENDS:-qsd spindle}
@@ -68,7 +68,8 @@ BENCH=$PWD/.build/release/spindle-bench
 SPINDLE=$PWD/.build/release/spindle
 QSD=$(command -v qemu-storage-daemon)
 if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    swift build -c release --product spindle --product spindle-bench >&2
+    # One product per swift build: given --product twice, SwiftPM builds only the last.
+    swift build -c release --product spindle >&2 && swift build -c release --product spindle-bench >&2
 fi
 case $(stat -f -c %T "$IMAGE_DIR") in
     tmpfs|ramfs) echo "compare-qsd: IMAGE_DIR=$IMAGE_DIR is $(stat -f -c %T "$IMAGE_DIR"); use a disk filesystem (ext4)" >&2; exit 2 ;;
@@ -195,6 +196,14 @@ fio_args() {
            --ramp_time="$RAMP" --invalidate=0 --lat_percentiles=1 --group_reporting --cpus_allowed="$FIO_CPUS" --output-format=json)
 }
 
+# rounds_order ROUND: BACKENDS in order on odd rounds, reversed on even ones.
+rounds_order() {
+    local b out=
+    if [ $(($1 % 2)) = 1 ]; then echo "$BACKENDS"; return; fi
+    for b in $BACKENDS; do out="$b $out"; done
+    echo "$out"
+}
+
 results=$work/results.tsv     # label \t json
 commands=$work/commands.txt
 noisy=$work/noisy.tsv
@@ -216,8 +225,12 @@ for image in $IMAGES; do
                 for repeat in $(seq "$REPEAT"); do
                     # The backends take turns within each point, each from a fresh start, so a
                     # drift of the machine, the disk or the page cache during the run does not
-                    # land on one backend only.
-                    for backend in $BACKENDS; do
+                    # land on one backend only; and who goes first alternates from round to
+                    # round, so whatever the previous run leaves behind (a virtual disk's
+                    # queues, a host's rate limiter) does not always fall on the same backend.
+                    turn=0
+                    for backend in $(rounds_order "$repeat"); do
+                        turn=$((turn + 1))
                         [ "$image" = file ] && warm
                         start_backend "$backend" "$image"
                         args=(--socket "$sock" --queues "$nq" --cpus "$cpus" --iodepth "$qd" --bs 4k --rw "$rw"
@@ -226,7 +239,7 @@ for image in $IMAGES; do
                             grep -qxF "# $backend, $image: $backend_cmd" "$commands" || echo "# $backend, $image: $backend_cmd" >>"$commands"
                             echo "spindle-bench ${args[*]}" >>"$commands"
                         fi
-                        run_point "$backend $image $rw $nq $qd $mode" "$BENCH" "${args[@]}"
+                        run_point "$backend $image $rw $nq $qd $mode $turn" "$BENCH" "${args[@]}"
                         stop_backend
                     done
                 done
@@ -266,10 +279,11 @@ def load(path):
     for l in open(path):
         if not l.strip(): continue
         label, raw = l.rstrip("\n").split("\t", 1)
-        b, image, rw, nq, qd, mode = label.split()
+        b, image, rw, nq, qd, mode, *turn = label.split()
         r = json.loads(raw)
         out.append({"backend": b, "image": image, "rw": rw, "queues": int(nq), "iodepth": int(qd),
-                    "completion": mode, "noisy": (r.get("other_cpu_pct") or 0) > noisy_pct, "result": r})
+                    "completion": mode, "turn": int(turn[0]) if turn else None,
+                    "noisy": (r.get("other_cpu_pct") or 0) > noisy_pct, "result": r})
     return out
 runs, discarded = load(results_path), load(noisy_path)
 meta = {"date": E["DATE"], "run_at": datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),

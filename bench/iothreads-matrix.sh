@@ -22,7 +22,7 @@
 #   bench/iothreads-matrix.sh
 #   RUNTIME=3 RAMP=1 REPEAT=1 COMPLETIONS="eventfd poll" BUDGET=480 OUT=/tmp/x.md bench/iothreads-matrix.sh
 # Binaries are taken from .build/release (built with
-# `swift build -c release --product spindle-bench --product spindle` if missing).
+# `swift build -c release --product spindle-bench`, then `--product spindle`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNTIME=${RUNTIME:-3}
@@ -49,7 +49,8 @@ BUDGET=${BUDGET:-480}
 BENCH=$PWD/.build/release/spindle-bench
 SPINDLE=$PWD/.build/release/spindle
 if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    swift build -c release --product spindle-bench --product spindle >&2
+    # One product per swift build: given --product twice, SwiftPM builds only the last.
+    swift build -c release --product spindle-bench >&2 && swift build -c release --product spindle >&2
 fi
 
 work=$(mktemp -d /tmp/iothreads-matrix.XXXXXX)

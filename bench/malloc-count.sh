@@ -19,7 +19,7 @@ SPINDLE_PID=
 cleanup() { [ -n "$SPINDLE_PID" ] && kill "$SPINDLE_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-[ "${NOBUILD:-0}" = 1 ] || swift build -c release --product spindle >/dev/null && swift build -c release --product spindle-bench >/dev/null
+[ "${NOBUILD:-0}" = 1 ] || { swift build -c release --product spindle >/dev/null && swift build -c release --product spindle-bench >/dev/null; }
 gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" bench/malloc-count/malloc-count.c -ldl
 
 if [ "$IMAGE" = file ]; then
