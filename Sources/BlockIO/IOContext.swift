@@ -37,6 +37,12 @@ public final class IOContext: @unchecked Sendable {
         _ = io_uring_submit(ring)
         return io_uring_get_sqe(ring)
     }
+
+    /// Hands what is queued to the kernel now instead of at the end of the thread's pass.
+    @inline(__always)
+    public func submitNow() {
+        _ = io_uring_submit(ring)
+    }
 }
 
 public struct IOContextError: Error, CustomStringConvertible, Sendable {
