@@ -36,8 +36,14 @@ let package = Package(
         .target(name: "IOThreads", dependencies: ["BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: hotPath),
-        // virtio-blk: config space, request parsing, status codes.
-        .target(name: "VirtioBlk", dependencies: ["VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: hotPath),
+        // The generic virtqueue server: kicks, polling, admission, request slots, inflight marks,
+        // used ring and signalling, for any ring layout (VirtqueueRing) and device
+        // (VirtqueueRequestHandler). Its hot path is @inlinable: specialised in the device's module.
+        // BlockIO only for IOContext and CompletionToken (the event loop's types).
+        .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
+        .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler.
+        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.

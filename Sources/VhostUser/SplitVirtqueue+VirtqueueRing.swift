@@ -1,0 +1,22 @@
+/// The split ring as a `VirtqueueRing`. Everything but the chain walk and the inflight
+/// bookkeeping inlines into the server's specialisation.
+extension SplitVirtqueue: VirtqueueRing {
+    public typealias InflightRegion = InflightTracker
+
+    @inline(__always)
+    public mutating func popAvailable(trackingIn region: InflightTracker) throws(VirtqueueError) -> UInt16? {
+        try region.nextHead(from: &self)
+    }
+
+    /// `walkChain` on a ring held in place: a non-mutating call on a ring behind a pointer
+    /// copies the whole struct (and retains its GuestMemory) for every request.
+    @inlinable @inline(__always)
+    public mutating func readChain(head: UInt16, into chain: DescriptorChain) throws(VirtqueueError) {
+        try walkChain(head: head, into: chain)
+    }
+
+    @inline(__always)
+    public mutating func publishUsed(trackingIn region: InflightTracker) {
+        region.publishUsed(&self)
+    }
+}

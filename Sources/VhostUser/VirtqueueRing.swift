@@ -1,0 +1,47 @@
+/// A virtqueue ring layout seen from the device side: what a virtqueue server needs to take
+/// requests off the ring and give them back. `SplitVirtqueue` is one layout; a packed ring
+/// would be a second one (one file conforming to this, not a copy of the server).
+///
+/// Every method runs on the queue's one thread. A `VirtqueueError` means the driver broke
+/// the protocol: the caller stops using the queue (`markBroken()`).
+///
+/// Conformances must be `@inlinable` where the hot path calls them: the server is specialised
+/// for each layout in its client's module, and a non-inlinable requirement costs a call.
+public protocol VirtqueueRing: Sendable {
+    /// The layout's inflight region tracker (vhost-user INFLIGHT_SHMFD): the region's
+    /// format differs per layout, so each layout names its own.
+    associatedtype InflightRegion: AnyObject
+
+    /// Entries in the ring (SET_VRING_NUM).
+    var size: UInt16 { get }
+    /// Where the device will take the next request (GET_VRING_BASE's answer).
+    var lastAvailableIndex: UInt16 { get }
+    var isBroken: Bool { get }
+
+    /// Requests the driver made available and the device has not taken yet.
+    mutating func availableCount() throws(VirtqueueError) -> UInt16
+    /// The next available request's head, or nil if there is none (or the ring is broken).
+    mutating func popAvailable() throws(VirtqueueError) -> UInt16?
+    /// `popAvailable` that also marks the head taken in the inflight region (requests a
+    /// previous process left in flight come first).
+    mutating func popAvailable(trackingIn region: InflightRegion) throws(VirtqueueError) -> UInt16?
+    /// Walks the chain at `head` into `chain` (host spans). `mutating` only so that a ring
+    /// held behind a pointer is used in place, never copied.
+    mutating func readChain(head: UInt16, into chain: DescriptorChain) throws(VirtqueueError)
+
+    /// Records a finished request; invisible to the driver until `publishUsed`.
+    mutating func addUsed(head: UInt16, writtenLength: UInt32)
+    /// Makes every request added so far visible to the driver.
+    mutating func publishUsed()
+    /// `publishUsed` with the inflight region updated around it in the order recovery needs.
+    mutating func publishUsed(trackingIn region: InflightRegion)
+    /// Whether the driver wants an interrupt for what was published since the last decision.
+    mutating func shouldNotifyGuest() -> Bool
+
+    /// Asks the driver not to kick (the device looks at the ring by itself).
+    mutating func disableGuestKicks()
+    /// Asks the driver to kick again; true if work arrived while kicks were off.
+    mutating func enableGuestKicks() -> Bool
+    /// Stops handing out work after a driver error.
+    mutating func markBroken()
+}

@@ -1,0 +1,56 @@
+import BlockIO
+import VhostUser
+
+/// The virtio-blk side of a queue's request slots (the server keeps the chains): for each,
+/// the parsed request's buffers, the block request handed to the I/O API, and the parsed
+/// request itself. Used on the owning IOThread only; nothing is allocated per request.
+///
+/// The buffers are kept retained once, behind an unsafe pointer, and lent out without
+/// reference counting (`withBuffers`): an array of class references costs a retain/release
+/// pair per access on the hot path.
+final class VirtioBlkRequestSlots {
+    let count: Int
+    private let buffers: UnsafeMutablePointer<Unmanaged<VirtioBlkRequestBuffers>>
+    private let blockRequests: UnsafeMutablePointer<BlockRequest>
+    private let parsed: UnsafeMutablePointer<VirtioBlkRequest?>
+
+    init(count: Int, spansPerRequest: Int) {
+        self.count = count
+        buffers = .allocate(capacity: max(count, 1))
+        for i in 0..<count {
+            (buffers + i).initialize(to: .passRetained(VirtioBlkRequestBuffers(dataSpanCapacity: spansPerRequest, segmentCapacity: 1)))
+        }
+        blockRequests = .allocate(capacity: max(count, 1))
+        blockRequests.initialize(repeating: BlockRequest(), count: max(count, 1))
+        parsed = .allocate(capacity: max(count, 1))
+        parsed.initialize(repeating: nil, count: max(count, 1))
+    }
+
+    deinit {
+        for i in 0..<count {
+            blockRequests[i].releaseScratch()
+            buffers[i].release()
+        }
+        buffers.deallocate()
+        blockRequests.deinitialize(count: max(count, 1))
+        blockRequests.deallocate()
+        parsed.deinitialize(count: max(count, 1))
+        parsed.deallocate()
+    }
+
+    func assignTokens(handler: UInt16) {
+        for i in 0..<count { blockRequests[i].token = CompletionToken(handler: handler, tag: UInt64(i)) }
+    }
+
+    @inline(__always) func release(_ slot: Int) {
+        parsed[slot] = nil
+    }
+
+    /// Lends the slot's buffers (valid only inside `body`; never keep them).
+    @inline(__always)
+    func withBuffers<R>(_ slot: Int, _ body: (VirtioBlkRequestBuffers) throws -> R) rethrows -> R {
+        try buffers[slot]._withUnsafeGuaranteedRef { try body($0) }
+    }
+    @inline(__always) func blockRequest(_ slot: Int) -> UnsafeMutablePointer<BlockRequest> { blockRequests + slot }
+    @inline(__always) func parsedRequest(_ slot: Int) -> UnsafeMutablePointer<VirtioBlkRequest?> { parsed + slot }
+}

@@ -1,0 +1,135 @@
+import BlockIO
+import CSpindle
+import Glibc
+import IOThreads
+import VhostUser
+
+/// Kicks, completions and polling: what the IOThread calls. A subclass that declares
+/// `IOCompletionHandler & IOPoller` gets these as its witnesses.
+extension VirtqueueServer {
+    // MARK: kicks
+
+    @usableFromInline
+    final func armKick() {
+        guard let sqe = onContext({ $0.sqe() }) else { return }
+        kickGeneration &+= 1
+        io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
+        sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
+        kickArmed = true
+    }
+
+    /// Asks io_uring to remove the kick poll. A removal can miss (ENOENT when submitted with
+    /// the poll it targets, EALREADY while the poll is completing); it is then tried again.
+    @usableFromInline
+    final func disarmKick() {
+        guard kickArmed, let sqe = onContext({ $0.sqe() }) else { return }
+        let target = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
+        io_uring_prep_poll_remove(sqe, target)
+        sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kickRemoval).rawValue
+        pendingRemovals += 1
+    }
+
+    @usableFromInline
+    final func handleKickRemoval(result: Int32) {
+        pendingRemovals -= 1
+        // ENOENT (not armed yet) or EALREADY (completing right now): try again.
+        if result < 0 && kickArmed && state != .running { disarmKick() }
+        finishStopIfQuiet()
+    }
+
+    @inlinable
+    final func handleKick(tag: UInt64, result: Int32, flags: UInt32) {
+        guard tag & 0xFFFF == kickGeneration & 0xFFFF else { return }  // an old poll's last word
+        if flags & IORING_CQE_F_MORE == 0 {
+            kickArmed = false
+            if state == .running { armKick() } else { finishStopIfQuiet() }
+        }
+        if result > 0 {
+            _ = read(kickFD, &kickBuffer, 8)  // clear the eventfd (non-blocking)
+        }
+        if state == .running { processAvailable() }
+    }
+
+    // MARK: completions (IOCompletionHandler)
+
+    @inlinable
+    public final func handleCompletion(tag: UInt64, result: Int32, flags: UInt32) {
+        if tag >= VirtqueueServerTags.handlerLimit {
+            if tag == VirtqueueServerTags.kickRemoval { return handleKickRemoval(result: result) }
+            if tag & VirtqueueServerTags.kick != 0 { return handleKick(tag: tag, result: result, flags: flags) }
+            return
+        }
+        guard let finished = onContext({ handler.complete(tag: tag, result: result, on: $0) }) else { return }
+        finish(slot: finished.slot, usedLength: finished.usedLength)
+    }
+
+    @inlinable
+    public final func endOfBatch() {
+        publishUsed()
+        signalGuestIfNeeded()
+        // Not processAvailable() here: its completions would schedule another end of batch
+        // at once, and a driver that keeps the ring full would never let the thread go.
+        if heldBack && state == .running { onThread { $0.scheduleNextTurn(handlerID) } }
+        endBusyPeriodIfIdle()
+        finishStopIfQuiet()
+    }
+
+    /// Continues taking requests where a pass stopped (see requestsPerPass) or slots ran out.
+    @inlinable
+    public final func nextTurn() {
+        guard state == .running else { return }
+        processAvailable()
+    }
+
+    @inlinable @inline(__always)
+    final func publishUsed() {
+        guard let inflightRef else { return ring.publishUsed() }
+        inflightRef._withUnsafeGuaranteedRef { ring.publishUsed(trackingIn: $0) }
+    }
+
+    @inlinable @inline(__always)
+    final func signalGuestIfNeeded() {
+        guard usedSinceSignal else { return }
+        usedSinceSignal = false
+        if callFD >= 0 && ring.shouldNotifyGuest() {
+            var one: UInt64 = 1
+            _ = write(callFD, &one, 8)
+        }
+    }
+
+    // MARK: polling (IOPoller)
+
+    @inlinable
+    public final func pollForWork() -> Bool {
+        guard state == .running, slots.hasFree else { return false }
+        let waiting: UInt16
+        do {
+            waiting = try ring.availableCount()
+        } catch {
+            markBroken("\(error)")
+            return false
+        }
+        guard waiting > 0 else { return false }
+        processAvailable()
+        return true
+    }
+
+    @inlinable
+    public final var hasRequestsInFlight: Bool { queueInFlight > 0 }
+
+    @inlinable
+    public final func pollingBegins() {
+        polling = true
+        if state == .running { ring.disableGuestKicks() }
+    }
+
+    @inlinable
+    public final func pollingEnds() -> Bool {
+        polling = false
+        guard state == .running else { return false }
+        // Work that arrived while kicks were off would never be kicked for: take it now.
+        guard ring.enableGuestKicks() else { return false }
+        processAvailable()
+        return true
+    }
+}

@@ -1,0 +1,157 @@
+import BlockIO
+import IOThreads
+import VhostUser
+
+/// Taking requests off the ring and giving them back.
+extension VirtqueueServer {
+    // MARK: admission
+
+    /// Counts a request in. The queue is one user of the handler's backend from its first
+    /// request until the end of the batch in which its last one finished: the atomic
+    /// begin/end pair is paid once per busy period, not per request, and in between only
+    /// the quiesce flag is read. A drain still waits for every request: the backend's count
+    /// stays above zero until the queue lets go (endBusyPeriodIfIdle).
+    @inlinable @inline(__always)
+    final func admitRequest() -> Bool {
+        if !inBusyPeriod {
+            guard handler.beginBusyPeriod() else { return false }
+            inBusyPeriod = true
+        } else if handler.isQuiescing {
+            endBusyPeriodIfIdle()
+            return false
+        }
+        queueInFlight += 1
+        return true
+    }
+
+    /// Counts a request out (after its completion is on the used ring, or it was not taken).
+    @inlinable @inline(__always)
+    final func retireRequest() {
+        precondition(queueInFlight > 0, "virtqueue \(index): request retired twice")
+        queueInFlight -= 1
+        if queueInFlight == 0 { onThread { $0.scheduleEndOfBatch(handlerID) } }
+    }
+
+    @inlinable @inline(__always)
+    final func endBusyPeriodIfIdle() {
+        guard inBusyPeriod, queueInFlight == 0 else { return }
+        inBusyPeriod = false
+        handler.endBusyPeriod()
+    }
+
+    // MARK: taking requests
+
+    @inlinable
+    final func processAvailable() {
+        heldBack = false
+        var taken = 0
+        while state == .running {
+            ring.disableGuestKicks()
+            while slots.hasFree {
+                if taken == Self.requestsPerPass {
+                    // Let the first ones start, complete and be published (and the driver be
+                    // told) before taking more: the driver refills while the rest are served.
+                    // Guest kicks stay off; the thread's next turn comes back here.
+                    onThread { $0.scheduleNextTurn(handlerID) }
+                    return
+                }
+                guard admitRequest() else {
+                    heldBack = true  // quiesced: resumeAfterDrain brings us back
+                    _ = ring.enableGuestKicks()
+                    return
+                }
+                let head: UInt16?
+                do {
+                    head = try takeHead()
+                } catch {
+                    retireRequest()
+                    markBroken("\(error)")
+                    return
+                }
+                guard let head else {
+                    retireRequest()
+                    break
+                }
+                startRequest(head: head)
+                taken += 1
+            }
+            if !slots.hasFree {
+                heldBack = true  // a completion frees a slot and endOfBatch comes back here
+                _ = ring.enableGuestKicks()
+                return
+            }
+            // Ring empty. While the thread polls, it will look again itself; otherwise
+            // re-enable kicks, then look once more (the classic race).
+            if polling { return }
+            if !ring.enableGuestKicks() { return }
+        }
+    }
+
+    /// The next head: with an inflight region, requests a previous process left in flight
+    /// come first and taken heads are marked there.
+    @inlinable @inline(__always)
+    final func takeHead() throws(VirtqueueError) -> UInt16? {
+        guard let inflightRef else { return try ring.popAvailable() }
+        let taken: Result<UInt16?, VirtqueueError> = inflightRef._withUnsafeGuaranteedRef { region in
+            do throws(VirtqueueError) {
+                return .success(try ring.popAvailable(trackingIn: region))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try taken.get()
+    }
+
+    @inlinable
+    final func startRequest(head: UInt16) {
+        let slot = slots.take(head: head)
+        let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
+            do throws(VirtqueueError) {
+                try ring.readChain(head: head, into: chain)
+            } catch {
+                corruptChain(slot: slot, head: head, error)
+                return nil
+            }
+            return onContext { handler.start(slot: slot, chain: chain, on: $0) }
+        }
+        switch started {
+        case nil: return
+        case .started?: return
+        case .finished(let usedLength)?: finish(slot: slot, usedLength: usedLength)
+        case .unanswerable(let why)?:
+            // Nowhere to write a status: the request can never be completed correctly.
+            handler.release(slot: slot)
+            slots.release(slot)
+            retireRequest()
+            markBroken("\(why)")
+        }
+    }
+
+    @usableFromInline
+    final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
+        slots.release(slot)
+        retireRequest()
+        markBroken("descriptor chain at head \(head): \(error)")
+    }
+
+    /// Puts the request in `slot` on the used ring and frees the slot. A slot that is not
+    /// in use (a late or repeated completion) is ignored: each request completes once.
+    @inlinable
+    final func finish(slot: Int, usedLength: UInt32) {
+        guard let head = slots.head(slot) else { return }
+        markGuestWritesDirty(slot: slot, usedLength: usedLength)
+        ring.addUsed(head: head, writtenLength: usedLength)
+        handler.release(slot: slot)
+        slots.release(slot)
+        retireRequest()
+        usedSinceSignal = true
+        onThread { $0.scheduleEndOfBatch(handlerID) }
+    }
+
+    /// The one place where the device's writes to guest memory are final for a request:
+    /// live migration will mark them in the dirty log here (the chain's writable buffers up
+    /// to `usedLength`, and the used-ring element). Not implemented yet (LOG_ALL is not
+    /// offered), so it does nothing and costs nothing.
+    @inlinable @inline(__always)
+    final func markGuestWritesDirty(slot: Int, usedLength: UInt32) {}
+}

@@ -1,0 +1,198 @@
+import BlockIO
+import Glibc
+import IOThreads
+import Logging
+import VhostUser
+
+/// One virtqueue served on one IOThread, for any ring layout and any device: it waits for
+/// guest kicks (a multishot poll on the kick eventfd in the IOThread's io_uring) or polls the
+/// ring while the thread's polling window is open, takes requests off the ring into
+/// preallocated slots (admitted through the handler's backend accounting), has the device's
+/// `Handler` start them, puts finished ones on the used ring (with the inflight region kept
+/// up to date), and signals the call eventfd once per batch and only when the driver asked.
+///
+/// A device subclasses it once with its layout and handler, and declares the subclass an
+/// `IOCompletionHandler & IOPoller` (the methods are here): the conformance, and with it
+/// the whole hot path, is then compiled in the device's module, specialised for the layout
+/// and the handler (everything below is `@inlinable` for that; no witness-table call, no
+/// existential, no reference counting per request).
+///
+/// Built on the control thread, then owned by its IOThread: every method but the
+/// constructor and the `async` control helpers runs there.
+open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler>: @unchecked Sendable {
+    public final let index: Int
+    /// The device's side (request meaning, per-slot state, admission).
+    public final let handler: Handler
+    /// The ring lives behind a pointer so calls on it work in place: a struct stored in a
+    /// class property is copied (retaining its GuestMemory) for every non-mutating call.
+    @usableFromInline final let ringStorage: UnsafeMutablePointer<Ring>
+    @usableFromInline final var ring: Ring {
+        unsafeAddress { UnsafePointer(ringStorage) }
+        unsafeMutableAddress { ringStorage }
+    }
+    @usableFromInline final let kickFD: Int32
+    @usableFromInline final var callFD: Int32
+    /// Built on the IOThread in `start`, so that its memory is first touched there and lands
+    /// on that thread's NUMA node.
+    @usableFromInline final var slots = VirtqueueSlots(count: 0, spansPerRequest: 1)
+    @usableFromInline final let slotCount: Int
+    @usableFromInline final let logger: Logger
+    /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one: kept
+    /// alive by `inflight`, lent on the hot path through `inflightRef` (binding the optional
+    /// costs a retain/release pair per request).
+    public final let inflight: Ring.InflightRegion?
+    @usableFromInline final let inflightRef: Unmanaged<Ring.InflightRegion>?
+
+    /// The IOThread and its ring, set in `start`. Held unretained and lent through
+    /// `onThread`/`onContext`: even an unowned(unsafe) reference is retained around every
+    /// call, which on the hot path costs a retain/release pair per request.
+    @usableFromInline final var threadRef: Unmanaged<IOThread>?
+    @usableFromInline final var contextRef: Unmanaged<IOContext>?
+    @usableFromInline final var handlerID: UInt16 = 0
+
+    @usableFromInline enum State { case idle, running, stopping, stopped, broken }
+    @usableFromInline final var state = State.idle
+    /// Requests taken and not yet retired, and whether the queue counts as one in-flight
+    /// user of the handler's backend (see `admitRequest`).
+    @usableFromInline final var queueInFlight = 0
+    @usableFromInline final var inBusyPeriod = false
+    /// Requests wait in the ring because the backend is quiesced or slots ran out.
+    @usableFromInline final var heldBack = false
+    @usableFromInline final var kickArmed = false
+    @usableFromInline final var kickGeneration: UInt64 = 0
+    @usableFromInline final var kickBuffer: UInt64 = 0
+    /// Poll removals submitted and not yet completed: the queue stops only after they are in.
+    @usableFromInline final var pendingRemovals = 0
+    /// Everyone waiting for the stop (a move and a GET_VRING_BASE may both ask).
+    @usableFromInline final var stopCompletions: [@Sendable (UInt16) -> Void] = []
+    @usableFromInline final var usedSinceSignal = false
+    /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
+    @usableFromInline final var polling = false
+    /// Called on the IOThread, once, when the guest corrupted this ring (the queue has
+    /// stopped taking requests); the connection then tells the frontend. Set before `start`.
+    public final var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)?
+
+    /// Most requests taken off the ring before the IOThread submits them and publishes what
+    /// completed: the driver hears of its first completions after 8 requests, not after the
+    /// whole ring (QEMU notifies per request; suppression by EVENT_IDX keeps that cheap).
+    @inlinable public static var requestsPerPass: Int { 8 }
+
+    /// `slotCount`: requests in flight at most (capped at the ring size). `logger` names the
+    /// export and queue in its metadata.
+    public init(index: Int, ring: Ring, handler: Handler, kickFD: Int32, callFD: Int32, slotCount: Int,
+                inflight: Ring.InflightRegion?, logger: Logger) {
+        // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
+        // created it with (qemu-storage-daemon does the same; writers never block on eventfds).
+        let flags = fcntl(kickFD, F_GETFL)
+        if flags >= 0 && flags & O_NONBLOCK == 0 { _ = fcntl(kickFD, F_SETFL, flags | O_NONBLOCK) }
+        self.index = index
+        self.handler = handler
+        ringStorage = .allocate(capacity: 1)
+        ringStorage.initialize(to: ring)
+        self.kickFD = kickFD
+        self.callFD = callFD
+        self.slotCount = min(Int(ring.size), slotCount)
+        self.inflight = inflight
+        inflightRef = inflight.map { .passUnretained($0) }
+        self.logger = logger
+    }
+
+    deinit {
+        slots.deallocate()
+        ringStorage.deinitialize(count: 1)
+        ringStorage.deallocate()
+    }
+
+    @inlinable @inline(__always)
+    final func onThread<R>(_ body: (IOThread) -> R) -> R {
+        threadRef.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
+
+    @inlinable @inline(__always)
+    final func onContext<R>(_ body: (IOContext) -> R) -> R {
+        contextRef.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
+
+    /// The subclass as the IOThread sees it (cast once per start and stop, never per request).
+    final var asThreadClient: any IOCompletionHandler & IOPoller {
+        guard let client = self as? any IOCompletionHandler & IOPoller else {
+            preconditionFailure("\(type(of: self)) must declare IOCompletionHandler and IOPoller (see VirtqueueServer)")
+        }
+        return client
+    }
+
+    // MARK: lifecycle (on the IOThread)
+
+    /// Starts serving the queue on `thread` (call it there).
+    public final func start(on thread: IOThread) {
+        precondition(state == .idle)
+        threadRef = .passUnretained(thread)
+        contextRef = .passUnretained(thread.context)
+        let client = asThreadClient
+        handlerID = thread.register(client)
+        thread.addPoller(client)
+        slots.deallocate()
+        slots = VirtqueueSlots(count: slotCount, spansPerRequest: handler.spansPerRequest)
+        handler.prepare(slotCount: slotCount, handlerID: handlerID)
+        state = .running
+        armKick()
+        processAvailable()
+    }
+
+    /// Stops taking requests; `completion` gets the next avail index once every in-flight
+    /// request has completed and the kick poll is gone. Then the queue is unregistered.
+    public final func stop(completion: @escaping @Sendable (UInt16) -> Void) {
+        if state == .stopped {
+            completion(ring.lastAvailableIndex)
+            return
+        }
+        stopCompletions.append(completion)
+        if state == .running || state == .broken { state = .stopping }
+        disarmKick()
+        finishStopIfQuiet()
+    }
+
+    @inlinable @inline(__always)
+    final func finishStopIfQuiet() {
+        guard state == .stopping, slots.inUse == 0, !kickArmed, pendingRemovals == 0 else { return }
+        finishStop()
+    }
+
+    @usableFromInline
+    final func finishStop() {
+        endBusyPeriodIfIdle()
+        publishUsed()
+        signalGuestIfNeeded()
+        state = .stopped
+        let client = asThreadClient
+        onThread { thread in
+            thread.removePoller(client)
+            thread.unregister(handlerID)
+        }
+        let waiting = stopCompletions
+        stopCompletions.removeAll()
+        for completion in waiting { completion(ring.lastAvailableIndex) }
+    }
+
+    final func setCallFD(_ fd: Int32) {
+        callFD = fd
+    }
+
+    /// The backend was resumed after a drain: take the requests left in the ring.
+    @inlinable
+    public final func resumeAfterDrain() {
+        guard state == .running else { return }
+        processAvailable()
+    }
+
+    /// Marks the queue broken after a driver error: no more requests are taken, the
+    /// in-flight ones still complete, and `onBroken` tells the connection.
+    @usableFromInline
+    final func markBroken(_ why: String) {
+        state = .broken
+        ring.markBroken()
+        logger.error("the guest driver corrupted virtqueue \(index): \(why); the queue is stopped until the guest resets the device")
+        disarmKick()
+        onBroken?(index, why)
+    }
+}

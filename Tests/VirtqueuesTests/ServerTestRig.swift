@@ -1,0 +1,190 @@
+import BlockIO
+import ControlThread
+import CSpindle
+import Glibc
+import IOThreads
+import Synchronization
+import VhostUser
+@testable import Virtqueues
+
+/// A device handler for server tests: it answers nothing by itself; the test completes a
+/// request by sending a NOP through the IOThread's io_uring with the request's slot as tag
+/// (so completions take the real CQE path). The used length it reports is head + 100.
+/// Everything here is touched on the IOThread only (tests read it through `rig.onThread`).
+final class FakeHandler: VirtqueueRequestHandler, @unchecked Sendable {
+    struct NoStatusByte: Error, CustomStringConvertible {
+        var description: String { "fake request without a writable byte" }
+    }
+    var spansPerRequest: Int { 4 }
+    var handlerID: UInt16 = 0
+    var slotCount = 0
+    /// Answer every request at once instead of waiting for a NOP.
+    var finishAtOnce = false
+    var quiesced = false
+    var headOfSlot: [Int: UInt16] = [:]
+    /// Kept after release, so that a repeated completion is reported again (the server must
+    /// ignore it).
+    var lastHeadOfSlot: [Int: UInt16] = [:]
+    var started: [UInt16] = []
+    var completions = 0
+    var released: [Int] = []
+    var busyPeriodsBegun = 0
+    var busyPeriodsEnded = 0
+
+    func prepare(slotCount: Int, handlerID: UInt16) {
+        self.slotCount = slotCount
+        self.handlerID = handlerID
+    }
+    func beginBusyPeriod() -> Bool {
+        guard !quiesced else { return false }
+        busyPeriodsBegun += 1
+        return true
+    }
+    var isQuiescing: Bool { quiesced }
+    func endBusyPeriod() { busyPeriodsEnded += 1 }
+
+    func start(slot: Int, chain: DescriptorChain, on context: IOContext) -> VirtqueueRequestStart<NoStatusByte> {
+        guard chain.writableLength > 0 else { return .unanswerable(NoStatusByte()) }
+        headOfSlot[slot] = chain.head
+        lastHeadOfSlot[slot] = chain.head
+        started.append(chain.head)
+        return finishAtOnce ? .finished(usedLength: UInt32(chain.head) + 100) : .started
+    }
+    func complete(tag: UInt64, result: Int32, on context: IOContext) -> VirtqueueFinishedRequest? {
+        completions += 1
+        let slot = Int(tag)
+        guard let head = lastHeadOfSlot[slot] else { return nil }
+        return VirtqueueFinishedRequest(slot: slot, usedLength: UInt32(head) + 100)
+    }
+    func release(slot: Int) {
+        released.append(slot)
+        headOfSlot[slot] = nil
+    }
+    func slot(ofHead head: UInt16) -> Int? { headOfSlot.first { $0.value == head }?.key }
+}
+
+final class FakeQueue: VirtqueueServer<SplitVirtqueue, FakeHandler>, IOCompletionHandler, IOPoller, @unchecked Sendable {}
+
+final class Flag: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+/// A real IOThread, a 16-entry split ring in anonymous test memory (gpa == uva), eventfds
+/// for kick and call, and a `FakeQueue` on them.
+final class ServerTestRig: @unchecked Sendable {
+    static let regionSize = 0x100000
+    static let ringSize: UInt16 = 16
+    let base: UnsafeMutableRawPointer
+    let memory: GuestMemory
+    let thread: IOThread
+    let kickFD = eventfd(0, Int32(EFD_NONBLOCK))
+    let callFD = eventfd(0, Int32(EFD_NONBLOCK))
+    let handler = FakeHandler()
+    let queue: FakeQueue
+    let broken = Flag()
+    private var availableIndex: UInt16 = 0
+
+    @ControlActor
+    init(slots: Int = 16) throws {
+        base = mmap(nil, Self.regionSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        let region = GuestMemoryRegionDescription(guestPhysAddr: 0, memorySize: UInt64(Self.regionSize), userAddr: 0, mmapOffset: 0)
+        memory = try GuestMemory(mappings: [try GuestMemoryMapping.unowned(region, hostAddress: base)])
+        let ring = try SplitVirtqueue(memory: memory, size: UInt32(Self.ringSize),
+                                      addresses: .init(descriptorTable: 0x1000, availableRing: 0x2000, usedRing: 0x3000),
+                                      features: [])
+        thread = try IOThread(id: "vq-test", cpu: nil, pollMaxNs: 0)
+        queue = FakeQueue(index: 0, ring: ring, handler: handler, kickFD: kickFD, callFD: callFD, slotCount: slots,
+                          inflight: nil, logger: .init(label: "vq-test"))
+        let broken = self.broken
+        queue.onBroken = { _, _ in broken.value.add(1, ordering: .relaxed) }
+        thread.start()
+        let queue = self.queue
+        thread.post { queue.start(on: $0) }
+    }
+
+    /// Stops the queue (if still running) and the thread.
+    @ControlActor
+    func tearDown() async {
+        _ = await queue.stop(on: thread)
+        thread.stop()
+        close(kickFD)
+        close(callFD)
+        munmap(base, Self.regionSize)
+    }
+
+    // MARK: the guest's side (from the test thread, with the queue's thread told by a kick)
+
+    /// Lays out head `head` as one writable 16-byte descriptor (or a broken chain).
+    func setDescriptor(_ head: UInt16, writable: Bool = true, nextOutOfRange: Bool = false) {
+        let d = base + 0x1000 + 16 * Int(head)
+        var flags: UInt16 = writable ? VirtqueueLayout.descriptorFlagWrite : 0
+        if nextOutOfRange { flags |= VirtqueueLayout.descriptorFlagNext }
+        d.storeBytes(of: (0x10000 + 0x100 * UInt64(head)).littleEndian, as: UInt64.self)
+        d.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 8, as: UInt32.self)
+        d.storeBytes(of: flags.littleEndian, toByteOffset: 12, as: UInt16.self)
+        d.storeBytes(of: UInt16(nextOutOfRange ? 999 : 0).littleEndian, toByteOffset: 14, as: UInt16.self)
+    }
+
+    /// Makes `heads` available (release-ordered avail.idx) and kicks.
+    func offer(_ heads: UInt16...) {
+        for head in heads {
+            let entry = base + 0x2000 + 4 + 2 * Int(availableIndex % Self.ringSize)
+            entry.storeBytes(of: head.littleEndian, as: UInt16.self)
+            availableIndex &+= 1
+        }
+        spindle_store_release_u16(base + 0x2002, availableIndex.littleEndian)
+        var one: UInt64 = 1
+        _ = write(kickFD, &one, 8)
+    }
+
+    var usedIndex: UInt16 { UInt16(littleEndian: spindle_load_acquire_u16(base + 0x3002)) }
+
+    /// The used ring's elements so far: (head, length).
+    var used: [(head: UInt32, length: UInt32)] {
+        (0..<Int(usedIndex)).map { i in
+            let e = base + 0x3000 + 4 + 8 * (i % Int(Self.ringSize))
+            return (UInt32(littleEndian: e.load(as: UInt32.self)), UInt32(littleEndian: e.load(fromByteOffset: 4, as: UInt32.self)))
+        }
+    }
+
+    // MARK: the queue's thread
+
+    /// Runs `body` on the IOThread and returns its result.
+    func onThread<T: Sendable>(_ body: @escaping @Sendable (FakeHandler) -> T) async -> T {
+        let handler = handler
+        return await withCheckedContinuation { continuation in
+            thread.post { _ in continuation.resume(returning: body(handler)) }
+        }
+    }
+
+    /// Completes the request at `head` through the IOThread's io_uring (a NOP carrying its
+    /// slot's token), `times` times (a repeated completion must change nothing).
+    func complete(head: UInt16, times: Int = 1) async {
+        let handler = handler
+        let ok = await onThreadWithContext { context in
+            guard let slot = handler.slot(ofHead: head) else { return false }
+            for _ in 0..<times {
+                guard let sqe = context.sqe() else { return false }
+                io_uring_prep_nop(sqe)
+                sqe.pointee.user_data = CompletionToken(handler: handler.handlerID, tag: UInt64(slot)).rawValue
+            }
+            return true
+        }
+        precondition(ok, "head \(head) is not in flight")
+    }
+
+    private func onThreadWithContext<T: Sendable>(_ body: @escaping @Sendable (IOContext) -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            thread.post { continuation.resume(returning: body($0.context)) }
+        }
+    }
+
+    /// Waits (up to 5 s) until `condition` holds on the IOThread.
+    func eventually(_ condition: @escaping @Sendable (FakeHandler) -> Bool) async -> Bool {
+        for _ in 0..<500 {
+            if await onThread(condition) { return true }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        return false
+    }
+}
