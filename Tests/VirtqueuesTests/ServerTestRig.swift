@@ -82,19 +82,31 @@ final class ServerTestRig: @unchecked Sendable {
     let handler = FakeHandler()
     let queue: FakeQueue
     let broken = Flag()
+    /// The queue's inflight region (INFLIGHT_SHMFD), when asked for.
+    let inflight: InflightBuffer?
     private var availableIndex: UInt16 = 0
 
     @ControlActor
-    init(slots: Int = 16) throws {
+    init(slots: Int = 16, inflight withInflight: Bool = false) throws {
         base = mmap(nil, Self.regionSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
         let region = GuestMemoryRegionDescription(guestPhysAddr: 0, memorySize: UInt64(Self.regionSize), userAddr: 0, mmapOffset: 0)
         memory = try GuestMemory(mappings: [try GuestMemoryMapping.unowned(region, hostAddress: base)])
-        let ring = try SplitVirtqueue(memory: memory, size: UInt32(Self.ringSize),
+        var ring = try SplitVirtqueue(memory: memory, size: UInt32(Self.ringSize),
                                       addresses: .init(descriptorTable: 0x1000, availableRing: 0x2000, usedRing: 0x3000),
                                       features: [])
+        var tracker: InflightTracker?
+        if withInflight {
+            let (fd, description) = try InflightBuffer.allocate(queues: 1, queueSize: Int(Self.ringSize))
+            defer { close(fd) }
+            let buffer = try InflightBuffer(fd: fd, description: description, maxQueues: 1)
+            tracker = try InflightTracker(buffer: buffer, queue: 0, ring: &ring)
+            inflight = buffer
+        } else {
+            inflight = nil
+        }
         thread = try IOThread(id: "vq-test", cpu: nil, pollMaxNs: 0)
         queue = FakeQueue(index: 0, ring: ring, handler: handler, kickFD: kickFD, callFD: callFD, slotCount: slots,
-                          inflight: nil, logger: .init(label: "vq-test"))
+                          inflight: tracker, logger: .init(label: "vq-test"))
         let broken = self.broken
         queue.onBroken = { _, _ in broken.value.add(1, ordering: .relaxed) }
         thread.start()
@@ -146,6 +158,14 @@ final class ServerTestRig: @unchecked Sendable {
             return (UInt32(littleEndian: e.load(as: UInt32.self)), UInt32(littleEndian: e.load(fromByteOffset: 4, as: UInt32.self)))
         }
     }
+
+    /// The inflight flag of `head` in the region (1: taken and not yet on the used ring).
+    func inflightFlag(_ head: Int) -> UInt8 {
+        inflight!.base.load(fromByteOffset: InflightLayout.headerBytes + InflightLayout.descriptorStateBytes * head, as: UInt8.self)
+    }
+
+    /// The region's used_idx.
+    var inflightUsedIndex: UInt16 { inflight!.base.load(fromByteOffset: 14, as: UInt16.self) }
 
     // MARK: the queue's thread
 

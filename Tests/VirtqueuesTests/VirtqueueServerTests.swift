@@ -113,6 +113,23 @@ import Testing
         await rig.tearDown()
     }
 
+    @Test @ControlActor func theInflightRegionMarksWhatIsTakenUntilItIsUsed() async throws {
+        let rig = try ServerTestRig(inflight: true)
+        for head: UInt16 in 0..<3 { rig.setDescriptor(head) }
+        rig.offer(0, 1, 2)
+        #expect(await rig.eventually { $0.started == [0, 1, 2] })
+        #expect(await rig.onThread { _ in (0..<3).map { rig.inflightFlag($0) } } == [1, 1, 1])
+        await rig.complete(head: 1)
+        #expect(await rig.eventually { _ in rig.usedIndex == 1 })
+        #expect(await rig.onThread { _ in (0..<3).map { rig.inflightFlag($0) } } == [1, 0, 1])
+        #expect(await rig.onThread { _ in rig.inflightUsedIndex } == 1)
+        await rig.complete(head: 0)
+        await rig.complete(head: 2)
+        #expect(await rig.eventually { _ in rig.usedIndex == 3 })
+        #expect(await rig.onThread { _ in (0..<3).map { rig.inflightFlag($0) } } == [0, 0, 0])
+        await rig.tearDown()
+    }
+
     @Test @ControlActor func aCorruptChainMarksTheQueueBroken() async throws {
         let rig = try ServerTestRig()
         rig.setDescriptor(0)
