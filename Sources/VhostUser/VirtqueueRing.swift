@@ -2,8 +2,9 @@
 /// requests off the ring and give them back. `SplitVirtqueue` is one layout; a packed ring
 /// would be a second one (one file conforming to this, not a copy of the server).
 ///
-/// Every method runs on the queue's one thread. A `VirtqueueError` means the driver broke
-/// the protocol: the caller stops using the queue (`markBroken()`).
+/// Every method runs on the queue's one thread; `Sendable` only because a ring is built on
+/// the control thread and then handed to that thread. A `VirtqueueError` means the driver
+/// broke the protocol: the caller stops using the queue (`markBroken()`).
 ///
 /// Conformances must be `@inlinable` where the hot path calls them: the server is specialised
 /// for each layout in its client's module, and a non-inlinable requirement costs a call.
