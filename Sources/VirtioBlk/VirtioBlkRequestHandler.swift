@@ -31,10 +31,15 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         self.logger = logger
     }
 
+    deinit {
+        slots.deallocate()
+    }
+
     public var spansPerRequest: Int { VirtioBlkDevice.maxSpansPerRequest }
 
     public func prepare(slotCount: Int, handlerID: UInt16) {
         self.handlerID = handlerID
+        slots.deallocate()
         slots = VirtioBlkRequestSlots(count: slotCount, spansPerRequest: spansPerRequest)
         slots.assignTokens(handler: handlerID)
         testDelay = TestCompletionDelay(slots: slotCount)

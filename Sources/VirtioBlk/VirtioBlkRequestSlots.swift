@@ -5,10 +5,11 @@ import VhostUser
 /// the parsed request's buffers, the block request handed to the I/O API, and the parsed
 /// request itself. Used on the owning IOThread only; nothing is allocated per request.
 ///
-/// The buffers are kept retained once, behind an unsafe pointer, and lent out without
-/// reference counting (`withBuffers`): an array of class references costs a retain/release
-/// pair per access on the hot path.
-final class VirtioBlkRequestSlots {
+/// A plain struct of pointers, not a class: a class reference in a `var` property is
+/// retained around every use on the hot path. The buffers are kept retained once, behind an
+/// unsafe pointer, and lent out without reference counting (`withBuffers`). The owner calls
+/// `deallocate()` once.
+struct VirtioBlkRequestSlots {
     let count: Int
     private let buffers: UnsafeMutablePointer<Unmanaged<VirtioBlkRequestBuffers>>
     private let blockRequests: UnsafeMutablePointer<BlockRequest>
@@ -26,7 +27,7 @@ final class VirtioBlkRequestSlots {
         parsed.initialize(repeating: nil, count: max(count, 1))
     }
 
-    deinit {
+    func deallocate() {
         for i in 0..<count {
             blockRequests[i].releaseScratch()
             buffers[i].release()
