@@ -30,10 +30,11 @@ let package = Package(
         .target(name: "ControlThread", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
         // Types both the I/O side and the global-state side use.
         .target(name: "BlockCommon", swiftSettings: gnuSource),
+        // The IOThread event loop and its io_uring (IOContext, completion tokens). Below the
+        // block layer: it knows nothing of block devices.
+        .target(name: "IOThreads", dependencies: ["ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
-        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
-        // The IOThread event loop.
-        .target(name: "IOThreads", dependencies: ["BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads"], swiftSettings: hotPath),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: hotPath),
         // virtio-blk: config space, request parsing, status codes.
@@ -41,7 +42,7 @@ let package = Package(
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
-        .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", "IOThreads", log], swiftSettings: gnuSource),
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),

@@ -2,6 +2,7 @@ import BlockCommon
 import ControlThread
 import CSpindle
 import Glibc
+import IOThreads
 import Synchronization
 
 /// What a device uses to reach its image: a name, permissions, an in-flight counter, a

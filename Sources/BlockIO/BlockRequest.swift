@@ -1,5 +1,6 @@
 import CSpindle
 import Glibc
+import IOThreads
 
 public enum BlockOperation: UInt8, Sendable {
     case read, write, flush, discard, writeZeroes

@@ -2,6 +2,7 @@ import BlockCommon
 import BlockIO
 import CSpindle
 import Glibc
+import IOThreads
 import Logging
 
 /// The body of a mirror job, on its own plain thread with its own io_uring: copies dirty

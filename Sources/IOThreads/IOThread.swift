@@ -1,4 +1,3 @@
-import BlockIO
 import ControlThread
 import CSpindle
 import Glibc

@@ -1,4 +1,5 @@
 import BlockIO
+import IOThreads
 import VhostUser
 
 /// A queue's preallocated request slots: for each, a descriptor chain, the parsed request's

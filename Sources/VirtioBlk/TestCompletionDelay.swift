@@ -1,6 +1,7 @@
 import BlockIO
 import CSpindle
 import Glibc
+import IOThreads
 
 /// TEST ONLY. With `SPINDLE_TEST_DELAY_EVERY=N` in the environment, every Nth request's
 /// completion is held back for `SPINDLE_TEST_DELAY_MS` milliseconds (default 50) before it
