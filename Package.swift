@@ -51,6 +51,7 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
+        .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
         // Host NUMA topology (from a sysfs-shaped folder) and the queue-to-CPU placement policy.
         .target(name: "Placement", dependencies: ["CSpindle"], swiftSettings: gnuSource),

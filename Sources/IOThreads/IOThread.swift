@@ -17,12 +17,14 @@ public final class IOThread: @unchecked Sendable {
     public let context: IOContext
 
     private static let maxHandlers = 4096
-    private static let inboxHandler: UInt16 = 0
+    private static let inboxHandler = HandlerID(index: 0, generation: 0)
     /// A handler id never given out: CQEs nobody needs to see (e.g. of a poll removal).
-    public static let ignoredHandler: UInt16 = UInt16(maxHandlers - 1)
+    public static let ignoredHandler = HandlerID(index: UInt16(maxHandlers - 1), generation: 0)
 
     // Thread-confined state (only the IOThread touches these after start).
     private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
+    /// Each handler slot's current generation (see HandlerID), bumped when it is unregistered.
+    private let generations: UnsafeMutablePointer<UInt16>
     private var freeHandlerIDs: [UInt16]
     private let batchEnds: HandlerSchedule
     private let nextTurns: HandlerSchedule
@@ -60,9 +62,11 @@ public final class IOThread: @unchecked Sendable {
         self.context = try IOContext(entries: ringEntries)
         handlers = .allocate(capacity: Self.maxHandlers)
         handlers.initialize(repeating: nil, count: Self.maxHandlers)
+        generations = .allocate(capacity: Self.maxHandlers)
+        generations.initialize(repeating: 0, count: Self.maxHandlers)
         batchEnds = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: Self.maxHandlers, what: "IOThread \(id), end of batch")
         nextTurns = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), next turn")
-        freeHandlerIDs = (1..<Self.ignoredHandler).reversed()
+        freeHandlerIDs = (1..<Self.ignoredHandler.index).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
         var logger = Logger(label: "spindle.iothread")
@@ -73,6 +77,7 @@ public final class IOThread: @unchecked Sendable {
     deinit {
         handlers.deinitialize(count: Self.maxHandlers)
         handlers.deallocate()
+        generations.deallocate()
         inboxBuffer.deallocate()
         close(inboxFD)
     }
@@ -124,20 +129,25 @@ public final class IOThread: @unchecked Sendable {
     // MARK: on the IOThread
 
     /// Registers a handler; CQEs whose token carries the returned id go to it.
-    public func register(_ handler: any IOCompletionHandler) -> UInt16 {
-        guard let id = freeHandlerIDs.popLast() else {
+    public func register(_ handler: any IOCompletionHandler) -> HandlerID {
+        guard let index = freeHandlerIDs.popLast() else {
             fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
         }
-        handlers[Int(id)] = handler
-        return id
+        handlers[Int(index)] = handler
+        return HandlerID(index: index, generation: generations[Int(index)])
     }
 
-    /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped.
-    public func unregister(_ id: UInt16) {
-        handlers[Int(id)] = nil
-        batchEnds.forget(id)
-        nextTurns.forget(id)
-        freeHandlerIDs.append(id)
+    /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped (their
+    /// generation no longer matches, even once the slot serves another handler).
+    public func unregister(_ id: HandlerID) {
+        let index = Int(id.index)
+        precondition(handlers[index] != nil && generations[index] == id.generation,
+                     "IOThread \(self.id): \(id) unregistered twice, or never registered")
+        handlers[index] = nil
+        generations[index] &+= 1
+        batchEnds.forget(id.index)
+        nextTurns.forget(id.index)
+        freeHandlerIDs.append(id.index)
     }
 
     /// Adds a poller: while the adaptive window is open the thread spins on it instead of sleeping.
@@ -151,15 +161,15 @@ public final class IOThread: @unchecked Sendable {
 
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
     @inline(__always)
-    public func scheduleEndOfBatch(_ id: UInt16) {
-        batchEnds.add(id)
+    public func scheduleEndOfBatch(_ id: HandlerID) {
+        batchEnds.add(id.index)
     }
 
     /// Asks for the handler's nextTurn on the loop's next iteration, which then does not
     /// sleep: the thread first submits what is queued and reaps what completed.
     @inline(__always)
-    public func scheduleNextTurn(_ id: UInt16) {
-        nextTurns.add(id)
+    public func scheduleNextTurn(_ id: HandlerID) {
+        nextTurns.add(id.index)
     }
 
     private func runNextTurns() {
@@ -262,11 +272,14 @@ public final class IOThread: @unchecked Sendable {
 
     @inline(__always)
     private func dispatch(_ token: CompletionToken, result: Int32, flags: UInt32) {
-        if token.handler == Self.inboxHandler {
+        let id = token.handler
+        if id == Self.inboxHandler {
             runInbox()
             return
         }
-        handlers[Int(token.handler)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
+        // A late CQE of an unregistered handler: its slot may serve another handler now.
+        guard generations[Int(id.index)] == id.generation else { return }
+        handlers[Int(id.index)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
     }
 
     private func finishBatch() {

@@ -51,7 +51,7 @@ final class RequestSlots {
         freeStack.deallocate()
     }
 
-    func assignTokens(handler: UInt16) {
+    func assignTokens(handler: HandlerID) {
         for i in 0..<count { blockRequests[i].token = CompletionToken(handler: handler, tag: UInt64(i)) }
     }
 

@@ -13,7 +13,7 @@ final class TestCompletionDelay {
     static let milliseconds: Int = environmentInt("SPINDLE_TEST_DELAY_MS") ?? 50
 
     /// Tags with this bit are held completions coming back (low bits: the slot).
-    static let tagBit: UInt64 = 1 << 45
+    static let tagBit: UInt64 = 1 << 29
 
     private let every: Int
     private var seen = 0
@@ -40,7 +40,7 @@ final class TestCompletionDelay {
 
     /// Holds this completion if it is an Nth one: remembers `result` and queues a timeout
     /// whose CQE carries `handler`'s token with `tagBit | slot`. False: complete it now.
-    func hold(slot: Int, result: Int32, handler: UInt16, on context: IOContext) -> Bool {
+    func hold(slot: Int, result: Int32, handler: HandlerID, on context: IOContext) -> Bool {
         seen += 1
         guard seen % every == 0, slot < slotCount, let sqe = context.sqe() else { return false }
         results[slot] = result

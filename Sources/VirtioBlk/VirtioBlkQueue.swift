@@ -44,7 +44,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     /// call, which on the hot path costs a retain/release pair per request.
     private var threadRef: Unmanaged<IOThread>?
     private var contextRef: Unmanaged<IOContext>?
-    private var handlerID: UInt16 = 0
+    private var handlerID = IOThread.ignoredHandler
 
     private enum State { case idle, running, stopping, stopped, broken }
     private var state = State.idle
@@ -72,9 +72,9 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     static let requestsPerPass = 8
 
     /// Tags with this bit are kick-poll completions (the low bits: the poll generation).
-    private static let kickTagBit: UInt64 = 1 << 47
+    private static let kickTagBit: UInt64 = 1 << 31
     /// The completion of a poll removal.
-    private static let kickRemovalTag: UInt64 = 1 << 46
+    private static let kickRemovalTag: UInt64 = 1 << 30
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     private var pendingRemovals = 0
 
