@@ -1,27 +1,45 @@
 import CSpindle
 import Glibc
+import Synchronization
 
 /// One IOThread's io_uring, as the I/O side sees it: drivers take SQEs from it; the owning
-/// IOThread submits and reaps. Used only by the thread that owns it.
+/// IOThread submits and reaps. Used only by the thread that owns it, except the completion
+/// account (`reserveCompletions`/`releaseCompletions`), which any thread may use.
+///
+/// The invariants that keep a request from ever failing for lack of ring space:
+/// - Completion queue: every handler reserves, before its first SQE, a CQ entry for each
+///   CQE it can have outstanding at once (a virtqueue: one per request slot, plus its kick
+///   poll and poll removals); a reservation that does not fit is refused at setup. Each
+///   request has at most one SQE in flight at a time (drivers resubmit only from its
+///   completion), and the IOThread frees a CQE's entry before calling its handler, so the
+///   CQ never overflows.
+/// - Submission queue: a full SQ is submitted and the entry taken again (`sqe()`). With the
+///   CQ reserved, the kernel has no reason to refuse, except a transient lack of memory
+///   (-EAGAIN), which is retried; `sqe()` returns nil only if the ring itself is broken.
 public final class IOContext: @unchecked Sendable {
     public let ring: UnsafeMutablePointer<io_uring>
     public let entries: UInt32
+    /// The completion queue's size, as the kernel set it up.
+    public let completionEntries: Int
+    private let reservedCompletions = Atomic<Int>(0)
 
-    /// Creates the ring. Call on the thread that will own it.
-    public init(entries: UInt32) throws(IOContextError) {
+    /// How many times `sqe()` submits a full SQ before it gives up.
+    private static let submitAttempts = 1_000
+
+    /// Creates the ring. `completionEntries`: the CQ's size (default: four times the SQ).
+    public init(entries: UInt32, completionEntries: UInt32? = nil) throws(IOContextError) {
         ring = .allocate(capacity: 1)
         ring.initialize(to: io_uring())
         self.entries = entries
         var params = io_uring_params()
-        // A completion queue four times the submission queue: every request slot of every queue
-        // served by this thread must be able to complete without overflowing it.
         params.flags = UInt32(IORING_SETUP_CQSIZE)
-        params.cq_entries = entries * 4
+        params.cq_entries = completionEntries ?? entries * 4
         let rc = io_uring_queue_init_params(entries, ring, &params)
         guard rc == 0 else {
             ring.deallocate()
             throw IOContextError(errno: -rc)
         }
+        self.completionEntries = Int(ring.pointee.cq.ring_entries)
     }
 
     deinit {
@@ -29,13 +47,54 @@ public final class IOContext: @unchecked Sendable {
         ring.deallocate()
     }
 
+    // MARK: the completion account (any thread)
+
+    /// CQ entries reserved by handlers so far.
+    public var completionsReserved: Int { reservedCompletions.load(ordering: .relaxed) }
+
+    /// Reserves `count` CQ entries for a handler, before it submits anything; refused (false)
+    /// if they do not fit beside those reserved already.
+    public func reserveCompletions(_ count: Int) -> Bool {
+        precondition(count >= 0)
+        var reserved = reservedCompletions.load(ordering: .relaxed)
+        while true {
+            guard reserved + count <= completionEntries else { return false }
+            let (exchanged, original) = reservedCompletions.compareExchange(
+                expected: reserved, desired: reserved + count, ordering: .relaxed)
+            if exchanged { return true }
+            reserved = original
+        }
+    }
+
+    /// Gives back what `reserveCompletions` took, once the handler has no CQE outstanding.
+    public func releaseCompletions(_ count: Int) {
+        let before = reservedCompletions.subtract(count, ordering: .relaxed).oldValue
+        precondition(before >= count, "completion queue entries released twice")
+    }
+
+    // MARK: submission (the owning thread)
+
     /// A submission entry, submitting what is queued if the SQ is full. nil only if the kernel
-    /// refuses submissions (then the caller fails its request).
+    /// refuses submissions for good (the ring is broken; then the caller fails its request).
     @inline(__always)
     public func sqe() -> UnsafeMutablePointer<io_uring_sqe>? {
         if let sqe = io_uring_get_sqe(ring) { return sqe }
-        _ = io_uring_submit(ring)
-        return io_uring_get_sqe(ring)
+        return sqeAfterSubmitting()
+    }
+
+    /// The SQ is full: hand it to the kernel, then take an entry. The kernel takes every
+    /// queued SQE (one it cannot prepare completes at once with an error CQE) unless it lacks
+    /// memory for them (-EAGAIN) or, on older kernels, holds CQEs in overflow (-EBUSY, which the
+    /// reservation rules out); both are retried after giving the CPU away.
+    @inline(never)
+    private func sqeAfterSubmitting() -> UnsafeMutablePointer<io_uring_sqe>? {
+        for _ in 0..<Self.submitAttempts {
+            let rc = io_uring_submit(ring)
+            if let sqe = io_uring_get_sqe(ring) { return sqe }
+            if rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR { return nil }
+            sched_yield()
+        }
+        return nil
     }
 
     /// Hands what is queued to the kernel now instead of at the end of the thread's pass.

@@ -77,6 +77,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private static let kickRemovalTag: UInt64 = 1 << 30
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     private var pendingRemovals = 0
+    /// Most CQEs outstanding at once, reserved on the IOThread's ring: one per slot (a held
+    /// test-delay timeout stands in for its slot's CQE), the kick poll's CQE and its last
+    /// one (a multishot poll whose CQE finds no room ends instead), and two poll removals.
+    private var completionsNeeded: Int { slotCount + 4 }
 
     public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
                 inflight: InflightTracker? = nil) {
@@ -118,6 +122,14 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
 
     public func start(on thread: IOThread) {
         precondition(state == .idle)
+        do throws(CompletionQueueFull) {
+            try thread.reserveCompletions(completionsNeeded)
+        } catch {
+            state = .stopped  // never started: a stop completes at once
+            logger.error("queue \(index) not started: \(error); map fewer queues to that iothread (iothread-vq-mapping, or more iothreads) or give the guest's device a smaller queue-size")
+            onBroken?(index, "\(error)")
+            return
+        }
         threadRef = .passUnretained(thread)
         contextRef = .passUnretained(thread.context)
         handlerID = thread.register(self)
@@ -170,6 +182,7 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         onThread { thread in
             thread.removePoller(self)
             thread.unregister(handlerID)
+            thread.releaseCompletions(completionsNeeded)
         }
         let waiting = stopCompletions
         stopCompletions.removeAll()
