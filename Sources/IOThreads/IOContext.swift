@@ -22,6 +22,9 @@ public final class IOContext: @unchecked Sendable {
     /// The completion queue's size, as the kernel set it up.
     public let completionEntries: Int
     private let reservedCompletions = Atomic<Int>(0)
+    /// The thread that submits and reaps (debug-build checks): the creator, until an
+    /// IOThread that built its ring on the control thread takes it over.
+    private let owner = ThreadOwner()
 
     /// How many times `sqe()` submits a full SQ before it gives up.
     private static let submitAttempts = 1_000
@@ -40,6 +43,7 @@ public final class IOContext: @unchecked Sendable {
             throw IOContextError(errno: -rc)
         }
         self.completionEntries = Int(ring.pointee.cq.ring_entries)
+        owner.bindToCurrentThread()
     }
 
     deinit {
@@ -74,10 +78,22 @@ public final class IOContext: @unchecked Sendable {
 
     // MARK: submission (the owning thread)
 
+    /// Makes the calling thread the ring's owner (an IOThread, when it starts running).
+    public func bindToCurrentThread() {
+        owner.bindToCurrentThread()
+    }
+
+    /// Traps in debug builds when called off the thread that owns the ring; nothing in release.
+    @inline(__always)
+    public func assertOnThread(file: StaticString = #fileID, line: UInt = #line) {
+        owner.assertOwned("IOContext", file: file, line: line)
+    }
+
     /// A submission entry, submitting what is queued if the SQ is full. nil only if the kernel
     /// refuses submissions for good (the ring is broken; then the caller fails its request).
     @inline(__always)
     public func sqe() -> UnsafeMutablePointer<io_uring_sqe>? {
+        assertOnThread()
         if let sqe = io_uring_get_sqe(ring) { return sqe }
         return sqeAfterSubmitting()
     }

@@ -50,6 +50,7 @@ public final class IOThread: @unchecked Sendable {
     private let sleepsInPoll = getenv("SPINDLE_IOTHREAD_SLEEP").map { String(cString: $0) == "poll" } ?? false
 
     private var thread = pthread_t()
+    private let owner = ThreadOwner()
     private let tid = Atomic<Int32>(0)
     private let logger: Logger
 
@@ -133,8 +134,19 @@ public final class IOThread: @unchecked Sendable {
 
     // MARK: on the IOThread
 
+    /// True on this IOThread (and before it runs).
+    public var isCurrent: Bool { owner.isCurrent }
+
+    /// Traps in debug builds when called off this IOThread (once it runs); compiled out of
+    /// release builds. For the thread's own methods below and for handlers' entry points.
+    @inline(__always)
+    public func assertOnThread(file: StaticString = #fileID, line: UInt = #line) {
+        owner.assertOwned("IOThread \(id)", file: file, line: line)
+    }
+
     /// Registers a handler; CQEs whose token carries the returned id go to it.
     public func register(_ handler: any IOCompletionHandler) -> HandlerID {
+        assertOnThread()
         guard let index = freeHandlerIDs.popLast() else {
             fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
         }
@@ -145,6 +157,7 @@ public final class IOThread: @unchecked Sendable {
     /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped (their
     /// generation no longer matches, even once the slot serves another handler).
     public func unregister(_ id: HandlerID) {
+        assertOnThread()
         let index = Int(id.index)
         precondition(handlers[index] != nil && generations[index] == id.generation,
                      "IOThread \(self.id): \(id) unregistered twice, or never registered")
@@ -157,16 +170,19 @@ public final class IOThread: @unchecked Sendable {
 
     /// Adds a poller: while the adaptive window is open the thread spins on it instead of sleeping.
     public func addPoller(_ poller: any IOPoller) {
+        assertOnThread()
         pollers.append(poller)
     }
 
     public func removePoller(_ poller: any IOPoller) {
+        assertOnThread()
         pollers.removeAll { $0 === poller }
     }
 
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
     @inline(__always)
     public func scheduleEndOfBatch(_ id: HandlerID) {
+        assertOnThread()
         batchEnds.add(id.index)
     }
 
@@ -174,6 +190,7 @@ public final class IOThread: @unchecked Sendable {
     /// sleep: the thread first submits what is queued and reaps what completed.
     @inline(__always)
     public func scheduleNextTurn(_ id: HandlerID) {
+        assertOnThread()
         nextTurns.add(id.index)
     }
 
@@ -188,6 +205,8 @@ public final class IOThread: @unchecked Sendable {
             if rc != 0 { logger.warning("cannot pin IOThread \(id) to CPU \(cpu): \(String(cString: strerror(rc)))") }
         }
         _ = spindle_set_thread_name("iot-\(id)")
+        owner.bindToCurrentThread()
+        context.bindToCurrentThread()
         tid.store(spindle_gettid(), ordering: .releasing)
         armInbox()
         let ring = context.ring
