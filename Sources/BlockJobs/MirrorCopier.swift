@@ -1,5 +1,6 @@
 import BlockCommon
 import BlockIO
+import ControlThread
 import CSpindle
 import Glibc
 import IOThreads

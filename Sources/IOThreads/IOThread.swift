@@ -41,7 +41,7 @@ public final class IOThread: @unchecked Sendable {
     // Cross-thread inbox.
     private let inboxFD: Int32
     private let inboxBuffer: UnsafeMutablePointer<UInt64>
-    private let inbox = Mutex<[@Sendable (IOThread) -> Void]>([])
+    private let inbox = PosixMutex<[@Sendable (IOThread) -> Void]>([])
 
     /// Sleep in poll(2) on the ring's fd instead of in io_uring_enter: only for profiling
     /// under valgrind 3.19, which keeps its global lock across io_uring_enter and so freezes

@@ -50,14 +50,7 @@ case .run(let parsed):
 
 /// Runs `body` on the control thread and waits for it (main thread only).
 func onControlThread<T: Sendable>(_ body: @escaping @Sendable @ControlActor () async -> T) -> T {
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: T?
-    Task { @ControlActor in
-        result = await body()
-        done.signal()
-    }
-    done.wait()
-    return result!
+    runOnControlThread(body)
 }
 
 let startError: String? = onControlThread {
