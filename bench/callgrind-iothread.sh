@@ -9,7 +9,7 @@
 #   bench/callgrind-iothread.sh                    # 4 KiB randread, QD 32, eventfd
 #   RW=randwrite QD=1 MODE=poll bench/callgrind-iothread.sh
 #
-# SPINDLE_IOTHREAD_SLEEP=poll makes the IOThread sleep in poll(2) instead of io_uring_enter:
+# The export's IOThread has x-sleep=poll: it sleeps in poll(2) instead of io_uring_enter;
 # valgrind 3.19 holds its global lock across io_uring_enter, which would freeze the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +28,9 @@ else
     NODE="driver=null-co,node-name=n0,size=1G"
 fi
 SOCK=$WORK/export.sock
-SPINDLE_IOTHREAD_SLEEP=poll valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg" \
-    "$WORK/spindle" --blockdev "$NODE" \
-    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg" \
+    "$WORK/spindle" --object iothread,id=iot0,x-sleep=poll --blockdev "$NODE" \
+    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1,iothread=iot0 \
     2>"$WORK/valgrind.log" &
 VG=$!
 for _ in $(seq 150); do [ -S "$SOCK" ] && break; sleep 0.2; done

@@ -45,9 +45,8 @@ public final class IOThread: @unchecked Sendable {
 
     /// Sleep in poll(2) on the ring's fd instead of in io_uring_enter: only for profiling
     /// under valgrind 3.19, which keeps its global lock across io_uring_enter and so freezes
-    /// every other thread of the process while an IOThread sleeps there.
-    /// Set by SPINDLE_IOTHREAD_SLEEP=poll.
-    private let sleepsInPoll = getenv("SPINDLE_IOTHREAD_SLEEP").map { String(cString: $0) == "poll" } ?? false
+    /// every other thread of the process while an IOThread sleeps there (`x-sleep=poll`).
+    public let sleepsInPoll: Bool
 
     private var thread = pthread_t()
     private let owner = ThreadOwner()
@@ -56,8 +55,9 @@ public final class IOThread: @unchecked Sendable {
 
     @ControlActor
     public init(id: String, cpu: Int?, pollMaxNs: UInt64 = IOThread.defaultPollMaxNs, pollGrow: UInt64 = 0,
-                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024) throws(IOContextError) {
+                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024, sleepsInPoll: Bool = false) throws(IOContextError) {
         self.id = id
+        self.sleepsInPoll = sleepsInPoll
         self.cpu = cpu
         self.pollWindow = PollWindow(maxNs: pollMaxNs, grow: pollGrow, shrink: pollShrink)
         self.context = try IOContext(entries: ringEntries, completionEntries: ringEntries * Self.completionsPerSubmission)

@@ -70,13 +70,15 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            job-complete, job-finalize, job-dismiss (README)
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
-           [,poll-grow=<n>][,poll-shrink=<n>]
+           [,poll-grow=<n>][,poll-shrink=<n>][,x-sleep=io_uring|poll]
                          create an I/O thread for --export iothread=<id>
                          cpu: pin the thread to host CPU <n> (default unpinned)
                          poll-max-ns: busy-poll the queues for up to this long
                            before sleeping, adaptively as QEMU (default 100000;
                            0 disables); poll-grow, poll-shrink: how the window
                            grows and shrinks (default 2 and reset to 0)
+                         x-sleep=poll: sleep in poll(2), not io_uring_enter
+                           (for profiling under valgrind only)
 
   --pidfile <path>       write process ID to a file after startup
 

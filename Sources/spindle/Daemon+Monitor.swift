@@ -100,7 +100,7 @@ extension Daemon: MonitorCommandTarget {
         guard iothreads[options.id] == nil else { throw QMPError(.genericError, "attempt to add duplicate property '\(options.id)' to object (type 'container')") }
         do {
             iothreads[options.id] = try startIOThread(id: options.id, cpu: options.cpu, pollMaxNs: options.pollMaxNs,
-                                                      pollGrow: options.pollGrow, pollShrink: options.pollShrink)
+                                                      pollGrow: options.pollGrow, pollShrink: options.pollShrink, sleepsInPoll: options.sleepsInPoll)
         } catch {
             throw QMPError(.genericError, "cannot start iothread '\(options.id)': \(error)")
         }

@@ -42,7 +42,7 @@ final class Daemon {
         logger.info("host topology: \(topology)")
         for object in configuration.iothreads {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
-                                                     pollGrow: object.pollGrow, pollShrink: object.pollShrink)
+                                                     pollGrow: object.pollGrow, pollShrink: object.pollShrink, sleepsInPoll: object.sleepsInPoll)
         }
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
@@ -59,9 +59,9 @@ final class Daemon {
     }
 
     func startIOThread(id: String, cpu: Int?, pollMaxNs: UInt64? = nil, pollGrow: UInt64? = nil,
-                               pollShrink: UInt64? = nil) throws -> IOThread {
+                               pollShrink: UInt64? = nil, sleepsInPoll: Bool = false) throws -> IOThread {
         let thread = try IOThread(id: id, cpu: cpu, pollMaxNs: pollMaxNs ?? IOThread.defaultPollMaxNs,
-                                  pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0)
+                                  pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0, sleepsInPoll: sleepsInPoll)
         thread.start()
         return thread
     }
