@@ -27,7 +27,9 @@ let package = Package(
         .target(name: "CSpindle", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]),
         // The control thread: a global actor whose executor is one dedicated pthread running an
         // epoll loop (sockets, eventfds) and the actor's jobs. Global-state code is isolated to it.
-        .target(name: "ControlThread", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
+        // Also the threading primitives every layer uses: PosixMutex (the one mutex type) and
+        // runOnControlThread (the one bridge from a plain thread onto the control thread).
+        .target(name: "ControlThread", dependencies: ["CSpindle"], swiftSettings: gnuSource),
         // Types both the I/O side and the global-state side use.
         .target(name: "BlockCommon", swiftSettings: gnuSource),
         // The IOThread event loop and its io_uring (IOContext, completion tokens). Below the
@@ -38,7 +40,7 @@ let package = Package(
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: hotPath),
         // virtio-blk: config space, request parsing, status codes.
-        .target(name: "VirtioBlk", dependencies: ["VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: hotPath),
+        .target(name: "VirtioBlk", dependencies: ["VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
