@@ -98,10 +98,11 @@ public final class IOContext: @unchecked Sendable {
         return sqeAfterSubmitting()
     }
 
-    /// The SQ is full: hand it to the kernel, then take an entry. The kernel takes every
-    /// queued SQE (one it cannot prepare completes at once with an error CQE) unless it lacks
-    /// memory for them (-EAGAIN) or, on older kernels, holds CQEs in overflow (-EBUSY, which the
-    /// reservation rules out); both are retried after giving the CPU away.
+    /// The SQ is full: hand it to the kernel, then take an entry. The kernel takes the queued
+    /// SQEs in order; one it cannot prepare completes at once with an error CQE and ends that
+    /// call (the next round takes the rest). It takes none only when it lacks memory for them
+    /// (-EAGAIN) or, on older kernels, holds CQEs in overflow (-EBUSY, which the reservation
+    /// rules out); both are retried after giving the CPU away.
     @inline(never)
     private func sqeAfterSubmitting() -> UnsafeMutablePointer<io_uring_sqe>? {
         for _ in 0..<Self.submitAttempts {
