@@ -42,6 +42,7 @@
 # `swift build -c release --product spindle`, then `--product spindle-bench`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BACKENDS=${BACKENDS:-qsd spindle}
 IMAGES=${IMAGES:-null file direct}
 RWS=${RWS:-randread randwrite}
@@ -64,26 +65,17 @@ QUIET_WAIT=${QUIET_WAIT:-20}
 BUDGET=${BUDGET:-3600}
 NOTE=${NOTE:-}
 
-BENCH=$PWD/.build/release/spindle-bench
-SPINDLE=$PWD/.build/release/spindle
+BENCH=$BENCH_RELEASE/spindle-bench
+SPINDLE=$BENCH_RELEASE/spindle
 QSD=$(command -v qemu-storage-daemon)
-if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    # One product per swift build: given --product twice, SwiftPM builds only the last.
-    swift build -c release --product spindle >&2 && swift build -c release --product spindle-bench >&2
-fi
+bench_build missing spindle spindle-bench >&2
 case $(stat -f -c %T "$IMAGE_DIR") in
     tmpfs|ramfs) echo "compare-qsd: IMAGE_DIR=$IMAGE_DIR is $(stat -f -c %T "$IMAGE_DIR"); use a disk filesystem (ext4)" >&2; exit 2 ;;
 esac
 
-work=$(mktemp -d /tmp/compare-qsd.XXXXXX)
+bench_workdir work compare-qsd
 IMAGE=$IMAGE_DIR/spindle-compare-qsd.$$.raw
-backend_pid=
-cleanup() {
-    [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null && wait "$backend_pid" 2>/dev/null || true
-    rm -rf "$work"
-    rm -f "$IMAGE"
-}
-trap cleanup EXIT
+bench_at_exit 'rm -f "$IMAGE"'
 
 maxq=1
 for s in $SHAPES; do [ "${s%x*}" -gt "$maxq" ] && maxq=${s%x*}; done
@@ -104,15 +96,8 @@ start_backend() {
     cmd=("$bin" --blockdev "$node"
          --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$maxq")
     backend_cmd="taskset -c $BACKEND_CPU $backend ${cmd[*]:1}"
-    taskset -c "$BACKEND_CPU" "${cmd[@]}" >"$work/$backend.log" 2>&1 &
-    backend_pid=$!
-    for _ in $(seq 200); do [ -S "$sock" ] && return 0; sleep 0.05; done
-    echo "compare-qsd: $backend did not create $sock:" >&2; cat "$work/$backend.log" >&2; exit 1
-}
-
-stop_backend() {
-    kill "$backend_pid" 2>/dev/null || echo "compare-qsd: backend (pid $backend_pid) had already exited" >&2
-    wait "$backend_pid" 2>/dev/null || true; backend_pid=
+    bench_start_backend "$work/$backend.log" taskset -c "$BACKEND_CPU" "${cmd[@]}"
+    bench_wait_socket "$sock" "$backend_pid" "$work/$backend.log" 10
 }
 
 # /proc/stat busy jiffies (user nice system irq softirq steal) of the whole machine.
@@ -240,7 +225,7 @@ for image in $IMAGES; do
                             echo "spindle-bench ${args[*]}" >>"$commands"
                         fi
                         run_point "$backend $image $rw $nq $qd $mode $turn" "$BENCH" "${args[@]}"
-                        stop_backend
+                        bench_stop_backend
                     done
                 done
             done

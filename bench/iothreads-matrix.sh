@@ -25,6 +25,7 @@
 # `swift build -c release --product spindle-bench`, then `--product spindle`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNTIME=${RUNTIME:-3}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-1}
@@ -46,21 +47,12 @@ QUIET_WAIT=${QUIET_WAIT:-30}
 # so a busy machine cannot stretch it much past that (runs themselves take ~4.5 s each).
 BUDGET=${BUDGET:-480}
 
-BENCH=$PWD/.build/release/spindle-bench
-SPINDLE=$PWD/.build/release/spindle
-if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    # One product per swift build: given --product twice, SwiftPM builds only the last.
-    swift build -c release --product spindle-bench >&2 && swift build -c release --product spindle >&2
-fi
+BENCH=$BENCH_RELEASE/spindle-bench
+SPINDLE=$BENCH_RELEASE/spindle
+bench_build missing spindle-bench spindle >&2
 
-work=$(mktemp -d /tmp/iothreads-matrix.XXXXXX)
-backend_pid=
-cleanup() {
-    [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null && wait "$backend_pid" 2>/dev/null || true
-    rm -rf "$work"
-    rm -f "$SHM_FILE"
-}
-trap cleanup EXIT
+bench_workdir work iothreads-matrix
+bench_at_exit 'rm -f "$SHM_FILE"'
 
 # start_backend BACKEND CONFIG POLLING: starts Spindle unpinned, waits for its socket.
 # Sets sock, backend_pid, backend_cmd, nq, note.
@@ -86,15 +78,8 @@ start_backend() {
     cmd=("$SPINDLE" "${objs[@]}" --blockdev "$blockdev"
          --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$nq$exp_extra")
     backend_cmd="spindle ${cmd[*]:1}"
-    "${cmd[@]}" >"$work/spindle.log" 2>&1 &
-    backend_pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done
-    echo "iothreads-matrix: spindle did not create $sock:" >&2; cat "$work/spindle.log" >&2; exit 1
-}
-
-stop_backend() {
-    kill "$backend_pid" 2>/dev/null || echo "iothreads-matrix: spindle (pid $backend_pid) had already exited" >&2
-    wait "$backend_pid" 2>/dev/null || true; backend_pid=
+    bench_start_backend "$work/spindle.log" "${cmd[@]}"
+    bench_wait_socket "$sock" "$backend_pid" "$work/spindle.log" 5
 }
 
 # Busy CPU of the whole machine over one second, in % of one CPU (from /proc/stat).
@@ -151,7 +136,7 @@ for backend in $BACKENDS; do
                 done
             done
         done
-        stop_backend
+        bench_stop_backend
         # One placement line per queue start (each spindle-bench run reconnects).
         grep 'queue placement' "$work/spindle.log" | sed "s/^/[$label] /" >>"$placements" || true
     done
