@@ -100,40 +100,19 @@ start_backend() {
     bench_wait_socket "$sock" "$backend_pid" "$work/$backend.log" 10
 }
 
-# /proc/stat busy jiffies (user nice system irq softirq steal) of the whole machine.
-busy_jiffies() { local a; a=($(head -1 /proc/stat)); echo $((a[1]+a[2]+a[3]+a[6]+a[7]+a[8])); }
-
 # Busy jiffies of the CPUs outside FIO_CPUS (a comma list of CPU numbers): for fio runs,
 # "other" is what ran there (fio's own CPU, its io-wq workers included, is hard to separate).
 outside_jiffies() {
     awk -v cpus=",$FIO_CPUS," '/^cpu[0-9]/ { n = substr($1, 4); if (index(cpus, "," n ",") == 0) s += $2+$3+$4+$7+$8+$9 } END { print s+0 }' /proc/stat
 }
 
-# Busy CPU of the whole machine over one second, in % of one CPU.
-machine_busy() {
-    local a b; a=$(busy_jiffies); sleep 1; b=$(busy_jiffies)
-    echo $(( (b - a) * 100 / $(getconf CLK_TCK) ))
-}
-
-# Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
-wait_quiet() {
-    local waited=0 busy
-    [ "$SECONDS" -lt "$BUDGET" ] || return 0
-    while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        waited=$((waited + 1))
-    done
-    [ "$busy" -le "$QUIET_PCT" ] || echo "compare-qsd: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
-}
-
-other_of() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$1"; }
-
 # run_point LABEL CMD...: runs CMD (prints one JSON line) with quiet wait and noise retries.
 run_point() {
     local label=$1 line other attempt; shift
     for attempt in $(seq "$ATTEMPTS"); do
-        wait_quiet
+        bench_wait_quiet "$BUDGET"
         line=$("$@") || { echo "compare-qsd: $label failed: $*" >&2; line='{"error":"run failed"}'; }
-        other=$(other_of "$line")
+        other=$(bench_other_cpu "$line")
         echo "$label: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.1f kIOPS other %s%%" % (r.get("iops",0)/1000, r.get("other_cpu_pct")))' "$line")" >&2
         if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ] || [ "$SECONDS" -ge "$BUDGET" ]; then
             printf '%s\t%s\n' "$label" "$line" >>"$results"

@@ -82,23 +82,6 @@ start_backend() {
     bench_wait_socket "$sock" "$backend_pid" "$work/spindle.log" 5
 }
 
-# Busy CPU of the whole machine over one second, in % of one CPU (from /proc/stat).
-machine_busy() {
-    local a b
-    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-    echo $(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[6]-a[7]-a[8]) * 100 / $(getconf CLK_TCK) ))
-}
-
-# Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
-wait_quiet() {
-    local waited=0 busy
-    [ "$SECONDS" -lt "$BUDGET" ] || return 0
-    while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        waited=$((waited + 1))
-    done
-    [ "$busy" -le "$QUIET_PCT" ] || echo "iothreads-matrix: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
-}
-
 if [[ " $BACKENDS " == *" file "* ]]; then
     dd if=/dev/zero of="$SHM_FILE" bs=1M count=256 status=none   # allocated, not sparse
 fi
@@ -124,10 +107,10 @@ for backend in $BACKENDS; do
                       --runtime "$RUNTIME" --ramp "$RAMP" --completion "$completion" --backend-pid "$backend_pid" --json-only)
                 echo "spindle-bench ${args[*]}" >>"$commands"
                 for attempt in $(seq "$ATTEMPTS"); do
-                    wait_quiet
+                    bench_wait_quiet "$BUDGET"
                     line=$("$BENCH" "${args[@]}")
                     echo "$label: $line" >&2
-                    other=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$line")
+                    other=$(bench_other_cpu "$line")
                     if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ] || [ "$SECONDS" -ge "$BUDGET" ]; then
                         printf '%s\t%s\n' "$label" "$line" >>"$results"
                         break

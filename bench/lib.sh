@@ -87,6 +87,31 @@ bench_stop_backend() {
     backend_pid=
 }
 
+# bench_machine_busy: busy CPU of the whole machine over one second, in % of one CPU
+# (/proc/stat: user nice system irq softirq steal).
+bench_machine_busy() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    echo $(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[6]-a[7]-a[8]) * 100 / $(getconf CLK_TCK) ))
+}
+
+# bench_wait_quiet [BUDGET]: waits (up to QUIET_WAIT seconds) until other work on the machine
+# stays under QUIET_PCT % of a CPU; not at all once the script has run BUDGET seconds.
+bench_wait_quiet() {
+    local waited=0 busy
+    [ -z "${1:-}" ] || [ "$SECONDS" -lt "$1" ] || return 0
+    while busy=$(bench_machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+        waited=$((waited + 1))
+    done
+    [ "$busy" -le "$QUIET_PCT" ] || echo "$BENCH_NAME: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
+}
+
+# bench_other_cpu JSON: spindle-bench's other_cpu_pct in a result line (CPU used by neither
+# side), as a whole number.
+bench_other_cpu() {
+    python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$1"
+}
+
 # bench_workdir VAR PREFIX: creates /tmp/PREFIX.XXXXXX, stores its path in VAR; removed at exit
 # after the backend has stopped.
 bench_workdir() {
