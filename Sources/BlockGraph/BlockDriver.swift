@@ -51,6 +51,7 @@ extension BlockNode {
         switch options.driver {
         case .file(let file): driver = try FileDriver.open(file, node: name, nodes: nodes)
         case .null(let null): driver = try NullDriver.open(null, node: name, nodes: nodes)
+        case .delay(let delay): driver = try DelayFilterDriver.open(delay, node: name, nodes: nodes)
         }
         return BlockNode(name: name, options: options, driver: driver)
     }

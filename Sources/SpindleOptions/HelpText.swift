@@ -26,6 +26,16 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          read-zeroes: reads return zeroes (default off)
   Both drivers also take force-share=on (no image locks; read-only nodes only)
   and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
+  --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
+             [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]
+                         FOR TESTS: a filter over node <node> (defined before)
+                         hold-every: hold every nth completion back (default 0,
+                           none), for hold-ms milliseconds (default 50), so that
+                           completions go out of order
+                         fail-every: fail every nth request without passing it
+                           on (default 0, none), with fail-errno: EIO (default),
+                           ENOSPC, EINVAL, ENOMEM, EROFS, EPERM, EACCES,
+                           ETIMEDOUT, ENOTSUP or EDQUOT
 
   --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
                          a UNIX socket for a QMP monitor (--monitor);

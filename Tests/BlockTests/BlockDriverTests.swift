@@ -43,7 +43,7 @@ import Testing
     }
 }
 
-/// Drivers through the GS-side protocol.
+/// Drivers through the GS-side protocol, and filters in the graph.
 @Suite(.serialized) struct BlockDriverTests {
     static func inode(_ fd: Int32) -> ino_t? {
         var info = stat()
@@ -87,5 +87,47 @@ import Testing
         #expect(driver.display.file == "n")
         #expect(driver.children.isEmpty)
         driver.close()
+    }
+
+    @Test @ControlActor func aFilterKeepsItsChildInUseAndPassesItsUsersLocksDown() async throws {
+        let path = temporaryImage(size: 1 << 20)
+        defer { unlink(path) }
+        let graph = BlockGraph()
+        try graph.openNode(BlockdevOptions(nodeName: NodeName("f"), driver: .file(FileOptions(filename: path))))
+        try graph.openNode(BlockdevOptions(nodeName: NodeName("d"), driver: .delay(DelayFilterOptions(child: NodeName("f")))))
+        let filter = try #require(graph.nodes[NodeName("d")])
+        #expect(filter.driverName == "x-delay")
+        #expect(filter.display.file == path)
+        #expect(filter.length == 1 << 20)
+        #expect(graph.nodes[NodeName("f")]?.parents == [NodeName("d")])
+        // blockdev-del of the child is refused while the filter exists.
+        #expect { try graph.closeNode(NodeName("f")) } throws: { ($0 as? BlockError)?.message.contains("filter node 'd'") == true }
+        // A writer on the filter holds the child's write lock: a second node on the image cannot write.
+        try graph.openNode(BlockdevOptions(nodeName: NodeName("g"), driver: .file(FileOptions(filename: path))))
+        let writer = try graph.createBackend(name: "w", node: NodeName("d"), permissions: [.consistentRead, .write])
+        #expect(throws: BlockError.self) {
+            _ = try graph.createBackend(name: "w2", node: NodeName("g"), permissions: [.consistentRead, .write])
+        }
+        // Resizing goes through the filter to the child; the child alone is refused.
+        await #expect(throws: BlockError.self) { _ = try await graph.resize(node: NodeName("f"), to: 2 << 20) }
+        _ = try await graph.resize(node: NodeName("d"), to: 2 << 20)
+        #expect(graph.nodes[NodeName("f")]?.length == 2 << 20)
+        #expect(filter.length == 2 << 20)
+        await graph.deleteBackend(writer)
+        // The writer gone, its lock on the child is gone too.
+        let second = try graph.createBackend(name: "w2", node: NodeName("g"), permissions: [.consistentRead, .write])
+        await graph.deleteBackend(second)
+        // A filter over a filter is refused.
+        #expect(throws: BlockError.self) {
+            try graph.openNode(BlockdevOptions(nodeName: NodeName("dd"), driver: .delay(DelayFilterOptions(child: NodeName("d")))))
+        }
+        graph.closeAllNodes()  // the filter first, then its child
+        #expect(graph.nodes.isEmpty)
+    }
+
+    @Test @ControlActor func aFilterNeedsAnExistingChild() {
+        let graph = BlockGraph()
+        #expect { try graph.openNode(BlockdevOptions(nodeName: NodeName("d"), driver: .delay(DelayFilterOptions(child: NodeName("x"))))) }
+            throws: { ($0 as? BlockError)?.errno == ENOENT }
     }
 }
