@@ -47,7 +47,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            [,writethrough=on|off][,num-queues=<n>]
            [,logical-block-size=<size>][,serial=<serial>]
            [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
-           [,fixed-iothread=on|off]
+           [,fixed-iothread=on|off][,x-inflight=on|off]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
                          writable: let the guest write (default off; the node
@@ -67,6 +67,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            (default: automatic NUMA-aware placement, one pinned
                            IOThread per CPU, least-loaded CPU of the ring's node)
                          fixed-iothread: accepted for compatibility, no effect
+                         x-inflight: FOR TESTS, off withholds the inflight
+                           region (INFLIGHT_SHMFD) from the frontend (default on)
 
   --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
                          run a QMP monitor on --chardev <id>

@@ -2,8 +2,8 @@ import BlockCommon
 @testable import SpindleOptions
 import Testing
 
-/// The test hooks given as configuration: the x-delay filter node, from keyval, JSON and
-/// the JSON entry points QMP uses.
+/// The test hooks given as configuration: the x-delay filter node and the export's
+/// x-inflight key, from keyval, JSON and the JSON entry points QMP uses.
 @Suite struct TestHookOptionsTests {
     @Test func delayFilterFromKeyval() throws {
         let config = try configuration(nullNode + ["--blockdev",
@@ -60,8 +60,19 @@ import Testing
                     + exportArgs(",writable=on", node: "d0"), "node 'd0' is read-only")
     }
 
+    @Test func inflightKey() throws {
+        #expect(try configuration(nullNode + exportArgs()).exports.first?.inflightTracking == true)
+        #expect(try configuration(nullNode + exportArgs(",x-inflight=off")).exports.first?.inflightTracking == false)
+        let qmp = try exportOptions(fromJSONObject: OptionObject([
+            "type": .string("vhost-user-blk"), "id": .string("e0"), "node-name": .string("n0"), "x-inflight": .bool(false),
+            "addr": .object(OptionObject(["type": .string("unix"), "path": .string("/tmp/e0.sock")])),
+        ]))
+        #expect(qmp.inflightTracking == false)
+        expectError(nullNode + exportArgs(",x-inflight=maybe"), "invalid boolean 'maybe' for 'x-inflight'")
+    }
+
     @Test func helpNamesTheTestHooks() {
-        for key in DelayFilterParser.keys + ["x-delay"] {
+        for key in DelayFilterParser.keys + ["x-delay", "x-inflight"] {
             #expect(spindleHelpText.contains(key), "help lacks \(key)")
         }
     }
