@@ -6,6 +6,10 @@ import ControlThread
 /// thread (open, permissions and image locks, resize, close, what the monitor shows). The
 /// data path it provides, `io`, is what IOThreads call through BlockBackends. One
 /// implementation per driver, each in its own file; `BlockNode.open` picks it by options.
+///
+/// A new driver (qcow2) adds: a case of BlockDriverOptions (BlockCommon), its keys in
+/// SpindleOptions, its data path (a BlockDriverIO in BlockIO), this protocol's
+/// implementation in its own file here, and one line in `BlockNode.open`.
 @ControlActor
 protocol BlockDriver: AnyObject {
     associatedtype Options

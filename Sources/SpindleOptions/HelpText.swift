@@ -26,6 +26,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          read-zeroes: reads return zeroes (default off)
   Both drivers also take force-share=on (no image locks; read-only nodes only)
   and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
+
   --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
              [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]
                          FOR TESTS: a filter over node <node> (defined before)
