@@ -36,8 +36,6 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private let logger: Logger
     /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one.
     private let inflight: InflightTracker?
-    /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
-    private var testDelay: TestCompletionDelay?
 
     /// The IOThread and its ring, set in `start`. Held unretained and lent through
     /// `onThread`/`onContext`: even an unowned(unsafe) reference is retained around every
@@ -124,7 +122,6 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         thread.addPoller(self)
         slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
         slots.assignTokens(handler: handlerID)
-        testDelay = TestCompletionDelay(slots: slotCount)
         state = .running
         armKick()
         processAvailable()
@@ -214,17 +211,11 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if state == .running { processAvailable() }
             return
         }
-        if tag & TestCompletionDelay.tagBit != 0 {
-            let slotIndex = Int(tag & 0xFFFF)
-            if let held = testDelay?.release(slot: slotIndex) { complete(slot: slotIndex, result: held) }
-            return
-        }
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
         let final = onContext { backend.complete(request, result: result, on: $0) }
         guard let final else { return }
-        if let testDelay, onContext({ testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: $0) }) { return }
         complete(slot: slotIndex, result: final)
     }
 

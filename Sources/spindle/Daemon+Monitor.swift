@@ -83,16 +83,9 @@ extension Daemon: MonitorCommandTarget {
 
     func queryNamedBlockNodes() -> [BlockNodeInfo] {
         graph.nodes.values.sorted { $0.name.rawValue < $1.name.rawValue }.map { node in
-            var file = node.name.rawValue
-            var direct = false
-            var noFlush = false
-            if case .file(let options) = node.options.driver {
-                file = options.filename
-                direct = options.direct
-                noFlush = options.noFlush
-            }
-            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: file, readOnly: node.readOnly,
-                                 virtualSize: node.length, cacheDirect: direct, cacheNoFlush: noFlush)
+            let shown = node.display  // what the node's driver shows
+            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: shown.file, readOnly: node.readOnly,
+                                 virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush)
         }
     }
 
