@@ -9,7 +9,7 @@ import Placement
 /// queue (as qsd); one that names none gets automatic placement: one pinned IOThread per
 /// CPU, created when first needed, and each queue goes to the least-loaded CPU.
 extension Daemon: IOThreadProvider {
-    func ioThread(forExport exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
+    public func ioThread(forExport exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
         let thread = chooseThread(exportID: exportID, queue: queue, ring: ring)
         if let thread { queuesServed[thread.id, default: []].insert("\(exportID)/\(queue)") }
         return thread
@@ -24,7 +24,7 @@ extension Daemon: IOThreadProvider {
         return automaticThread(exportID: exportID, queue: queue, ring: ring)
     }
 
-    func queueStopped(export exportID: String, queue: Int, thread: IOThread) {
+    public func queueStopped(export exportID: String, queue: Int, thread: IOThread) {
         queuesServed[thread.id]?.remove("\(exportID)/\(queue)")
         if let cpu = thread.cpu, thread.id == Self.automaticThreadID(cpu: cpu) {
             _ = placer?.release(cpu: cpu)
