@@ -110,32 +110,30 @@ extension Daemon: MonitorCommandTarget {
         if let user = exports.first(where: { $0.options.namedIOThreads.contains(id) }) {
             throw QMPError(.genericError, "iothread '\(id)' is used by export '\(user.options.id)'; delete the export first")
         }
-        if let queues = queuesServed[id], !queues.isEmpty {
-            throw QMPError(.genericError, "iothread '\(id)' still serves \(queues.sorted().joined(separator: ", "))")
+        let queues = placements.queueNames(servedBy: id)
+        if !queues.isEmpty {
+            throw QMPError(.genericError, "iothread '\(id)' still serves \(queues.joined(separator: ", "))")
         }
         thread.stop()
         iothreads[id] = nil
-        queuesServed[id] = nil
     }
 
     public func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
         guard let export = export(id: exportID) else { throw QMPError(.genericError, "Export '\(exportID)' is not found") }
         guard let thread = iothreads[iothread] else { throw QMPError(.genericError, "iothread '\(iothread)' not found") }
-        let before = queuesServed.first { $0.value.contains("\(exportID)/\(queue)") }?.key
         do {
             try await export.moveQueue(queue, to: thread)
         } catch {
             throw QMPError(.genericError, error.description)
         }
-        if let before { queuesServed[before]?.remove("\(exportID)/\(queue)") }
-        queuesServed[thread.id, default: []].insert("\(exportID)/\(queue)")
+        queueMoved(export: exportID, queue: queue, to: thread)
     }
 
     public func queryIOThreads() -> [IOThreadInfo] {
         iothreads.values.sorted { $0.id < $1.id }.map { thread in
             IOThreadInfo(id: thread.id, threadID: thread.threadID, cpu: thread.cpu,
                          node: thread.cpu.flatMap { placer?.topology.node(ofCPU: $0) },
-                         queues: (queuesServed[thread.id] ?? []).sorted(),
+                         queues: placements.queueNames(servedBy: thread.id),
                          pollMaxNs: thread.pollMaxNs, pollGrow: thread.pollGrow, pollShrink: thread.pollShrink,
                          pollCurrentNs: thread.pollCurrentNs, pollHits: thread.pollHits, pollMisses: thread.pollMisses,
                          sleeps: thread.sleeps, pollYields: thread.pollYields)

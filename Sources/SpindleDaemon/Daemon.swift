@@ -25,8 +25,8 @@ public final class Daemon {
     let logger = Logger(label: "spindle")
     /// What `quit` does: the executable signals its main thread, which runs the shutdown.
     let requestQuit: @Sendable () -> Void
-    /// The queues each IOThread serves ("export/queue"), for query-iothreads and object-del.
-    var queuesServed: [String: Set<String>] = [:]
+    /// Which IOThread serves each running queue (Daemon+IOThreads.swift keeps it).
+    var placements = QueuePlacementTable()
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
