@@ -1,15 +1,10 @@
 /// One virtqueue of one export.
-public struct QueueKey: Hashable, Sendable, CustomStringConvertible {
-    public let export: String
-    public let queue: Int
-
-    public init(export: String, queue: Int) {
-        self.export = export
-        self.queue = queue
-    }
+struct QueueKey: Hashable, Sendable, CustomStringConvertible {
+    let export: String
+    let queue: Int
 
     /// "export/queue", as query-iothreads and object-del show it.
-    public var description: String { "\(export)/\(queue)" }
+    var description: String { "\(export)/\(queue)" }
 }
 
 /// Which IOThread serves each running virtqueue: one entry per queue, changed only by
