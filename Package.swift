@@ -68,7 +68,7 @@ let package = Package(
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
-        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread"], swiftSettings: gnuSource),
+        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],

@@ -1,4 +1,5 @@
 import BlockCommon
+import CSpindle
 import ControlThread
 import Glibc
 import Monitor
@@ -118,4 +119,49 @@ func waitForQueues(_ daemon: Daemon, _ expected: [String: [String]]) async -> [S
         seen = queuesByThread(daemon)
     }
     return seen
+}
+
+/// A QMP client on the daemon's monitor socket, reading whole lines. It blocks (reads time
+/// out after five seconds), so every call runs off the control thread.
+final class QMPLineClient: @unchecked Sendable {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    private init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    /// Connects and leaves capabilities negotiation behind (greeting, qmp_capabilities).
+    static func negotiated(path: String) async throws -> QMPLineClient {
+        try await Task.detached {
+            let fd = spindle_unix_connect(path)
+            guard fd >= 0 else { throw DaemonError("cannot connect to \(path): \(String(cString: strerror(-fd)))") }
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let client = QMPLineClient(fd: fd)
+            _ = try client.readLine()  // greeting
+            let request = Array(#"{"execute": "qmp_capabilities"}"#.utf8) + [0x0A]
+            guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count,
+                  try client.readLine() == #"{"return": {}}"# else { throw DaemonError("qmp_capabilities failed") }
+            return client
+        }.value
+    }
+
+    /// The next `count` lines the daemon sends.
+    func lines(_ count: Int) async throws -> [String] {
+        try await Task.detached { try (0..<count).map { _ in try self.readLine() } }.value
+    }
+
+    private func readLine() throws -> String {
+        while true {
+            if let end = buffer.firstIndex(of: 0x0A) {
+                let line = buffer[..<end].filter { $0 != 0x0D }
+                buffer.removeSubrange(...end)
+                return String(decoding: line, as: UTF8.self)
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { throw DaemonError(count == 0 ? "monitor closed the connection" : "no message within 5 s") }
+            buffer += chunk[..<count]
+        }
+    }
 }

@@ -152,3 +152,30 @@ import Testing
         await daemon.shutdown()
     }
 }
+
+/// What the command target tells the monitors: events from export deletion and revocation.
+@Suite(.serialized) struct DaemonEventTests {
+    @Test @ControlActor func revokeAndDeleteReachEveryMonitorClientAsEvents() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        var chardev = SocketChardevOptions(id: "qmp0", path: directory.file("qmp.sock"))
+        chardev.wait = false
+        var configuration = DaemonConfiguration()
+        configuration.monitors = [MonitorOptions(chardev: chardev)]
+        let daemon = Daemon(requestQuit: {})
+        try await daemon.start(configuration)
+        let client = try await QMPLineClient.negotiated(path: directory.file("qmp.sock"))
+        try daemon.blockdevAdd(nullNode("n0"))
+        try await daemon.blockExportAdd(exportOptions("e0", node: "n0", in: directory))
+        try await daemon.revokeExport(id: "e0")
+        try await daemon.blockExportDel(id: "e0", mode: .safe)
+        let events = try await client.lines(2)
+        #expect(events.count == 2)
+        #expect(events.first?.contains(#""event": "BLOCK_EXPORT_REVOKED""#) == true && events.first?.contains(#""data": {"id": "e0"}"#) == true,
+                "\(events)")
+        #expect(events.last?.contains(#""event": "BLOCK_EXPORT_DELETED""#) == true && events.last?.contains(#""data": {"id": "e0"}"#) == true,
+                "\(events)")
+        await daemon.shutdown()
+        #expect(!directory.exists("qmp.sock"))
+    }
+}
