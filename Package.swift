@@ -69,7 +69,12 @@ let package = Package(
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
         .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
-        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
+        // monitors), the monitor's command target and the queue placement record.
+        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
+        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        // The executable: parses the command line, starts one Daemon, waits for signals.
+        .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -36,8 +36,6 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private let logger: Logger
     /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one.
     private let inflight: InflightTracker?
-    /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
-    private var testDelay: TestCompletionDelay?
 
     /// The IOThread and its ring, set in `start`. Held unretained and lent through
     /// `onThread`/`onContext`: even an unowned(unsafe) reference is retained around every
@@ -77,9 +75,10 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
     private static let kickRemovalTag: UInt64 = 1 << 30
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     private var pendingRemovals = 0
-    /// Most CQEs outstanding at once, reserved on the IOThread's ring: one per slot (a held
-    /// test-delay timeout stands in for its slot's CQE), the kick poll's CQE and its last
-    /// one (a multishot poll whose CQE finds no room ends instead), and two poll removals.
+    /// Most CQEs outstanding at once, reserved on the IOThread's ring: one per slot (a request
+    /// has one SQE in flight at a time; an x-delay hold's timeout stands in for it), the kick
+    /// poll's CQE and its last one (a multishot poll whose CQE finds no room ends instead),
+    /// and two poll removals.
     private var completionsNeeded: Int { slotCount + 4 }
 
     public init(device: VirtioBlkDevice, index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
@@ -136,7 +135,6 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
         thread.addPoller(self)
         slots = RequestSlots(count: slotCount, spansPerRequest: VirtioBlkDevice.maxSpansPerRequest)
         slots.assignTokens(handler: handlerID)
-        testDelay = TestCompletionDelay(slots: slotCount)
         state = .running
         armKick()
         processAvailable()
@@ -227,17 +225,11 @@ public final class VirtioBlkQueue: IOCompletionHandler, IOPoller, @unchecked Sen
             if state == .running { processAvailable() }
             return
         }
-        if tag & TestCompletionDelay.tagBit != 0 {
-            let slotIndex = Int(tag & 0xFFFF)
-            if let held = testDelay?.release(slot: slotIndex) { complete(slot: slotIndex, result: held) }
-            return
-        }
         let slotIndex = Int(tag)
         guard slotIndex < slots.count else { return }
         let request = slots.blockRequest(slotIndex)
         let final = onContext { backend.complete(request, result: result, on: $0) }
         guard let final else { return }
-        if let testDelay, onContext({ testDelay.hold(slot: slotIndex, result: final, handler: handlerID, on: $0) }) { return }
         complete(slot: slotIndex, result: final)
     }
 
