@@ -27,27 +27,29 @@ let package = Package(
         .target(name: "CSpindle", linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("numa")]),
         // The control thread: a global actor whose executor is one dedicated pthread running an
         // epoll loop (sockets, eventfds) and the actor's jobs. Global-state code is isolated to it.
-        .target(name: "ControlThread", dependencies: ["CSpindle", log], swiftSettings: gnuSource),
+        // Also the threading primitives every layer uses: PosixMutex (the one mutex type) and
+        // runOnControlThread (the one bridge from a plain thread onto the control thread).
+        .target(name: "ControlThread", dependencies: ["CSpindle"], swiftSettings: gnuSource),
         // Types both the I/O side and the global-state side use.
         .target(name: "BlockCommon", swiftSettings: gnuSource),
+        // The IOThread event loop and its io_uring (IOContext, completion tokens). Below the
+        // block layer: it knows nothing of block devices.
+        .target(name: "IOThreads", dependencies: ["ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
-        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
-        // The IOThread event loop.
-        .target(name: "IOThreads", dependencies: ["BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads"], swiftSettings: hotPath),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings.
         .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: hotPath),
         // The generic virtqueue server: kicks, polling, admission, request slots, inflight marks,
         // used ring and signalling, for any ring layout (VirtqueueRing) and device
         // (VirtqueueRequestHandler). Its hot path is @inlinable: specialised in the device's module.
-        // BlockIO only for IOContext and CompletionToken (the event loop's types).
-        .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
-        .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
+        .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler.
-        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: hotPath),
+        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "CSpindle", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
-        .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", "IOThreads", log], swiftSettings: gnuSource),
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
@@ -56,6 +58,7 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
+        .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
         // Host NUMA topology (from a sysfs-shaped folder) and the queue-to-CPU placement policy.
         .target(name: "Placement", dependencies: ["CSpindle"], swiftSettings: gnuSource),
@@ -71,7 +74,12 @@ let package = Package(
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
         .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
-        .executableTarget(name: "spindle", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
+        // monitors), the monitor's command target and the queue placement record.
+        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
+        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        // The executable: parses the command line, starts one Daemon, waits for signals.
+        .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -9,34 +9,31 @@
 #   bench/callgrind-iothread.sh                    # 4 KiB randread, QD 32, eventfd
 #   RW=randwrite QD=1 MODE=poll bench/callgrind-iothread.sh
 #
-# SPINDLE_IOTHREAD_SLEEP=poll makes the IOThread sleep in poll(2) instead of io_uring_enter:
+# The export's IOThread has x-sleep=poll: it sleeps in poll(2) instead of io_uring_enter;
 # valgrind 3.19 holds its global lock across io_uring_enter, which would freeze the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RW=${RW:-randread}; QD=${QD:-32}; MODE=${MODE:-eventfd}; RUNTIME=${RUNTIME:-5}; IMAGE=${IMAGE:-null}
-WORK=$(mktemp -d /tmp/spindle-callgrind.XXXXXX)
-VG=
-cleanup() { [ -n "$VG" ] && kill "$VG" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; [ "$IMAGE" = file ] && rm -f "${IMG:-}"; true; }
-trap cleanup EXIT
-[ "${NOBUILD:-0}" = 1 ] || { swift build -c release --product spindle >/dev/null && swift build -c release --product spindle-bench >/dev/null; }
-cp .build/release/spindle "$WORK/spindle" && strip --strip-debug "$WORK/spindle"
+bench_workdir WORK spindle-callgrind
+bench_build always spindle spindle-bench >/dev/null
+cp "$BENCH_RELEASE/spindle" "$WORK/spindle" && strip --strip-debug "$WORK/spindle"
 if [ "$IMAGE" = file ]; then
     IMG=${IMAGE_DIR:-/var/tmp}/spindle-callgrind.img
+    bench_at_exit 'rm -f "$IMG"'
     dd if=/dev/urandom of="$IMG" bs=1M count=256 status=none; cat "$IMG" >/dev/null
     NODE="driver=file,node-name=n0,filename=$IMG"
 else
     NODE="driver=null-co,node-name=n0,size=1G"
 fi
 SOCK=$WORK/export.sock
-SPINDLE_IOTHREAD_SLEEP=poll valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg" \
-    "$WORK/spindle" --blockdev "$NODE" \
-    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
-    2>"$WORK/valgrind.log" &
-VG=$!
-for _ in $(seq 150); do [ -S "$SOCK" ] && break; sleep 0.2; done
-.build/release/spindle-bench --socket "$SOCK" --iodepth "$QD" --bs 4k --rw "$RW" --runtime "$RUNTIME" --ramp 1 \
+bench_start_backend "$WORK/valgrind.log" valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg" \
+    "$WORK/spindle" --object iothread,id=iot0,x-sleep=poll --blockdev "$NODE" \
+    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1,iothread=iot0
+bench_wait_socket "$SOCK" "$backend_pid" "$WORK/valgrind.log" 30
+"$BENCH_RELEASE/spindle-bench" --socket "$SOCK" --iodepth "$QD" --bs 4k --rw "$RW" --runtime "$RUNTIME" --ramp 1 \
     --cpus 0 --completion "$MODE" --json-only > "$WORK/bench.json"
-kill "$VG"; wait "$VG" || true; VG=
+bench_stop_backend   # callgrind writes its profiles as the daemon exits
 # The IOThread is the thread with the most instructions.
 PROFILE=$(for f in "$WORK"/cg-*; do echo "$(awk '/^totals:/{print $2}' "$f") $f"; done | sort -n | tail -1 | cut -d' ' -f2)
 echo "callgrind: 4 KiB $RW QD $QD $MODE on $IMAGE, commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"

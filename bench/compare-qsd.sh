@@ -42,6 +42,7 @@
 # `swift build -c release --product spindle`, then `--product spindle-bench`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BACKENDS=${BACKENDS:-qsd spindle}
 IMAGES=${IMAGES:-null file direct}
 RWS=${RWS:-randread randwrite}
@@ -64,26 +65,17 @@ QUIET_WAIT=${QUIET_WAIT:-20}
 BUDGET=${BUDGET:-3600}
 NOTE=${NOTE:-}
 
-BENCH=$PWD/.build/release/spindle-bench
-SPINDLE=$PWD/.build/release/spindle
+BENCH=$BENCH_RELEASE/spindle-bench
+SPINDLE=$BENCH_RELEASE/spindle
 QSD=$(command -v qemu-storage-daemon)
-if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    # One product per swift build: given --product twice, SwiftPM builds only the last.
-    swift build -c release --product spindle >&2 && swift build -c release --product spindle-bench >&2
-fi
+bench_build missing spindle spindle-bench >&2
 case $(stat -f -c %T "$IMAGE_DIR") in
     tmpfs|ramfs) echo "compare-qsd: IMAGE_DIR=$IMAGE_DIR is $(stat -f -c %T "$IMAGE_DIR"); use a disk filesystem (ext4)" >&2; exit 2 ;;
 esac
 
-work=$(mktemp -d /tmp/compare-qsd.XXXXXX)
+bench_workdir work compare-qsd
 IMAGE=$IMAGE_DIR/spindle-compare-qsd.$$.raw
-backend_pid=
-cleanup() {
-    [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null && wait "$backend_pid" 2>/dev/null || true
-    rm -rf "$work"
-    rm -f "$IMAGE"
-}
-trap cleanup EXIT
+bench_at_exit 'rm -f "$IMAGE"'
 
 maxq=1
 for s in $SHAPES; do [ "${s%x*}" -gt "$maxq" ] && maxq=${s%x*}; done
@@ -104,19 +96,9 @@ start_backend() {
     cmd=("$bin" --blockdev "$node"
          --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$maxq")
     backend_cmd="taskset -c $BACKEND_CPU $backend ${cmd[*]:1}"
-    taskset -c "$BACKEND_CPU" "${cmd[@]}" >"$work/$backend.log" 2>&1 &
-    backend_pid=$!
-    for _ in $(seq 200); do [ -S "$sock" ] && return 0; sleep 0.05; done
-    echo "compare-qsd: $backend did not create $sock:" >&2; cat "$work/$backend.log" >&2; exit 1
+    bench_start_backend "$work/$backend.log" taskset -c "$BACKEND_CPU" "${cmd[@]}"
+    bench_wait_socket "$sock" "$backend_pid" "$work/$backend.log" 10
 }
-
-stop_backend() {
-    kill "$backend_pid" 2>/dev/null || echo "compare-qsd: backend (pid $backend_pid) had already exited" >&2
-    wait "$backend_pid" 2>/dev/null || true; backend_pid=
-}
-
-# /proc/stat busy jiffies (user nice system irq softirq steal) of the whole machine.
-busy_jiffies() { local a; a=($(head -1 /proc/stat)); echo $((a[1]+a[2]+a[3]+a[6]+a[7]+a[8])); }
 
 # Busy jiffies of the CPUs outside FIO_CPUS (a comma list of CPU numbers): for fio runs,
 # "other" is what ran there (fio's own CPU, its io-wq workers included, is hard to separate).
@@ -124,31 +106,13 @@ outside_jiffies() {
     awk -v cpus=",$FIO_CPUS," '/^cpu[0-9]/ { n = substr($1, 4); if (index(cpus, "," n ",") == 0) s += $2+$3+$4+$7+$8+$9 } END { print s+0 }' /proc/stat
 }
 
-# Busy CPU of the whole machine over one second, in % of one CPU.
-machine_busy() {
-    local a b; a=$(busy_jiffies); sleep 1; b=$(busy_jiffies)
-    echo $(( (b - a) * 100 / $(getconf CLK_TCK) ))
-}
-
-# Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
-wait_quiet() {
-    local waited=0 busy
-    [ "$SECONDS" -lt "$BUDGET" ] || return 0
-    while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        waited=$((waited + 1))
-    done
-    [ "$busy" -le "$QUIET_PCT" ] || echo "compare-qsd: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
-}
-
-other_of() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$1"; }
-
 # run_point LABEL CMD...: runs CMD (prints one JSON line) with quiet wait and noise retries.
 run_point() {
     local label=$1 line other attempt; shift
     for attempt in $(seq "$ATTEMPTS"); do
-        wait_quiet
+        bench_wait_quiet "$BUDGET"
         line=$("$@") || { echo "compare-qsd: $label failed: $*" >&2; line='{"error":"run failed"}'; }
-        other=$(other_of "$line")
+        other=$(bench_other_cpu "$line")
         echo "$label: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.1f kIOPS other %s%%" % (r.get("iops",0)/1000, r.get("other_cpu_pct")))' "$line")" >&2
         if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ] || [ "$SECONDS" -ge "$BUDGET" ]; then
             printf '%s\t%s\n' "$label" "$line" >>"$results"
@@ -240,7 +204,7 @@ for image in $IMAGES; do
                             echo "spindle-bench ${args[*]}" >>"$commands"
                         fi
                         run_point "$backend $image $rw $nq $qd $mode $turn" "$BENCH" "${args[@]}"
-                        stop_backend
+                        bench_stop_backend
                     done
                 done
             done

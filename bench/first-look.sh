@@ -8,6 +8,7 @@
 #   RUNTIME=5 RAMP=1 REPEAT=1 NOBUILD=1 OUT=/tmp/x.md bench/first-look.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNTIME=${RUNTIME:-5}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-1}
@@ -21,21 +22,12 @@ ATTEMPTS=${ATTEMPTS:-4}
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT=${QUIET_WAIT:-120}
 
-if [ -z "${NOBUILD:-}" ]; then
-    swift build -c release -Xswiftc -warnings-as-errors --product spindle-bench >&2
-    swift build -c release -Xswiftc -warnings-as-errors --product spindle >&2
-fi
-BENCH=$PWD/.build/release/spindle-bench
-SPINDLE=$PWD/.build/release/spindle
+bench_build always -Xswiftc -warnings-as-errors -- spindle-bench spindle >&2
+BENCH=$BENCH_RELEASE/spindle-bench
+SPINDLE=$BENCH_RELEASE/spindle
 QSD=$(command -v qemu-storage-daemon)
 
-work=$(mktemp -d /tmp/first-look.XXXXXX)
-backend_pid=
-cleanup() {
-    [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null && wait "$backend_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir work first-look
 
 # start_backend NAME: starts it pinned to BACKEND_CPU, waits for its socket.
 start_backend() {
@@ -48,30 +40,8 @@ start_backend() {
                   --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on) ;;
     esac
     backend_cmd="taskset -c $BACKEND_CPU ${cmd[*]}"
-    taskset -c "$BACKEND_CPU" "${cmd[@]}" >"$work/$1.log" 2>&1 &
-    backend_pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done
-    echo "first-look: $1 did not create $sock:" >&2; cat "$work/$1.log" >&2; exit 1
-}
-
-# Busy CPU of the whole machine over one second, in % of one CPU (from /proc/stat).
-machine_busy() {
-    local a b
-    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-    echo $(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[6]-a[7]-a[8]) * 100 / $(getconf CLK_TCK) ))
-}
-
-# Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
-wait_quiet() {
-    local waited=0 busy
-    while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        waited=$((waited + 1))
-    done
-    [ "$busy" -le "$QUIET_PCT" ] || echo "first-look: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
-}
-
-stop_backend() {
-    kill "$backend_pid"; wait "$backend_pid" 2>/dev/null || true; backend_pid=
+    bench_start_backend "$work/$1.log" taskset -c "$BACKEND_CPU" "${cmd[@]}"
+    bench_wait_socket "$sock" "$backend_pid" "$work/$1.log" 5
 }
 
 results=$work/results.jsonl
@@ -88,10 +58,10 @@ for backend in qsd spindle; do
                       --runtime "$RUNTIME" --ramp "$RAMP" --completion $completion --backend-pid "$backend_pid" --json-only)
                 echo "spindle-bench ${args[*]}" >>"$commands"
                 for attempt in $(seq "$ATTEMPTS"); do
-                    wait_quiet
+                    bench_wait_quiet
                     line=$("$BENCH" "${args[@]}")
                     echo "$line"
-                    other=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$line")
+                    other=$(bench_other_cpu "$line")
                     if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ]; then
                         printf '%s\t%s\n' "$backend" "$line" >>"$results"
                         break
@@ -101,7 +71,7 @@ for backend in qsd spindle; do
             done
         done
     done
-    stop_backend
+    bench_stop_backend
 done
 
 python3 - "$results" "$commands" "$OUT" "$noisy" <<'PY'

@@ -25,6 +25,7 @@
 # `swift build -c release --product spindle-bench`, then `--product spindle`, if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNTIME=${RUNTIME:-3}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-1}
@@ -46,21 +47,12 @@ QUIET_WAIT=${QUIET_WAIT:-30}
 # so a busy machine cannot stretch it much past that (runs themselves take ~4.5 s each).
 BUDGET=${BUDGET:-480}
 
-BENCH=$PWD/.build/release/spindle-bench
-SPINDLE=$PWD/.build/release/spindle
-if [ ! -x "$BENCH" ] || [ ! -x "$SPINDLE" ]; then
-    # One product per swift build: given --product twice, SwiftPM builds only the last.
-    swift build -c release --product spindle-bench >&2 && swift build -c release --product spindle >&2
-fi
+BENCH=$BENCH_RELEASE/spindle-bench
+SPINDLE=$BENCH_RELEASE/spindle
+bench_build missing spindle-bench spindle >&2
 
-work=$(mktemp -d /tmp/iothreads-matrix.XXXXXX)
-backend_pid=
-cleanup() {
-    [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null && wait "$backend_pid" 2>/dev/null || true
-    rm -rf "$work"
-    rm -f "$SHM_FILE"
-}
-trap cleanup EXIT
+bench_workdir work iothreads-matrix
+bench_at_exit 'rm -f "$SHM_FILE"'
 
 # start_backend BACKEND CONFIG POLLING: starts Spindle unpinned, waits for its socket.
 # Sets sock, backend_pid, backend_cmd, nq, note.
@@ -86,32 +78,8 @@ start_backend() {
     cmd=("$SPINDLE" "${objs[@]}" --blockdev "$blockdev"
          --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$nq$exp_extra")
     backend_cmd="spindle ${cmd[*]:1}"
-    "${cmd[@]}" >"$work/spindle.log" 2>&1 &
-    backend_pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done
-    echo "iothreads-matrix: spindle did not create $sock:" >&2; cat "$work/spindle.log" >&2; exit 1
-}
-
-stop_backend() {
-    kill "$backend_pid" 2>/dev/null || echo "iothreads-matrix: spindle (pid $backend_pid) had already exited" >&2
-    wait "$backend_pid" 2>/dev/null || true; backend_pid=
-}
-
-# Busy CPU of the whole machine over one second, in % of one CPU (from /proc/stat).
-machine_busy() {
-    local a b
-    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-    echo $(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[6]-a[7]-a[8]) * 100 / $(getconf CLK_TCK) ))
-}
-
-# Waits (up to QUIET_WAIT seconds) until other work on the machine stays under QUIET_PCT.
-wait_quiet() {
-    local waited=0 busy
-    [ "$SECONDS" -lt "$BUDGET" ] || return 0
-    while busy=$(machine_busy); [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        waited=$((waited + 1))
-    done
-    [ "$busy" -le "$QUIET_PCT" ] || echo "iothreads-matrix: machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway" >&2
+    bench_start_backend "$work/spindle.log" "${cmd[@]}"
+    bench_wait_socket "$sock" "$backend_pid" "$work/spindle.log" 5
 }
 
 if [[ " $BACKENDS " == *" file "* ]]; then
@@ -139,10 +107,10 @@ for backend in $BACKENDS; do
                       --runtime "$RUNTIME" --ramp "$RAMP" --completion "$completion" --backend-pid "$backend_pid" --json-only)
                 echo "spindle-bench ${args[*]}" >>"$commands"
                 for attempt in $(seq "$ATTEMPTS"); do
-                    wait_quiet
+                    bench_wait_quiet "$BUDGET"
                     line=$("$BENCH" "${args[@]}")
                     echo "$label: $line" >&2
-                    other=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get("other_cpu_pct"); print(int(v or 0))' "$line")
+                    other=$(bench_other_cpu "$line")
                     if [ "$other" -le "$NOISY_PCT" ] || [ "$attempt" -eq "$ATTEMPTS" ] || [ "$SECONDS" -ge "$BUDGET" ]; then
                         printf '%s\t%s\n' "$label" "$line" >>"$results"
                         break
@@ -151,7 +119,7 @@ for backend in $BACKENDS; do
                 done
             done
         done
-        stop_backend
+        bench_stop_backend
         # One placement line per queue start (each spindle-bench run reconnects).
         grep 'queue placement' "$work/spindle.log" | sed "s/^/[$label] /" >>"$placements" || true
     done

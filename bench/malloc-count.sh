@@ -10,20 +10,19 @@
 # Writes bench/results/malloc-count.md (OUT=... to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNTIME=${RUNTIME:-8}
 IMAGE=${IMAGE:-null}
 OUT=${OUT:-bench/results/malloc-count.md}
 MIN_REQUESTS=${MIN_REQUESTS:-1000000}
-WORK=$(mktemp -d /tmp/spindle-malloc-count.XXXXXX)
-SPINDLE_PID=
-cleanup() { [ -n "$SPINDLE_PID" ] && kill "$SPINDLE_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+bench_workdir WORK spindle-malloc-count
 
-[ "${NOBUILD:-0}" = 1 ] || { swift build -c release --product spindle >/dev/null && swift build -c release --product spindle-bench >/dev/null; }
+bench_build always spindle spindle-bench >/dev/null
 gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" bench/malloc-count/malloc-count.c -ldl
 
 if [ "$IMAGE" = file ]; then
     IMG=${IMAGE_DIR:-/var/tmp}/spindle-malloc-count.img
+    bench_at_exit 'rm -f "$IMG"'
     truncate -s 256M "$IMG"; dd if=/dev/urandom of="$IMG" bs=1M count=256 conv=notrunc status=none
     NODE="driver=file,node-name=n0,filename=$IMG"
 else
@@ -31,12 +30,11 @@ else
 fi
 SOCK=$WORK/export.sock
 TABLE=$WORK/counts
-MALLOC_COUNT_FILE=$TABLE LD_PRELOAD=$WORK/malloc-count.so taskset -c 1 .build/release/spindle \
+bench_start_backend "$WORK/spindle.log" \
+    env MALLOC_COUNT_FILE="$TABLE" LD_PRELOAD="$WORK/malloc-count.so" taskset -c 1 "$BENCH_RELEASE/spindle" \
     --blockdev "$NODE" \
-    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
-    2>"$WORK/spindle.log" &
-SPINDLE_PID=$!
-for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1
+bench_wait_socket "$SOCK" "$backend_pid" "$WORK/spindle.log" 5
 
 iothread_count() {
     python3 bench/malloc-count/read-counts.py "$TABLE" |
@@ -76,5 +74,4 @@ done
 echo >> "$OUT.tmp"
 echo "Per-thread table at the end: \`$(python3 bench/malloc-count/read-counts.py "$TABLE")\`" >> "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-[ "$IMAGE" = file ] && rm -f "$IMG"
 echo "wrote $OUT"

@@ -7,8 +7,8 @@
 #   bench/wake-cost.sh [waker-cpu] [sleeper-cpu] [asleep-us]   # default 0 1 50
 set -euo pipefail
 cd "$(dirname "$0")"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+. ./lib.sh
+bench_workdir out wake-cost
 cc -O2 -pthread -o "$out/wake-cost" wake-cost/wake-cost.c
 cc -O2 -o "$out/nap-cost" wake-cost/nap-cost.c
 "$out/wake-cost" "${1:-0}" "${2:-1}" "${3:-50}"

@@ -17,6 +17,9 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     public var iothread: String? = nil
     /// `iothread=[a,b]` (round-robin) or QEMU's `iothread-vq-mapping`; empty if not given.
     public var iothreadMapping: [IOThreadVQMapping] = []
+    /// `x-inflight=off` (TEST ONLY): withhold VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, to show
+    /// what a crash does to a frontend that rewinds the ring instead.
+    public var inflightTracking: Bool = true
 
     /// Every iothread id the export names.
     public var namedIOThreads: [String] { (iothread.map { [$0] } ?? []) + iothreadMapping.map(\.iothread) }

@@ -2,11 +2,22 @@
 public enum BlockDriverOptions: Sendable, Equatable {
     case file(FileOptions)
     case null(NullOptions)
+    /// TEST ONLY: the delay/fault-injection filter (QEMU's blkdebug, in short).
+    case delay(DelayFilterOptions)
 
     public var driverName: String {
         switch self {
         case .file: return "file"
         case .null: return "null-co"
+        case .delay: return "x-delay"
+        }
+    }
+
+    /// Nodes this one is built on (a filter's `file`); they must exist when it opens.
+    public var childNodeNames: [NodeName] {
+        switch self {
+        case .file, .null: return []
+        case .delay(let delay): return [delay.child]
         }
     }
 }
@@ -36,6 +47,20 @@ public struct NullOptions: Sendable, Equatable {
     public init() {}
 }
 
+/// `driver=x-delay` (TEST ONLY, for tests and benchmarks, as QEMU's blkdebug and null-co's
+/// latency-ns): a filter over node `child` that holds every `holdEvery`th completion back
+/// for `holdMilliseconds` (so completions go out of order) and fails every `failEvery`th
+/// request with `failErrno`. 0 turns either off.
+public struct DelayFilterOptions: Sendable, Equatable {
+    public var child: NodeName
+    public var holdEvery: UInt64 = 0
+    public var holdMilliseconds: UInt64 = 50
+    public var failEvery: UInt64 = 0
+    /// A positive errno (EIO by default).
+    public var failErrno: Int32 = 5
+    public init(child: NodeName) { self.child = child }
+}
+
 public struct BlockdevOptions: Sendable, Equatable {
     public var nodeName: NodeName
     public var driver: BlockDriverOptions
@@ -47,6 +72,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         switch driver {
         case .file(let f): return f.readOnly
         case .null(let n): return n.readOnly
+        case .delay: return false  // a filter is as writable as its child
         }
     }
 }

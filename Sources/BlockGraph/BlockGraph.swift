@@ -47,7 +47,7 @@ public final class BlockGraph {
         guard nodes[options.nodeName] == nil else {
             throw BlockError(errno: EEXIST, "node name '\(options.nodeName)' is already in use; choose another node-name")
         }
-        let node = try BlockNode.open(options)
+        let node = try BlockNode.open(options, nodes: nodes)
         nodes[options.nodeName] = node
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
         return node
@@ -58,12 +58,20 @@ public final class BlockGraph {
         ControlActor.preconditionOnControlThread("closeNode")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
         if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
+        try checkNoFilters(on: node, action: "delete")
         guard node.userCount == 0 else {
             throw BlockError(errno: EBUSY, "node '\(name)' is in use by \(node.userCount) export(s); delete or revoke them first")
         }
         node.close()
         nodes[name] = nil
         logger.info("closed node", metadata: ["node": "\(name)"])
+    }
+
+    /// Refuses to act on a node that filter nodes are built on.
+    private func checkNoFilters(on node: BlockNode, action: String) throws(BlockError) {
+        guard !node.parents.isEmpty else { return }
+        let filters = node.parents.map(\.rawValue).sorted().joined(separator: "', '")
+        throw BlockError(errno: EBUSY, "node '\(node.name)' is the file of filter node '\(filters)'; \(action) that node instead, or delete it first")
     }
 
     // MARK: BlockBackends
@@ -127,12 +135,20 @@ public final class BlockGraph {
         ControlActor.preconditionOnControlThread("resize")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
         if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
-        let users = users(of: name)
+        try checkNoFilters(on: node, action: "resize")
+        // A filter's size is its child's: whoever uses a node below it sees the change too.
+        var below: [BlockNode] = [node]
+        var index = 0
+        while index < below.count {
+            below += below[index].children
+            index += 1
+        }
+        let affected = below.flatMap { self.users(of: $0.name) }
         let oldSize = node.length
-        try await withDrained(users) { () throws(BlockError) in try node.resize(to: size) }
+        try await withDrained(affected) { () throws(BlockError) in try node.resize(to: size) }
         var notified: [String] = []
         var unnotified: [String] = []
-        for backend in users {
+        for backend in affected {
             if deviceOps[ObjectIdentifier(backend)]?.resized() == true {
                 notified.append(backend.name)
             } else {
@@ -201,6 +217,13 @@ public final class BlockGraph {
 
     /// Closes everything (daemon shutdown): backends must be deleted first.
     public func closeAllNodes() {
-        for name in Array(nodes.keys) { try? closeNode(name) }
+        // Filters first: a node closes once nothing is built on it any more.
+        var closedSome = true
+        while closedSome {
+            closedSome = false
+            for name in Array(nodes.keys) where nodes[name]?.parents.isEmpty == true {
+                if (try? closeNode(name)) != nil { closedSome = true }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@ import BlockCommon
 import ControlThread
 import CSpindle
 import Glibc
+import IOThreads
 import Synchronization
 
 /// What a device uses to reach its image: a name, permissions, an in-flight counter, a
@@ -22,7 +23,7 @@ public final class BlockBackend: @unchecked Sendable {
     private let inFlight = Atomic<Int>(0)
     private let quiesceDepth = Atomic<Int>(0)
     /// Set by the GS side while it waits for in-flight to reach zero.
-    private let drainWaiter = Mutex<(@Sendable () -> Void)?>(nil)
+    private let drainWaiter = PosixMutex<(@Sendable () -> Void)?>(nil)
 
     @ControlActor
     package init(name: String, permissions: BlockPermissions) {

@@ -1,3 +1,5 @@
+import IOThreads
+
 /// The data path of a block node's driver. Implementations are called from IOThreads, one
 /// request at a time per slot, and must not allocate, lock or block per request.
 /// A driver never knows which device (BlockBackend) a request comes from.

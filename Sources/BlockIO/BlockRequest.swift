@@ -1,5 +1,6 @@
 import CSpindle
 import Glibc
+import IOThreads
 
 public enum BlockOperation: UInt8, Sendable {
     case read, write, flush, discard, writeZeroes
@@ -27,6 +28,11 @@ public struct BlockRequest {
     /// A filter driver's own stage (the driver below it owns `stage`), e.g. the mirror
     /// filter's "now writing the copy to the target".
     public var filterStage: UInt8 = 0
+    /// The delay filter's (x-delay) own: whether this request's completion is held, and
+    /// the result it will give when the hold ends. Apart from `filterStage` so that a
+    /// mirror filter can sit above an x-delay node.
+    public var holdStage: UInt8 = 0
+    public var heldResult: Int32 = 0
     public var bounce: UnsafeMutableRawPointer? = nil
     public var bounceCapacity = 0
     public var bounceInUse = false

@@ -1,6 +1,7 @@
 import BlockCommon
 import CSpindle
 import Glibc
+import IOThreads
 import Synchronization
 
 /// The `file` driver's data path: readv/writev, fdatasync and fallocate through the IOThread's

@@ -1,5 +1,6 @@
 import CSpindle
 import Glibc
+import IOThreads
 import Synchronization
 
 /// The filter a mirror job puts between a BlockBackend and the node it mirrors (QEMU's

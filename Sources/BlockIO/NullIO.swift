@@ -1,5 +1,6 @@
 import CSpindle
 import Glibc
+import IOThreads
 import Synchronization
 
 /// The `null-co` driver's data path: every request completes at once, without the kernel.

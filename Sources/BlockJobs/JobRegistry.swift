@@ -1,6 +1,8 @@
+import ControlThread
+
 // Locking rules for jobs (the lock order):
 //
-// 1. The job mutex (`JobRegistry.state`, a pthread mutex: see PosixMutex.swift) protects the job list and every job's state:
+// 1. The job mutex (`JobRegistry.state`, a pthread mutex: see ControlThread/PosixMutex.swift) protects the job list and every job's state:
 //    status, progress, error, requests (pause, cancel, complete, finalize) and the queue of
 //    events not yet delivered. There is one for all jobs, as QEMU's job_mutex.
 // 2. It is a leaf: no other lock (a BlockBackend's drain waiter, an IOThread inbox, the

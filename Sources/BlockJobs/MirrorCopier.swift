@@ -1,7 +1,9 @@
 import BlockCommon
 import BlockIO
+import ControlThread
 import CSpindle
 import Glibc
+import IOThreads
 import Logging
 
 /// The body of a mirror job, on its own plain thread with its own io_uring: copies dirty

@@ -1,6 +1,7 @@
 import BlockIO
 import CSpindle
 import Glibc
+import IOThreads
 
 /// One request at a time through a driver's data path, waiting for its completion on the
 /// copier's own ring.

@@ -10,7 +10,7 @@ public final class ControlExecutor: SerialExecutor, @unchecked Sendable {
 
     private let epollFD: Int32
     private let wakeFD: Int32
-    private let pendingJobs = Mutex<[UnownedJob]>([])
+    private let pendingJobs = PosixMutex<[UnownedJob]>([])
     private let threadID = Atomic<pthread_t>(0)
 
     // Only touched on the control thread.

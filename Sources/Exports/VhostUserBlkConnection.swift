@@ -12,13 +12,13 @@ import VirtioBlk
 /// stopping a ring, a memory table change) suspends the message loop, not the thread.
 @ControlActor
 final class VhostUserBlkConnection {
-    /// Protocol features Spindle offers. `SPINDLE_TEST_NO_INFLIGHT=1` (TEST ONLY) withholds
+    /// Protocol features Spindle offers. The export's `x-inflight=off` (TEST ONLY) withholds
     /// INFLIGHT_SHMFD, to show what a crash does to a frontend that rewinds the ring.
-    static let offeredProtocolFeatures: VhostUserProtocolFeatures = {
+    private var offeredProtocolFeatures: VhostUserProtocolFeatures {
         var features: VhostUserProtocolFeatures = [.mq, .replyAck, .backendReq, .config, .configureMemSlots, .inflightSHMFD]
-        if getenv("SPINDLE_TEST_NO_INFLIGHT").map({ String(cString: $0) }) == "1" { features.remove(.inflightSHMFD) }
+        if !export.options.inflightTracking { features.remove(.inflightSHMFD) }
         return features
-    }()
+    }
     /// Memory slots offered with CONFIGURE_MEM_SLOTS.
     static let maxMemorySlots: UInt64 = UInt64(GuestMemory.maximumRegions)
 
@@ -136,9 +136,9 @@ final class VhostUserBlkConnection {
             negotiatedFeatures = features
             return .done
         case .getProtocolFeatures:
-            return reply(VhostUserReply.u64(.getProtocolFeatures, Self.offeredProtocolFeatures.rawValue))
+            return reply(VhostUserReply.u64(.getProtocolFeatures, offeredProtocolFeatures.rawValue))
         case .setProtocolFeatures(let features):
-            negotiatedProtocolFeatures = VhostUserProtocolFeatures(rawValue: features).intersection(Self.offeredProtocolFeatures)
+            negotiatedProtocolFeatures = VhostUserProtocolFeatures(rawValue: features).intersection(offeredProtocolFeatures)
             return .done
         case .setOwner:
             return .done

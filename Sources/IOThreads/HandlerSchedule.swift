@@ -36,7 +36,8 @@ final class HandlerSchedule {
         count += 1
     }
 
-    /// Forgets a handler that is unregistered (a stale entry then calls nobody).
+    /// Forgets a handler that is unregistered: its stale entry is skipped, even if the slot
+    /// serves a new handler by the time the walk reaches it.
     func forget(_ id: UInt16) {
         pending[Int(id)] = false
     }
@@ -48,9 +49,10 @@ final class HandlerSchedule {
         let end = count
         while includingAdded ? i < count : i < end {
             let id = list[i]
+            i += 1
+            guard pending[Int(id)] else { continue }  // forgotten
             pending[Int(id)] = false
             body(id)
-            i += 1
         }
         // Move what was added during a bounded walk to the front.
         let added = count - i

@@ -1,4 +1,3 @@
-import BlockIO
 import ControlThread
 import CSpindle
 import Glibc
@@ -18,12 +17,14 @@ public final class IOThread: @unchecked Sendable {
     public let context: IOContext
 
     private static let maxHandlers = 4096
-    private static let inboxHandler: UInt16 = 0
+    private static let inboxHandler = HandlerID(index: 0, generation: 0)
     /// A handler id never given out: CQEs nobody needs to see (e.g. of a poll removal).
-    public static let ignoredHandler: UInt16 = UInt16(maxHandlers - 1)
+    public static let ignoredHandler = HandlerID(index: UInt16(maxHandlers - 1), generation: 0)
 
     // Thread-confined state (only the IOThread touches these after start).
     private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
+    /// Each handler slot's current generation (see HandlerID), bumped when it is unregistered.
+    private let generations: UnsafeMutablePointer<UInt16>
     private var freeHandlerIDs: [UInt16]
     private let batchEnds: HandlerSchedule
     private let nextTurns: HandlerSchedule
@@ -40,30 +41,34 @@ public final class IOThread: @unchecked Sendable {
     // Cross-thread inbox.
     private let inboxFD: Int32
     private let inboxBuffer: UnsafeMutablePointer<UInt64>
-    private let inbox = Mutex<[@Sendable (IOThread) -> Void]>([])
+    private let inbox = PosixMutex<[@Sendable (IOThread) -> Void]>([])
 
     /// Sleep in poll(2) on the ring's fd instead of in io_uring_enter: only for profiling
     /// under valgrind 3.19, which keeps its global lock across io_uring_enter and so freezes
-    /// every other thread of the process while an IOThread sleeps there.
-    /// Set by SPINDLE_IOTHREAD_SLEEP=poll.
-    private let sleepsInPoll = getenv("SPINDLE_IOTHREAD_SLEEP").map { String(cString: $0) == "poll" } ?? false
+    /// every other thread of the process while an IOThread sleeps there (`x-sleep=poll`).
+    public let sleepsInPoll: Bool
 
     private var thread = pthread_t()
+    private let owner = ThreadOwner()
     private let tid = Atomic<Int32>(0)
     private let logger: Logger
 
     @ControlActor
     public init(id: String, cpu: Int?, pollMaxNs: UInt64 = IOThread.defaultPollMaxNs, pollGrow: UInt64 = 0,
-                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024) throws(IOContextError) {
+                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024, sleepsInPoll: Bool = false) throws(IOContextError) {
         self.id = id
+        self.sleepsInPoll = sleepsInPoll
         self.cpu = cpu
         self.pollWindow = PollWindow(maxNs: pollMaxNs, grow: pollGrow, shrink: pollShrink)
-        self.context = try IOContext(entries: ringEntries)
+        self.context = try IOContext(entries: ringEntries, completionEntries: ringEntries * Self.completionsPerSubmission)
+        _ = context.reserveCompletions(1)  // the inbox's read
         handlers = .allocate(capacity: Self.maxHandlers)
         handlers.initialize(repeating: nil, count: Self.maxHandlers)
+        generations = .allocate(capacity: Self.maxHandlers)
+        generations.initialize(repeating: 0, count: Self.maxHandlers)
         batchEnds = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: Self.maxHandlers, what: "IOThread \(id), end of batch")
         nextTurns = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), next turn")
-        freeHandlerIDs = (1..<Self.ignoredHandler).reversed()
+        freeHandlerIDs = (1..<Self.ignoredHandler.index).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
         var logger = Logger(label: "spindle.iothread")
@@ -74,9 +79,14 @@ public final class IOThread: @unchecked Sendable {
     deinit {
         handlers.deinitialize(count: Self.maxHandlers)
         handlers.deallocate()
+        generations.deallocate()
         inboxBuffer.deallocate()
         close(inboxFD)
     }
+
+    /// The completion queue's size, in SQ sizes: room for 62 virtqueues of 256 requests on
+    /// one thread with the default 1024-entry SQ (see IOContext on reserving CQ entries).
+    public static let completionsPerSubmission: UInt32 = 16
 
     /// Default poll-max-ns: 100 µs, where QEMU uses 32 µs. A cross-CPU eventfd wakeup takes
     /// 40 µs one way on the VMs we measured (bench/results/polling-window.md), so a 32 µs window
@@ -124,43 +134,64 @@ public final class IOThread: @unchecked Sendable {
 
     // MARK: on the IOThread
 
-    /// Registers a handler; CQEs whose token carries the returned id go to it.
-    public func register(_ handler: any IOCompletionHandler) -> UInt16 {
-        guard let id = freeHandlerIDs.popLast() else {
-            fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
-        }
-        handlers[Int(id)] = handler
-        return id
+    /// True on this IOThread (and before it runs).
+    public var isCurrent: Bool { owner.isCurrent }
+
+    /// Traps in debug builds when called off this IOThread (once it runs); compiled out of
+    /// release builds. For the thread's own methods below and for handlers' entry points.
+    @inline(__always)
+    public func assertOnThread(file: StaticString = #fileID, line: UInt = #line) {
+        owner.assertOwned("IOThread \(id)", file: file, line: line)
     }
 
-    /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped.
-    public func unregister(_ id: UInt16) {
-        handlers[Int(id)] = nil
-        batchEnds.forget(id)
-        nextTurns.forget(id)
-        freeHandlerIDs.append(id)
+    /// Registers a handler; CQEs whose token carries the returned id go to it.
+    public func register(_ handler: any IOCompletionHandler) -> HandlerID {
+        assertOnThread()
+        guard let index = freeHandlerIDs.popLast() else {
+            fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
+        }
+        handlers[Int(index)] = handler
+        return HandlerID(index: index, generation: generations[Int(index)])
+    }
+
+    /// Unregisters a handler. Its outstanding CQEs, if any arrive later, are dropped (their
+    /// generation no longer matches, even once the slot serves another handler).
+    public func unregister(_ id: HandlerID) {
+        assertOnThread()
+        let index = Int(id.index)
+        precondition(handlers[index] != nil && generations[index] == id.generation,
+                     "IOThread \(self.id): \(id) unregistered twice, or never registered")
+        handlers[index] = nil
+        generations[index] &+= 1
+        batchEnds.forget(id.index)
+        nextTurns.forget(id.index)
+        freeHandlerIDs.append(id.index)
     }
 
     /// Adds a poller: while the adaptive window is open the thread spins on it instead of sleeping.
     public func addPoller(_ poller: any IOPoller) {
+        assertOnThread()
         pollers.append(poller)
     }
 
     public func removePoller(_ poller: any IOPoller) {
+        assertOnThread()
         pollers.removeAll { $0 === poller }
     }
 
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
     @inline(__always)
-    public func scheduleEndOfBatch(_ id: UInt16) {
-        batchEnds.add(id)
+    public func scheduleEndOfBatch(_ id: HandlerID) {
+        assertOnThread()
+        batchEnds.add(id.index)
     }
 
     /// Asks for the handler's nextTurn on the loop's next iteration, which then does not
     /// sleep: the thread first submits what is queued and reaps what completed.
     @inline(__always)
-    public func scheduleNextTurn(_ id: UInt16) {
-        nextTurns.add(id)
+    public func scheduleNextTurn(_ id: HandlerID) {
+        assertOnThread()
+        nextTurns.add(id.index)
     }
 
     private func runNextTurns() {
@@ -174,6 +205,8 @@ public final class IOThread: @unchecked Sendable {
             if rc != 0 { logger.warning("cannot pin IOThread \(id) to CPU \(cpu): \(String(cString: strerror(rc)))") }
         }
         _ = spindle_set_thread_name("iot-\(id)")
+        owner.bindToCurrentThread()
+        context.bindToCurrentThread()
         tid.store(spindle_gettid(), ordering: .releasing)
         armInbox()
         let ring = context.ring
@@ -200,9 +233,13 @@ public final class IOThread: @unchecked Sendable {
                 if n == 0 { break }
                 for i in 0..<n {
                     let cqe = cqes[i]!
-                    dispatch(CompletionToken(rawValue: cqe.pointee.user_data), result: cqe.pointee.res, flags: cqe.pointee.flags)
+                    let token = CompletionToken(rawValue: cqe.pointee.user_data)
+                    let result = cqe.pointee.res, flags = cqe.pointee.flags
+                    // Free the entry before its handler runs: a request it resubmits (or a
+                    // new one in its slot) may complete at once, within the slot's reservation.
+                    io_uring_cq_advance(ring, 1)
+                    dispatch(token, result: result, flags: flags)
                 }
-                io_uring_cq_advance(ring, UInt32(n))
                 if n < batchCapacity { break }
             }
             finishBatch()
@@ -263,11 +300,14 @@ public final class IOThread: @unchecked Sendable {
 
     @inline(__always)
     private func dispatch(_ token: CompletionToken, result: Int32, flags: UInt32) {
-        if token.handler == Self.inboxHandler {
+        let id = token.handler
+        if id == Self.inboxHandler {
             runInbox()
             return
         }
-        handlers[Int(token.handler)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
+        // A late CQE of an unregistered handler: its slot may serve another handler now.
+        guard generations[Int(id.index)] == id.generation else { return }
+        handlers[Int(id.index)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
     }
 
     private func finishBatch() {

@@ -35,8 +35,10 @@ struct BlockdevParser {
         case "null-co":
             try reader.rejectUnknownKeys(allowed: nullKeys, context: "driver null-co")
             return try parseNull(reader)
+        case "x-delay":
+            return Result(blockdev: try DelayFilterParser.parse(reader, nodeNameHint: nodeNameHint))
         default:
-            throw reader.error("unsupported driver '\(driver)' (Spindle supports \(OptionReader.orList(drivers)))")
+            throw reader.error("unsupported driver '\(driver)' (Spindle supports \(OptionReader.orList(drivers)), and x-delay for tests)")
         }
     }
 

@@ -25,6 +25,10 @@ struct ConfigurationBuilder {
         guard !configuration.blockdevs.contains(where: { $0.nodeName == name }) else {
             throw CommandLineError(option: BlockdevParser.option, "node-name '\(name)' is already used by an earlier --blockdev (pick another name)")
         }
+        for child in result.blockdev.driver.childNodeNames where !configuration.blockdevs.contains(where: { $0.nodeName == child }) {
+            throw CommandLineError(option: BlockdevParser.option, subject: "node-name=\(name)",
+                                   "node '\(child)' does not exist (define it with an earlier --blockdev)")
+        }
         configuration.blockdevs.append(result.blockdev)
         configuration.notes += result.notes
     }
@@ -40,7 +44,7 @@ struct ConfigurationBuilder {
         guard let node = configuration.blockdevs.first(where: { $0.nodeName == export.nodeName }) else {
             throw failure("node '\(export.nodeName)' does not exist (define it with --blockdev first)")
         }
-        if export.writable && node.readOnly {
+        if export.writable && isReadOnly(node) {
             throw failure("node '\(export.nodeName)' is read-only, so it cannot be exported with writable=on (drop one of them)")
         }
         for iothread in export.namedIOThreads where !configuration.iothreads.contains(where: { $0.id == iothread }) {
@@ -48,6 +52,13 @@ struct ConfigurationBuilder {
         }
         try checkSocketPathIsFree(export.socketPath, failure: failure)
         configuration.exports.append(export)
+    }
+
+    /// Whether a node is read-only; a filter is as read-only as the node below it.
+    private func isReadOnly(_ node: BlockdevOptions) -> Bool {
+        node.readOnly || node.driver.childNodeNames.contains { child in
+            configuration.blockdevs.first { $0.nodeName == child }.map(isReadOnly) ?? false
+        }
     }
 
     mutating func addObject(_ text: String) throws(CommandLineError) {

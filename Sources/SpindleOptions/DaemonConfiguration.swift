@@ -34,6 +34,9 @@ public struct IOThreadObjectOptions: Sendable, Equatable {
     public var pollMaxNs: UInt64? = nil
     public var pollGrow: UInt64? = nil
     public var pollShrink: UInt64? = nil
+    /// `x-sleep=poll`: sleep in poll(2) on the ring instead of in io_uring_enter (profiling
+    /// under valgrind only; see IOThread).
+    public var sleepsInPoll = false
 
     public init(id: String) { self.id = id }
 }

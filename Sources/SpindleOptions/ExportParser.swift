@@ -5,7 +5,7 @@ struct ExportParser {
     static let option = "--export"
     static let keys = ["type", "id", "node-name", "addr.type", "addr.path", "writable", "writethrough",
                        "num-queues", "logical-block-size", "serial", "iothread", "iothread.*",
-                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread"]
+                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight"]
     /// Spindle's limit on virtqueues per export.
     static let numQueuesRange: ClosedRange<UInt64> = 1...16
     /// qemu-storage-daemon's rule: a power of two from 512 bytes to 2 MiB.
@@ -52,6 +52,8 @@ struct ExportParser {
         var export = VhostUserBlkExportOptions(id: id, nodeName: nodeName, socketPath: socketPath)
         export.writable = try reader.bool("writable") ?? false
         export.writethrough = try reader.bool("writethrough") ?? false
+        // TEST ONLY: off withholds INFLIGHT_SHMFD (what a frontend's rewind does after a crash).
+        export.inflightTracking = try reader.bool("x-inflight") ?? true
         _ = try reader.bool("fixed-iothread")  // accepted for compatibility; exports never move
         if let queues = try reader.unsigned("num-queues", in: numQueuesRange) { export.numQueues = Int(queues) }
         if let blockSize = try reader.size("logical-block-size") {

@@ -27,6 +27,17 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
   Both drivers also take force-share=on (no image locks; read-only nodes only)
   and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
 
+  --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
+             [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]
+                         FOR TESTS: a filter over node <node> (defined before)
+                         hold-every: hold every nth completion back (default 0,
+                           none), for hold-ms milliseconds (default 50), so that
+                           completions go out of order
+                         fail-every: fail every nth request without passing it
+                           on (default 0, none), with fail-errno: EIO (default),
+                           ENOSPC, EINVAL, ENOMEM, EROFS, EPERM, EACCES,
+                           ETIMEDOUT, ENOTSUP or EDQUOT
+
   --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
                          a UNIX socket for a QMP monitor (--monitor);
                          wait=on (the default, as QEMU) blocks startup until a
@@ -37,7 +48,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            [,writethrough=on|off][,num-queues=<n>]
            [,logical-block-size=<size>][,serial=<serial>]
            [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
-           [,fixed-iothread=on|off]
+           [,fixed-iothread=on|off][,x-inflight=on|off]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
                          writable: let the guest write (default off; the node
@@ -57,6 +68,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            (default: automatic NUMA-aware placement, one pinned
                            IOThread per CPU, least-loaded CPU of the ring's node)
                          fixed-iothread: accepted for compatibility, no effect
+                         x-inflight: FOR TESTS, off withholds the inflight
+                           region (INFLIGHT_SHMFD) from the frontend (default on)
 
   --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
                          run a QMP monitor on --chardev <id>
@@ -70,13 +83,15 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            job-complete, job-finalize, job-dismiss (README)
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
-           [,poll-grow=<n>][,poll-shrink=<n>]
+           [,poll-grow=<n>][,poll-shrink=<n>][,x-sleep=io_uring|poll]
                          create an I/O thread for --export iothread=<id>
                          cpu: pin the thread to host CPU <n> (default unpinned)
                          poll-max-ns: busy-poll the queues for up to this long
                            before sleeping, adaptively as QEMU (default 100000;
                            0 disables); poll-grow, poll-shrink: how the window
                            grows and shrinks (default 2 and reset to 0)
+                         x-sleep=poll: sleep in poll(2), not io_uring_enter
+                           (for profiling under valgrind only)
 
   --pidfile <path>       write process ID to a file after startup
 

@@ -3,7 +3,7 @@ import BlockCommon
 /// Turns one `--object` value into `IOThreadObjectOptions`; iothread is the only type Spindle has.
 struct ObjectParser {
     static let option = "--object"
-    static let iothreadKeys = ["qom-type", "id", "cpu", "poll-max-ns", "poll-grow", "poll-shrink"]
+    static let iothreadKeys = ["qom-type", "id", "cpu", "poll-max-ns", "poll-grow", "poll-shrink", "x-sleep"]
     /// QEMU stores the polling parameters as int64.
     static let pollRange: ClosedRange<UInt64> = 0...UInt64(Int64.max)
     static let cpuRange: ClosedRange<UInt64> = 0...UInt64(Int32.max)
@@ -27,6 +27,7 @@ struct ObjectParser {
         iothread.pollMaxNs = try reader.unsigned("poll-max-ns", in: pollRange)
         iothread.pollGrow = try reader.unsigned("poll-grow", in: pollRange)
         iothread.pollShrink = try reader.unsigned("poll-shrink", in: pollRange)
+        iothread.sleepsInPoll = try reader.choice("x-sleep", ["io_uring", "poll"]) == "poll"
         return iothread
     }
 }

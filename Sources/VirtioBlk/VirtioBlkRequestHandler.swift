@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import IOThreads
 import Logging
 import VhostUser
 import Virtqueues
@@ -21,9 +22,6 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     private let logger: Logger
     /// Built on the IOThread in `prepare` (first touched there: its NUMA node).
     private var slots = VirtioBlkRequestSlots(count: 0, spansPerRequest: 1)
-    private var handlerID: UInt16 = 0
-    /// Test-only completion reordering (see TestCompletionDelay); nil in normal use.
-    private var testDelay: TestCompletionDelay?
 
     public init(device: VirtioBlkDevice, logger: Logger) {
         self.device = device
@@ -37,12 +35,10 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
 
     public var spansPerRequest: Int { VirtioBlkDevice.maxSpansPerRequest }
 
-    public func prepare(slotCount: Int, handlerID: UInt16) {
-        self.handlerID = handlerID
+    public func prepare(slotCount: Int, handlerID: HandlerID) {
         slots.deallocate()
         slots = VirtioBlkRequestSlots(count: slotCount, spansPerRequest: spansPerRequest)
         slots.assignTokens(handler: handlerID)
-        testDelay = TestCompletionDelay(slots: slotCount)
     }
 
     // MARK: admission
@@ -113,16 +109,10 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     }
 
     public func complete(tag: UInt64, result: Int32, on context: IOContext) -> VirtqueueFinishedRequest? {
-        if tag & TestCompletionDelay.tagBit != 0 {
-            let slot = Int(tag & 0xFFFF)
-            guard let held = testDelay?.release(slot: slot) else { return nil }
-            return finished(slot: slot, result: held)
-        }
         let slot = Int(tag)
         guard slot < slots.count else { return nil }
         let request = slots.blockRequest(slot)
         guard let final = backend.complete(request, result: result, on: context) else { return nil }
-        if let testDelay, testDelay.hold(slot: slot, result: final, handler: handlerID, on: context) { return nil }
         return finished(slot: slot, result: final)
     }
 

@@ -1,4 +1,5 @@
 import BlockIO
+import IOThreads
 import VhostUser
 
 /// The virtio-blk side of a queue's request slots (the server keeps the chains): for each,
@@ -39,7 +40,7 @@ struct VirtioBlkRequestSlots {
         parsed.deallocate()
     }
 
-    func assignTokens(handler: UInt16) {
+    func assignTokens(handler: HandlerID) {
         for i in 0..<count { blockRequests[i].token = CompletionToken(handler: handler, tag: UInt64(i)) }
     }
 

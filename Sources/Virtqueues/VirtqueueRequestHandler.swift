@@ -1,4 +1,4 @@
-import BlockIO
+import IOThreads
 import VhostUser
 
 /// A device's side of a virtqueue server: it turns walked descriptor chains into device
@@ -20,8 +20,9 @@ public protocol VirtqueueRequestHandler: AnyObject, Sendable {
     /// On the IOThread, when the queue starts: preallocate per-slot state for `slotCount`
     /// slots (first touched here, so it lands on this thread's NUMA node). I/O the handler
     /// submits for slot `s` completes with `CompletionToken(handler: handlerID, tag: s)`, or
-    /// with another tag below `VirtqueueServerTags.handlerLimit`.
-    func prepare(slotCount: Int, handlerID: UInt16)
+    /// with another tag below `VirtqueueServerTags.handlerLimit`. At most one CQE per slot
+    /// may be outstanding at a time: that is what the server reserves on the thread's ring.
+    func prepare(slotCount: Int, handlerID: HandlerID)
 
     // MARK: admission (the device's backend in-flight accounting)
 
@@ -68,12 +69,12 @@ public struct VirtqueueFinishedRequest {
     }
 }
 
-/// The server's part of a CQE tag (the low 48 bits of a completion token): tags at or
+/// The server's part of a CQE tag (the low 32 bits of a completion token): tags at or
 /// above `handlerLimit` are the server's own (kick polls), the rest go to the handler.
 public enum VirtqueueServerTags {
-    public static let handlerLimit: UInt64 = 1 << 46
+    public static let handlerLimit: UInt64 = 1 << 30
     /// Kick-poll completions (the low bits: the poll generation).
-    @usableFromInline static let kick: UInt64 = 1 << 47
+    @usableFromInline static let kick: UInt64 = 1 << 31
     /// The completion of a kick-poll removal.
-    @usableFromInline static let kickRemoval: UInt64 = 1 << 46
+    @usableFromInline static let kickRemoval: UInt64 = 1 << 30
 }

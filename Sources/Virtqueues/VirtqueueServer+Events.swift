@@ -1,4 +1,3 @@
-import BlockIO
 import CSpindle
 import Glibc
 import IOThreads

@@ -1,4 +1,3 @@
-import BlockIO
 import IOThreads
 import VhostUser
 

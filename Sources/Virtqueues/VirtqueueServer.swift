@@ -1,4 +1,3 @@
-import BlockIO
 import Glibc
 import IOThreads
 import Logging
@@ -48,7 +47,7 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     /// call, which on the hot path costs a retain/release pair per request.
     @usableFromInline final var threadRef: Unmanaged<IOThread>?
     @usableFromInline final var contextRef: Unmanaged<IOContext>?
-    @usableFromInline final var handlerID: UInt16 = 0
+    @usableFromInline final var handlerID = IOThread.ignoredHandler
 
     @usableFromInline enum State { case idle, running, stopping, stopped, broken }
     @usableFromInline final var state = State.idle
@@ -76,6 +75,12 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     /// completed: the driver hears of its first completions after 8 requests, not after the
     /// whole ring (QEMU notifies per request; suppression by EVENT_IDX keeps that cheap).
     @inlinable public static var requestsPerPass: Int { 8 }
+
+    /// Most CQEs outstanding at once, reserved on the IOThread's ring: one per slot (a request
+    /// has one SQE in flight at a time; an x-delay hold's timeout stands in for it), the kick
+    /// poll's CQE and its last one (a multishot poll whose CQE finds no room ends instead),
+    /// and two poll removals.
+    @usableFromInline final var completionsNeeded: Int { slotCount + 4 }
 
     /// `slotCount`: requests in flight at most (capped at the ring size). `logger` names the
     /// export and queue in its metadata.
@@ -123,9 +128,18 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
 
     // MARK: lifecycle (on the IOThread)
 
-    /// Starts serving the queue on `thread` (call it there).
+    /// Starts serving the queue on `thread` (call it there). A queue whose completions do not
+    /// fit the thread's ring is refused (`onBroken`), never started.
     public final func start(on thread: IOThread) {
         precondition(state == .idle)
+        do throws(CompletionQueueFull) {
+            try thread.reserveCompletions(completionsNeeded)
+        } catch {
+            state = .stopped  // never started: a stop completes at once
+            logger.error("queue \(index) not started: \(error); map fewer queues to that iothread (iothread-vq-mapping, or more iothreads) or give the guest's device a smaller queue-size")
+            onBroken?(index, "\(error)")
+            return
+        }
         threadRef = .passUnretained(thread)
         contextRef = .passUnretained(thread.context)
         let client = asThreadClient
@@ -168,6 +182,7 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         onThread { thread in
             thread.removePoller(client)
             thread.unregister(handlerID)
+            thread.releaseCompletions(completionsNeeded)
         }
         let waiting = stopCompletions
         stopCompletions.removeAll()

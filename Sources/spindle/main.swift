@@ -2,6 +2,7 @@ import ControlThread
 import Dispatch
 import Glibc
 import Logging
+import SpindleDaemon
 import SpindleOptions
 
 // spindle: a vhost-user-blk storage daemon. The main thread parses the command line, starts
@@ -50,22 +51,17 @@ case .run(let parsed):
 
 /// Runs `body` on the control thread and waits for it (main thread only).
 func onControlThread<T: Sendable>(_ body: @escaping @Sendable @ControlActor () async -> T) -> T {
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: T?
-    Task { @ControlActor in
-        result = await body()
-        done.signal()
-    }
-    done.wait()
-    return result!
+    runOnControlThread(body)
 }
 
+// QMP `quit` asks this thread, waiting in sigwait below, to run the orderly shutdown.
+let daemon = onControlThread { Daemon(requestQuit: { kill(getpid(), SIGTERM) }) }
 let startError: String? = onControlThread {
     do {
-        try await Daemon.shared.start(configuration)
+        try await daemon.start(configuration)
         return nil
     } catch {
-        await Daemon.shared.shutdown()
+        await daemon.shutdown()
         return "\(error)"
     }
 }
@@ -74,7 +70,7 @@ if let startError { fail(startError) }
 if let pidfile = configuration.pidfile {
     let text = "\(getpid())\n"
     guard let file = fopen(pidfile, "w"), fputs(text, file) >= 0, fclose(file) == 0 else {
-        onControlThread { await Daemon.shared.shutdown() }
+        onControlThread { await daemon.shutdown() }
         fail("--pidfile: cannot write '\(pidfile)': \(String(cString: strerror(errno)))")
     }
 }
@@ -82,6 +78,6 @@ if let pidfile = configuration.pidfile {
 var received: Int32 = 0
 sigwait(&shutdownSignals, &received)
 Logger(label: "spindle").info("received signal \(received), shutting down")
-onControlThread { await Daemon.shared.shutdown() }
+onControlThread { await daemon.shutdown() }
 if let pidfile = configuration.pidfile { unlink(pidfile) }
 exit(0)

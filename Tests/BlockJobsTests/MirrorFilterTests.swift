@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import IOThreads
 import Testing
 
 @Suite struct DirtyBitmapTests {

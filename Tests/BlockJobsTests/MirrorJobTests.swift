@@ -22,7 +22,7 @@ final class LoopingWriter: IOCompletionHandler, @unchecked Sendable {
     let stopped = Atomic<Bool>(false)
     /// Written on the IOThread; read by the test only once `stopped`.
     nonisolated(unsafe) var shadow: [UInt8]
-    private var id: UInt16 = 0
+    private var id = IOThread.ignoredHandler
     private var sequence: UInt64 = 0
     private let request = UnsafeMutablePointer<BlockRequest>.allocate(capacity: 1)
     private let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 1)

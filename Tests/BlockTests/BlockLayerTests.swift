@@ -23,7 +23,7 @@ final class RecordingHandler: IOCompletionHandler, @unchecked Sendable {
         request.initialize(to: BlockRequest())
     }
 
-    func start(id: UInt16) {
+    func start(id: HandlerID) {
         request.pointee.token = CompletionToken(handler: id, tag: 7)
         guard backend.beginRequest() else { finish(-EAGAIN); return }
         switch backend.submit(request, on: context) {

@@ -3,8 +3,8 @@ import Testing
 import VhostUser
 @testable import VhostUserFrontend
 
-/// SIGTERM or SIGINT while requests are in flight: Spindle stops, completes what it took (the test-only
-/// delay holds every other completion back, so some are surely in flight), flushes the image,
+/// SIGTERM or SIGINT while requests are in flight: Spindle stops, completes what it took (an x-delay
+/// filter node holds every other completion back, so some are surely in flight), flushes the image,
 /// removes its socket and pid file and exits 0; the data of every completed write is on disk.
 @Suite(.serialized, .enabled(if: BackendProcess.Kind.spindle.executable != nil, "spindle is not built"))
 struct GracefulShutdownTests {
@@ -20,9 +20,10 @@ struct GracefulShutdownTests {
             _ = FileManager.default.createFile(atPath: image, contents: nil)
             truncate(image, 16 << 20)
             return ["--blockdev", "driver=file,node-name=n0,filename=\(image)",
-                    "--export", "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=\(socket),writable=on,num-queues=1",
+                    "--blockdev", "driver=x-delay,node-name=held,file=n0,hold-every=2,hold-ms=300",
+                    "--export", "type=vhost-user-blk,id=e0,node-name=held,addr.type=unix,addr.path=\(socket),writable=on,num-queues=1",
                     "--pidfile", pidfile]
-        }, environment: ["SPINDLE_TEST_DELAY_EVERY": "2", "SPINDLE_TEST_DELAY_MS": "300"])
+        })
         defer { backend.stop() }
         // The pid file is written after the socket: wait for it too.
         let ready = Date().addingTimeInterval(10)

@@ -3,8 +3,8 @@ import Testing
 import VhostUser
 @testable import VhostUserFrontend
 
-/// A Spindle process is SIGKILLed while half of eight writes are held back (the test-only
-/// completion delay: every 2nd completion waits 5 s), so the used ring holds completions out
+/// A Spindle process is SIGKILLed while half of eight writes are held back (an x-delay filter
+/// node, test only: every 2nd completion waits 5 s), so the used ring holds completions out
 /// of order. A new process on the same image, reached the way QEMU reconnects (same memory,
 /// rings and inflight buffer; SET_VRING_BASE = used.idx), must complete each request exactly
 /// once. Without INFLIGHT_SHMFD, the same rewind redoes finished requests and loses others.
@@ -12,11 +12,15 @@ import VhostUser
 struct InflightReconnectTests {
     static let writes = 8
 
-    static func start(image: String, queues: Int, environment: [String: String]) throws -> BackendProcess {
+    /// `holdEvery`: export an x-delay node over the image that holds every Nth completion 5 s.
+    /// `inflight: false`: withhold INFLIGHT_SHMFD (the export's x-inflight=off).
+    static func start(image: String, queues: Int, holdEvery: Int? = nil, inflight: Bool) throws -> BackendProcess {
         try BackendProcess.start(.spindle, arguments: { socket in
-            ["--blockdev", "driver=file,node-name=n0,filename=\(image)",
-             "--export", "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=\(socket),writable=on,num-queues=\(queues)"]
-        }, environment: environment)
+            var arguments = ["--blockdev", "driver=file,node-name=n0,filename=\(image)"]
+            if let holdEvery { arguments += ["--blockdev", "driver=x-delay,node-name=held,file=n0,hold-every=\(holdEvery),hold-ms=5000"] }
+            return arguments + ["--export", "type=vhost-user-blk,id=e0,node-name=\(holdEvery == nil ? "n0" : "held"),addr.type=unix,"
+                + "addr.path=\(socket),writable=on,num-queues=\(queues),x-inflight=\(inflight ? "on" : "off")"]
+        })
     }
 
     static func harvest(_ queue: inout BlkQueue, until count: Int, into seen: inout [Int], seconds: Double) {
@@ -40,14 +44,15 @@ struct InflightReconnectTests {
         let image = FileManager.default.temporaryDirectory.appendingPathComponent("inflight-\(UUID().uuidString).img").path
         _ = FileManager.default.createFile(atPath: image, contents: nil)
         truncate(image, 16 << 20)
-        var environment = ["SPINDLE_TEST_DELAY_EVERY": "2", "SPINDLE_TEST_DELAY_MS": "5000"]
-        if !inflight { environment["SPINDLE_TEST_NO_INFLIGHT"] = "1" }
-        let first = try start(image: image, queues: queueCount, environment: environment)
+        let first = try start(image: image, queues: queueCount, holdEvery: 2, inflight: inflight)
         defer { first.stop() }
         var options = FrontendOptions(queueCount: queueCount, slotsPerQueue: writes, maxRequestBytes: 4096)
         options.inflightTracking = inflight
         let frontend = try VhostUserBlkFrontend(socketPath: first.socketPath, options: options)
         var queues = frontend.queues
+        var completions = Array(repeating: [Int](), count: queueCount)
+        // One queue after the other: the filter counts completions over the whole node, so
+        // each queue's writes must be counted before the next queue's begin.
         for q in queues.indices {
             for slot in 0..<writes {
                 queues[q].data(of: slot).initializeMemory(as: UInt8.self, repeating: pattern(queue: q, slot: slot), count: 4096)
@@ -56,15 +61,13 @@ struct InflightReconnectTests {
             }
             _ = queues[q].ring.publishAvailable()
             queues[q].kick()
-        }
-        var completions = Array(repeating: [Int](), count: queueCount)
-        for q in queues.indices {
             harvest(&queues[q], until: writes / 2, into: &completions[q], seconds: 4)
             #expect(completions[q].count == writes / 2, "queue \(q): the undelayed half did not complete")
+            usleep(200_000)  // the last write's completion (a held one) is counted, too
         }
 
         first.stop()  // SIGKILL with the other half held
-        let second = try start(image: image, queues: queueCount, environment: inflight ? [:] : ["SPINDLE_TEST_NO_INFLIGHT": "1"])
+        let second = try start(image: image, queues: queueCount, inflight: inflight)
         defer { second.stop() }
         let resumed = try frontend.reconnect(socketPath: second.socketPath, queues: queues)
         for q in queues.indices {

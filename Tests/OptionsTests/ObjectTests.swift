@@ -21,6 +21,12 @@ import Testing
         #expect(config.iothreads == [expected])
     }
 
+    @Test func sleepInPollForProfiling() throws {
+        let config = try configuration(["--object", "iothread,id=iot0,x-sleep=poll", "--object", "iothread,id=iot1,x-sleep=io_uring",
+                                        "--object", #"{"qom-type":"iothread","id":"iot2","x-sleep":"poll"}"#])
+        #expect(config.iothreads.map(\.sleepsInPoll) == [true, false, true])
+    }
+
     @Test func errors() {
         expectError(["--object", "iothread"], "--object: missing required key 'id'")
         expectError(["--object", "id=x"], "missing required key 'qom-type'")
@@ -32,5 +38,6 @@ import Testing
         expectError(["--object", #"{"qom-type":"iothread","id":"iot0","cpu":true}"#], "'cpu' must be a number, not a boolean")
         expectError(["--object", "iothread,id=iot0", "--object", "iothread,id=iot0"], "object id 'iot0' is already used")
         expectError(["--object", "iothread,id="], "invalid id ''")
+        expectError(["--object", "iothread,id=iot0,x-sleep=never"], "invalid value 'never' for 'x-sleep' (use")
     }
 }

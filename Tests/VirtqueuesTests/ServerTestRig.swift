@@ -1,4 +1,3 @@
-import BlockIO
 import ControlThread
 import CSpindle
 import Glibc
@@ -16,7 +15,7 @@ final class FakeHandler: VirtqueueRequestHandler, @unchecked Sendable {
         var description: String { "fake request without a writable byte" }
     }
     var spansPerRequest: Int { 4 }
-    var handlerID: UInt16 = 0
+    var handlerID = IOThread.ignoredHandler
     var slotCount = 0
     /// Answer every request at once instead of waiting for a NOP.
     var finishAtOnce = false
@@ -31,7 +30,7 @@ final class FakeHandler: VirtqueueRequestHandler, @unchecked Sendable {
     var busyPeriodsBegun = 0
     var busyPeriodsEnded = 0
 
-    func prepare(slotCount: Int, handlerID: UInt16) {
+    func prepare(slotCount: Int, handlerID: HandlerID) {
         self.slotCount = slotCount
         self.handlerID = handlerID
     }

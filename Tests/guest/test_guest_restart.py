@@ -3,10 +3,11 @@ while a real guest runs fio randwrite (iodepth 32) with verify; QEMU's chardev r
 the inflight region (INFLIGHT_SHMFD) must bring every request back exactly once: fio finishes
 with zero errors, verify passes, the guest logs no I/O error.
 
-The second run holds every 7th completion back (SPINDLE_TEST_DELAY_EVERY, test only), so
-completions are out of order when the daemon dies: QEMU's fallback without inflight tracking
-(rewinding the ring to used.idx) would redo finished requests and lose unfinished ones.
-`SPINDLE_SHOW_REWIND=1` adds a third run with INFLIGHT_SHMFD withheld, which shows that.
+The second run exports an x-delay filter node (test only) that holds every 7th completion
+back, so completions are out of order when the daemon dies: QEMU's fallback without inflight
+tracking (rewinding the ring to used.idx) would redo finished requests and lose unfinished
+ones. `SPINDLE_SHOW_REWIND=1` adds a third run with INFLIGHT_SHMFD withheld (the export's
+x-inflight=off), which shows that.
 """
 
 from __future__ import annotations
@@ -64,23 +65,25 @@ def wait_for_log(path: Path, text: str, timeout: float = 60, start: int = 0) -> 
         time.sleep(0.1)
 
 
-def kill_restart_run(tmp_path: Path, monkeypatch, name: str, env: dict[str, str],
+def kill_restart_run(tmp_path: Path, monkeypatch, name: str, hold: str | None = None, inflight: bool = True,
                      finish_timeout: float = guestlib.GUEST_TIMEOUT,
                      pause_resume: bool = False) -> tuple[guestlib.GuestRun, list[Backend]]:
     """Boots a guest on a reconnecting vhost-user-blk chardev, runs fio with verify, and kills
     and restarts the daemon KILLS times during it; with `pause_resume`, then also stops and
     continues the VM (GET_VRING_BASE on a stopped guest, the rings restarted on the same
-    connection from the inflight region). Returns the guest run and every daemon."""
+    connection from the inflight region). `hold` (e.g. "hold-every=7,hold-ms=100") exports an
+    x-delay filter node over the image instead of the image's node; `inflight=False` withholds
+    INFLIGHT_SHMFD (x-inflight=off). Returns the guest run and every daemon."""
     monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
         f.truncate(64 * MiB)
     sock = tmp_path / "vu.sock"
-    args = ["--blockdev", f"driver=file,node-name=disk0,filename={image}",
-            "--export", f"type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={sock},"
-                        "writable=on,num-queues=1"]
+    args = ["--blockdev", f"driver=file,node-name=disk0,filename={image}"]
+    if hold:
+        args += ["--blockdev", f"driver=x-delay,node-name=held0,file=disk0,{hold}"]
+    args += ["--export", f"type=vhost-user-blk,id=exp0,node-name={'held0' if hold else 'disk0'},addr.type=unix,"
+                         f"addr.path={sock},writable=on,num-queues=1,x-inflight={'on' if inflight else 'off'}"]
     backends: list[Backend] = []
 
     def start_daemon() -> Backend:
@@ -144,14 +147,13 @@ def resubmitted(backends: list[Backend]) -> int:
 
 
 def test_fio_verify_survives_five_kills(tmp_path, monkeypatch):
-    run, backends = kill_restart_run(tmp_path, monkeypatch, "inorder", {}, pause_resume=True)
+    run, backends = kill_restart_run(tmp_path, monkeypatch, "inorder", pause_resume=True)
     assert_survived(run, backends)
     print(f"requests resubmitted after kills: {resubmitted(backends)}")
 
 
 def test_fio_verify_survives_five_kills_with_reordered_completions(tmp_path, monkeypatch):
-    run, backends = kill_restart_run(tmp_path, monkeypatch, "reordered",
-                                     {"SPINDLE_TEST_DELAY_EVERY": "7", "SPINDLE_TEST_DELAY_MS": "100"})
+    run, backends = kill_restart_run(tmp_path, monkeypatch, "reordered", hold="hold-every=7,hold-ms=100")
     assert_survived(run, backends)
     # Held completions were in flight at the kills: the region, not luck, brought them back.
     assert resubmitted(backends) > 0, "no request was in flight at any kill"
@@ -160,9 +162,8 @@ def test_fio_verify_survives_five_kills_with_reordered_completions(tmp_path, mon
 
 @pytest.mark.skipif(os.environ.get("SPINDLE_SHOW_REWIND") != "1", reason="demonstration only (SPINDLE_SHOW_REWIND=1)")
 def test_without_inflight_tracking_reordered_completions_are_lost_or_redone(tmp_path, monkeypatch):
-    run, backends = kill_restart_run(tmp_path, monkeypatch, "rewind",
-                                     {"SPINDLE_TEST_DELAY_EVERY": "7", "SPINDLE_TEST_DELAY_MS": "100",
-                                      "SPINDLE_TEST_NO_INFLIGHT": "1"}, finish_timeout=150)
+    run, backends = kill_restart_run(tmp_path, monkeypatch, "rewind", hold="hold-every=7,hold-ms=100",
+                                     inflight=False, finish_timeout=150)
     # Observed: the guest hangs (fio waits forever for the requests the rewind skipped).
     print(run.describe())
     assert run.results.get("fio-verify", ("FAIL",))[0] != "PASS" or run.timed_out \

@@ -31,6 +31,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+. "$repo/bench/lib.sh"
 RUNTIME=${RUNTIME:-5}
 QUEUES=${QUEUES:-1}
 SMP=${SMP:-$QUEUES}
@@ -50,14 +51,10 @@ if [ "${QEMU_ACCEL:-tcg}" = tcg ]; then
     echo "run-in-guest: QEMU_ACCEL=tcg: the guest CPU is emulated; these figures only show that the jobs run." >&2
 fi
 
-work=$(mktemp -d /tmp/run-in-guest.XXXXXX)
-spindle_pid= qemu_pid=
-cleanup() {
-    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
-    [ -n "$spindle_pid" ] && kill "$spindle_pid" 2>/dev/null && wait "$spindle_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir work run-in-guest
+qemu_pid=
+# The guest goes first, then (bench_cleanup) the daemon it is attached to.
+bench_at_exit '[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true'
 serial=${LOG:-$work/serial.log}
 
 # Daemon.
@@ -71,10 +68,8 @@ fi
 spindle_cmd=("$SPINDLE" --blockdev "$node"
              --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$QUEUES")
 echo "+ ${spindle_cmd[*]}" >&2
-"${spindle_cmd[@]}" >"$work/spindle.log" 2>&1 &
-spindle_pid=$!
-for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { echo "run-in-guest: spindle did not create $sock:" >&2; cat "$work/spindle.log" >&2; exit 1; }
+bench_start_backend "$work/spindle.log" "${spindle_cmd[@]}"
+bench_wait_socket "$sock" "$backend_pid" "$work/spindle.log" 10
 
 # Guest script: the job files travel inside it (one fw_cfg entry), fio runs each in turn.
 script=$work/guest-script.sh

@@ -10,28 +10,37 @@ import Monitor
 import Placement
 import SpindleOptions
 
-let spindleVersion = "0.1.0"
+public let spindleVersion = "0.1.0"
 
 /// The daemon's global state, owned by the control thread: the block graph, the IOThreads
 /// and the exports. Built from the command line at start, torn down in reverse at shutdown.
+/// The executable keeps one; tests make their own.
 @ControlActor
-final class Daemon {
-    static let shared = Daemon()
-
+public final class Daemon {
     let graph = BlockGraph()
     /// Block jobs (mirror); their events reach the monitors on the control thread.
-    let jobs: JobRegistry = makeJobRegistry()
+    let jobs: JobRegistry
     var iothreads: [String: IOThread] = [:]
     private(set) var exports: [VhostUserBlkExport] = []
     let logger = Logger(label: "spindle")
-    /// The queues each IOThread serves ("export/queue"), for query-iothreads and object-del.
-    var queuesServed: [String: Set<String>] = [:]
+    /// What `quit` does: the executable signals its main thread, which runs the shutdown.
+    let requestQuit: @Sendable () -> Void
+    /// Which IOThread serves each running queue (Daemon+IOThreads.swift keeps it).
+    var placements = QueuePlacementTable()
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
 
+    /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
+    ///   make the owner call `shutdown()`.
+    public init(requestQuit: @escaping @Sendable () -> Void) {
+        let doorbell = JobEventDoorbell()
+        jobs = JobRegistry(doorbell: doorbell.ring)
+        self.requestQuit = requestQuit
+        doorbell.daemon = self
+    }
 
-    func start(_ configuration: DaemonConfiguration) async throws {
+    public func start(_ configuration: DaemonConfiguration) async throws {
         if configuration.daemonize {
             throw DaemonError("--daemonize is not implemented yet; run spindle in the background with your service manager instead")
         }
@@ -42,7 +51,7 @@ final class Daemon {
         logger.info("host topology: \(topology)")
         for object in configuration.iothreads {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
-                                                     pollGrow: object.pollGrow, pollShrink: object.pollShrink)
+                                                     pollGrow: object.pollGrow, pollShrink: object.pollShrink, sleepsInPoll: object.sleepsInPoll)
         }
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
@@ -59,9 +68,9 @@ final class Daemon {
     }
 
     func startIOThread(id: String, cpu: Int?, pollMaxNs: UInt64? = nil, pollGrow: UInt64? = nil,
-                               pollShrink: UInt64? = nil) throws -> IOThread {
+                               pollShrink: UInt64? = nil, sleepsInPoll: Bool = false) throws -> IOThread {
         let thread = try IOThread(id: id, cpu: cpu, pollMaxNs: pollMaxNs ?? IOThread.defaultPollMaxNs,
-                                  pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0)
+                                  pollGrow: pollGrow ?? 0, pollShrink: pollShrink ?? 0, sleepsInPoll: sleepsInPoll)
         thread.start()
         return thread
     }
@@ -97,14 +106,14 @@ final class Daemon {
         return thread
     }
 
-    /// Stops everything: exports (disconnecting frontends after their in-flight requests
-    /// complete), IOThreads, then nodes (flushing and unlocking images).
     /// Sends a QMP event to every monitor client.
     func emit(event: String, data: JSONObject) {
         for server in monitors { server.emit(event: event, data: .object(data)) }
     }
 
-    func shutdown() async {
+    /// Stops everything: jobs, monitors, exports (disconnecting frontends after their
+    /// in-flight requests complete), IOThreads, then nodes (flushing and unlocking images).
+    public func shutdown() async {
         await cancelAllJobs()
         for server in monitors { server.close() }
         monitors.removeAll()
@@ -116,7 +125,7 @@ final class Daemon {
     }
 }
 
-struct DaemonError: Error, CustomStringConvertible {
-    let description: String
+public struct DaemonError: Error, CustomStringConvertible {
+    public let description: String
     init(_ description: String) { self.description = description }
 }

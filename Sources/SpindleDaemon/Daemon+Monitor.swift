@@ -2,13 +2,12 @@ import BlockCommon
 import BlockGraph
 import ControlThread
 import Exports
-import Glibc
 import Monitor
 import SpindleOptions
 
 /// The QMP commands' effects, through the GS API (see Monitor/MonitorCommandTarget.swift).
 extension Daemon: MonitorCommandTarget {
-    func blockdevAdd(_ options: BlockdevOptions) throws(QMPError) {
+    public func blockdevAdd(_ options: BlockdevOptions) throws(QMPError) {
         do {
             try graph.openNode(options)
         } catch {
@@ -16,7 +15,7 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
-    func blockdevDel(nodeName: String) throws(QMPError) {
+    public func blockdevDel(nodeName: String) throws(QMPError) {
         guard graph.nodes[NodeName(nodeName)] != nil else {
             throw QMPError(.genericError, "Failed to find node with node-name='\(nodeName)'")
         }
@@ -27,7 +26,7 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
-    func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError) {
+    public func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError) {
         do {
             try addExport(options)
         } catch {
@@ -35,7 +34,7 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
-    func blockExportDel(id: String, mode: BlockExportDeleteMode) async throws(QMPError) {
+    public func blockExportDel(id: String, mode: BlockExportDeleteMode) async throws(QMPError) {
         guard let export = export(id: id) else {
             throw QMPError(.genericError, "Export '\(id)' is not found")
         }
@@ -45,7 +44,7 @@ extension Daemon: MonitorCommandTarget {
         await deleteExport(export)
     }
 
-    func blockResize(_ target: ResizeTarget, size: UInt64) async throws(QMPError) -> ResizeOutcome {
+    public func blockResize(_ target: ResizeTarget, size: UInt64) async throws(QMPError) -> ResizeOutcome {
         let node: NodeName
         switch target {
         case .nodeName(let name):
@@ -66,14 +65,14 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
-    func revokeExport(id: String) async throws(QMPError) {
+    public func revokeExport(id: String) async throws(QMPError) {
         guard let export = export(id: id) else { throw QMPError(.deviceNotFound, "Device '\(id)' not found") }
         guard !export.isRevoked else { throw QMPError(.genericError, "Export '\(id)' was already revoked") }
         await export.revoke()
         emit(event: "BLOCK_EXPORT_REVOKED", data: JSONObject(["id": .string(id)]))
     }
 
-    func queryBlockExports() -> [BlockExportInfo] {
+    public func queryBlockExports() -> [BlockExportInfo] {
         // The node each export uses now (a mirror's pivot moves it), else the one it was given.
         exports.map { export in
             let node = graph.rootNode(of: export.backend)?.name ?? export.options.nodeName
@@ -81,70 +80,60 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
-    func queryNamedBlockNodes() -> [BlockNodeInfo] {
+    public func queryNamedBlockNodes() -> [BlockNodeInfo] {
         graph.nodes.values.sorted { $0.name.rawValue < $1.name.rawValue }.map { node in
-            var file = node.name.rawValue
-            var direct = false
-            var noFlush = false
-            if case .file(let options) = node.options.driver {
-                file = options.filename
-                direct = options.direct
-                noFlush = options.noFlush
-            }
-            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: file, readOnly: node.readOnly,
-                                 virtualSize: node.length, cacheDirect: direct, cacheNoFlush: noFlush)
+            let shown = node.display  // what the node's driver shows
+            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: shown.file, readOnly: node.readOnly,
+                                 virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush)
         }
     }
 
-    func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError) {
+    public func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError) {
         guard iothreads[options.id] == nil else { throw QMPError(.genericError, "attempt to add duplicate property '\(options.id)' to object (type 'container')") }
         do {
             iothreads[options.id] = try startIOThread(id: options.id, cpu: options.cpu, pollMaxNs: options.pollMaxNs,
-                                                      pollGrow: options.pollGrow, pollShrink: options.pollShrink)
+                                                      pollGrow: options.pollGrow, pollShrink: options.pollShrink, sleepsInPoll: options.sleepsInPoll)
         } catch {
             throw QMPError(.genericError, "cannot start iothread '\(options.id)': \(error)")
         }
     }
 
-    func objectDel(id: String) throws(QMPError) {
+    public func objectDel(id: String) throws(QMPError) {
         guard let thread = iothreads[id] else { throw QMPError(.genericError, "object '\(id)' not found") }
         if let user = exports.first(where: { $0.options.namedIOThreads.contains(id) }) {
             throw QMPError(.genericError, "iothread '\(id)' is used by export '\(user.options.id)'; delete the export first")
         }
-        if let queues = queuesServed[id], !queues.isEmpty {
-            throw QMPError(.genericError, "iothread '\(id)' still serves \(queues.sorted().joined(separator: ", "))")
+        let queues = placements.queueNames(servedBy: id)
+        if !queues.isEmpty {
+            throw QMPError(.genericError, "iothread '\(id)' still serves \(queues.joined(separator: ", "))")
         }
         thread.stop()
         iothreads[id] = nil
-        queuesServed[id] = nil
     }
 
-    func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
+    public func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
         guard let export = export(id: exportID) else { throw QMPError(.genericError, "Export '\(exportID)' is not found") }
         guard let thread = iothreads[iothread] else { throw QMPError(.genericError, "iothread '\(iothread)' not found") }
-        let before = queuesServed.first { $0.value.contains("\(exportID)/\(queue)") }?.key
         do {
             try await export.moveQueue(queue, to: thread)
         } catch {
             throw QMPError(.genericError, error.description)
         }
-        if let before { queuesServed[before]?.remove("\(exportID)/\(queue)") }
-        queuesServed[thread.id, default: []].insert("\(exportID)/\(queue)")
+        queueMoved(export: exportID, queue: queue, to: thread)
     }
 
-    func queryIOThreads() -> [IOThreadInfo] {
+    public func queryIOThreads() -> [IOThreadInfo] {
         iothreads.values.sorted { $0.id < $1.id }.map { thread in
             IOThreadInfo(id: thread.id, threadID: thread.threadID, cpu: thread.cpu,
                          node: thread.cpu.flatMap { placer?.topology.node(ofCPU: $0) },
-                         queues: (queuesServed[thread.id] ?? []).sorted(),
+                         queues: placements.queueNames(servedBy: thread.id),
                          pollMaxNs: thread.pollMaxNs, pollGrow: thread.pollGrow, pollShrink: thread.pollShrink,
                          pollCurrentNs: thread.pollCurrentNs, pollHits: thread.pollHits, pollMisses: thread.pollMisses,
                          sleeps: thread.sleeps, pollYields: thread.pollYields)
         }
     }
 
-    func quit() {
-        // The main thread waits in sigwait and runs the orderly shutdown.
-        kill(getpid(), SIGTERM)
+    public func quit() {
+        requestQuit()
     }
 }

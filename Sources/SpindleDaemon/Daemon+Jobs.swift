@@ -3,16 +3,22 @@ import BlockJobs
 import ControlThread
 import Monitor
 
-/// The daemon's job registry: events are delivered on the control thread after each change.
-func makeJobRegistry() -> JobRegistry {
-    JobRegistry(doorbell: { Task { @ControlActor in Daemon.shared.deliverJobEvents() } })
+/// The job registry's doorbell: delivers the jobs' events on the control thread after each
+/// change, to the daemon that owns the registry (set once the daemon exists).
+@ControlActor
+final class JobEventDoorbell {
+    weak var daemon: Daemon?
+
+    nonisolated var ring: @Sendable () -> Void {
+        { Task { @ControlActor in self.daemon?.deliverJobEvents() } }
+    }
 }
 
 /// Block jobs through QMP: blockdev-mirror, the job-* verbs, query-jobs, and delivery of the
 /// jobs' events. Every monitor-side job access holds the job mutex across the look-up and
 /// the action (JobRegistry.withJobLock).
 extension Daemon {
-    func blockdevMirror(_ request: MirrorRequest) async throws(QMPError) {
+    public func blockdevMirror(_ request: MirrorRequest) async throws(QMPError) {
         let options = MirrorOptions(jobID: request.jobID, source: NodeName(request.device), target: NodeName(request.target),
                                     speed: request.speed, granularity: request.granularity ?? MirrorOptions.defaultGranularity,
                                     bufferSize: request.bufferSize ?? MirrorOptions.defaultBufferSize,
@@ -24,7 +30,7 @@ extension Daemon {
         }
     }
 
-    func jobCommand(_ command: JobCommand, id: String) throws(QMPError) {
+    public func jobCommand(_ command: JobCommand, id: String) throws(QMPError) {
         do throws(JobError) {
             try jobs.withJobLock { table throws(JobError) in
                 switch command {
@@ -41,7 +47,7 @@ extension Daemon {
         }
     }
 
-    func queryJobs() -> [JobQueryInfo] {
+    public func queryJobs() -> [JobQueryInfo] {
         jobs.withJobLock { $0.query() }.map {
             JobQueryInfo(id: $0.id, type: $0.type, status: $0.status.rawValue, currentProgress: $0.currentProgress,
                          totalProgress: $0.totalProgress, error: $0.error)
