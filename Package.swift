@@ -37,22 +37,24 @@ let package = Package(
         .target(name: "IOThreads", dependencies: ["ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
         .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads"], swiftSettings: hotPath),
-        // vhost-user protocol: message codec, fd passing, guest memory, split rings.
-        .target(name: "VhostUser", dependencies: ["CSpindle", log], swiftSettings: hotPath),
+        // vhost-user protocol: message codec, fd passing, guest memory, split rings, and the
+        // device-agnostic backend session (control thread) with its device and queue protocols.
+        .target(name: "VhostUser", dependencies: ["IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // The generic virtqueue server: kicks, polling, admission, request slots, inflight marks,
         // used ring and signalling, for any ring layout (VirtqueueRing) and device
         // (VirtqueueRequestHandler). Its hot path is @inlinable: specialised in the device's module.
         .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
         .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
-        // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler.
-        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "CSpindle", log], swiftSettings: hotPath),
+        // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler,
+        // and the device as the vhost-user session sees it.
+        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "IOThreads", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
         .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", "IOThreads", log], swiftSettings: gnuSource),
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
-        .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),

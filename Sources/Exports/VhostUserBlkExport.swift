@@ -6,27 +6,31 @@ import CSpindle
 import Glibc
 import IOThreads
 import Logging
+import VhostUser
 import VirtioBlk
 
 /// A vhost-user-blk export: a listening socket, a virtio-blk device behind it and the
-/// BlockBackend (named after the export id) it uses. One frontend at a time; a second one
-/// is refused with a log line. Lives on the control thread.
+/// BlockBackend (named after the export id) it uses. Each accepted frontend gets a
+/// `VhostUserBackendSession` (the protocol) talking to the virtio-blk device. One frontend
+/// at a time; a second one is refused with a log line. Lives on the control thread.
 @ControlActor
 public final class VhostUserBlkExport: BlockDeviceOps {
     public let options: VhostUserBlkExportOptions
     public let backend: BlockBackend
     let device: VirtioBlkDevice
+    /// The device as the vhost-user session sees it.
+    private let sessionDevice: VirtioBlkVhostUserDevice
     let threads: any IOThreadProvider
     let logger: Logger
     private let graph: BlockGraph
     private let listener: UnixListener
     private var listenWatch: FileDescriptorWatch?
-    private(set) var connection: VhostUserBlkConnection?
+    private(set) var session: VhostUserBackendSession?
     /// Set once drive_del / block-export-revoke withdrew the image: the export stays, every
     /// guest request fails with IOERR.
     public private(set) var isRevoked = false
     public private(set) var isShuttingDown = false
-    public var hasFrontend: Bool { connection != nil }
+    public var hasFrontend: Bool { session != nil }
 
     public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
@@ -46,6 +50,10 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         device = VirtioBlkDevice(exportID: options.id, backend: backend, readOnly: !options.writable,
                                  logicalBlockSize: options.logicalBlockSize, numQueues: UInt16(options.numQueues),
                                  serial: options.serial, writeCache: !options.writethrough)
+        // x-inflight=off (TEST ONLY) withholds INFLIGHT_SHMFD, to show what a crash does to a
+        // frontend that rewinds the ring.
+        sessionDevice = VirtioBlkVhostUserDevice(device: device,
+                                                 withheldProtocolFeatures: options.inflightTracking ? [] : [.inflightSHMFD])
         do {
             listener = try UnixListener(path: options.socketPath, pathOption: "addr.path")
         } catch {
@@ -63,13 +71,16 @@ public final class VhostUserBlkExport: BlockDeviceOps {
 
     private func acceptConnections() {
         while let fd = listener.accept() {
-            if connection != nil {
+            if session != nil {
                 logger.warning("refusing a second frontend connection: export \(options.id) already has one (vhost-user allows one frontend per export); disconnect the first frontend before attaching another")
                 Glibc.close(fd)
                 continue
             }
             do {
-                connection = try VhostUserBlkConnection(fd: fd, export: self)
+                session = try VhostUserBackendSession(socket: fd, exportID: options.id, device: sessionDevice,
+                                                      threads: threads, logger: logger) { [weak self] closed in
+                    self?.sessionClosed(closed)
+                }
                 logger.info("frontend connected")
             } catch {
                 logger.error("cannot set up the frontend connection: \(error)")
@@ -78,17 +89,17 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         }
     }
 
-    /// Called by the connection once it has closed and released everything.
-    func connectionClosed(_ closed: VhostUserBlkConnection) {
-        if connection === closed { connection = nil }
+    /// Called by the session once it has closed and released everything.
+    private func sessionClosed(_ closed: VhostUserBackendSession) {
+        if session === closed { session = nil }
     }
 
     /// Moves virtqueue `queue` to `thread` (GS: control thread only). The queue is drained
     /// first: it stops taking requests and its in-flight requests complete on the old thread.
     public func moveQueue(_ queue: Int, to thread: IOThread) async throws(ExportError) {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.moveQueue")
-        guard let connection else { throw ExportError("export '\(options.id)' has no frontend, so queue \(queue) is not running") }
-        guard await connection.moveQueue(queue, to: thread) else {
+        guard let session else { throw ExportError("export '\(options.id)' has no frontend, so queue \(queue) is not running") }
+        guard await session.moveQueue(queue, to: thread) else {
             throw ExportError("queue \(queue) of export '\(options.id)' is not running")
         }
         logger.info("queue moved", metadata: ["queue": "\(queue)", "iothread": "\(thread.id)"])
@@ -114,7 +125,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         if let listenWatch { ControlExecutor.shared.unwatch(listenWatch) }
         listenWatch = nil
         listener.close()
-        if let connection { await connection.close(reason: "export \(options.id) is being deleted") }
+        if let session { await session.close(reason: "export \(options.id) is being deleted") }
         graph.setDeviceOps(nil, for: backend)
         await graph.deleteBackend(backend)
         logger.info("export deleted")
@@ -123,11 +134,11 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     // MARK: BlockDeviceOps
 
     public func drainedEnd() {
-        connection?.resumeQueuesAfterDrain()
+        session?.resumeQueuesAfterDrain()
     }
 
     public func resized() -> Bool {
-        let notified = connection?.notifyConfigChange() ?? false
+        let notified = session?.notifyConfigChange() ?? false
         logger.info("capacity changed to \(backend.length) bytes; guest \(notified ? "notified" : "not notified (no backend channel)")")
         return notified
     }

@@ -1,7 +1,5 @@
 import Glibc
 import IOThreads
-import VhostUser
-import VirtioBlk
 
 /// What the frontend has told us about one virtqueue, kept on the control thread until the
 /// ring can start (size, addresses, base, kick and call eventfds, enable state), and the
@@ -16,7 +14,7 @@ struct VringSetup {
     var enabled = false
     /// Set by SET_VRING_KICK; cleared by GET_VRING_BASE (the spec's "started").
     var started = false
-    var running: VirtioBlkQueue?
+    var running: (any VhostUserDeviceQueue)?
     /// The IOThread serving `running`.
     var thread: IOThread?
 

@@ -1,0 +1,95 @@
+import Glibc
+
+/// Ring setup from the frontend: SET_VRING_NUM/ADDR/BASE/KICK/CALL/ERR/ENABLE and
+/// GET_VRING_BASE. A ring starts once it has everything (`startQueueIfReady`, +Queues.swift).
+extension VhostUserBackendSession {
+    func setVringNum(_ state: VhostUserVringState) -> VhostUserRequestOutcome {
+        guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist (the export has \(vrings.count))") }
+        guard state.num >= 1, state.num <= 32768, state.num & (state.num - 1) == 0 else {
+            return .failed("queue \(i): size \(state.num) is not a power of two between 1 and 32768")
+        }
+        vrings[i].size = state.num
+        return .done
+    }
+
+    func setVringAddr(_ address: VhostUserVringAddress) -> VhostUserRequestOutcome {
+        guard let i = queueIndex(address.index) else { return .failed("queue \(address.index) does not exist") }
+        vrings[i].addresses = SplitVirtqueue.RingAddresses(descriptorTable: address.descUserAddr,
+                                                            availableRing: address.availUserAddr,
+                                                            usedRing: address.usedUserAddr)
+        return .done
+    }
+
+    func setVringBase(_ state: VhostUserVringState) -> VhostUserRequestOutcome {
+        guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist") }
+        guard state.num <= UInt32(UInt16.max) else { return .failed("queue \(i): base \(state.num) is out of range") }
+        vrings[i].base = UInt16(state.num)
+        return .done
+    }
+
+    /// The spec: stop the ring, complete its in-flight requests, then report the index.
+    func getVringBase(_ state: VhostUserVringState) async -> VhostUserRequestOutcome {
+        guard let i = queueIndex(state.index) else { return .fatal("GET_VRING_BASE for queue \(state.index), which does not exist") }
+        let base = await stopQueue(i)
+        vrings[i].started = false
+        if let kick = vrings[i].kickFD { Glibc.close(kick) }
+        if let call = vrings[i].callFD { Glibc.close(call) }
+        vrings[i].kickFD = nil
+        vrings[i].callFD = nil
+        return .reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: UInt32(base))))
+    }
+
+    func setVringKick(_ file: VhostUserVringFile) async -> VhostUserRequestOutcome {
+        guard let i = queueIndex(UInt32(file.index)) else {
+            if let fd = file.fd { Glibc.close(fd) }
+            return .failed("queue \(file.index) does not exist")
+        }
+        guard let kick = file.fd else {
+            return .failed("queue \(i): polling mode without a kick eventfd is not supported")
+        }
+        if vrings[i].running != nil { _ = await stopQueue(i) }
+        if let old = vrings[i].kickFD { Glibc.close(old) }
+        vrings[i].kickFD = kick
+        vrings[i].started = true
+        // Without PROTOCOL_FEATURES a ring is enabled as soon as it starts (the spec).
+        if !protocolFeaturesNegotiated { vrings[i].enabled = true }
+        startQueueIfReady(i)
+        return .done
+    }
+
+    func setVringCall(_ file: VhostUserVringFile) async -> VhostUserRequestOutcome {
+        guard let i = queueIndex(UInt32(file.index)) else {
+            if let fd = file.fd { Glibc.close(fd) }
+            return .failed("queue \(file.index) does not exist")
+        }
+        let old = vrings[i].callFD
+        vrings[i].callFD = file.fd
+        if let queue = vrings[i].running, let thread = vrings[i].thread {
+            // The IOThread may be signalling the old eventfd: swap there, close after.
+            await queue.replaceCallFD(file.fd ?? -1, on: thread)
+        }
+        if let old { Glibc.close(old) }
+        return .done
+    }
+
+    func setVringErr(_ file: VhostUserVringFile) -> VhostUserRequestOutcome {
+        guard let i = queueIndex(UInt32(file.index)) else {
+            if let fd = file.fd { Glibc.close(fd) }
+            return .failed("queue \(file.index) does not exist")
+        }
+        if let old = vrings[i].errFD { Glibc.close(old) }
+        vrings[i].errFD = file.fd
+        return .done
+    }
+
+    func setVringEnable(_ state: VhostUserVringState) async -> VhostUserRequestOutcome {
+        guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist") }
+        vrings[i].enabled = state.num == 1
+        if vrings[i].enabled {
+            startQueueIfReady(i)
+        } else if vrings[i].running != nil {
+            vrings[i].base = await stopQueue(i)
+        }
+        return .done
+    }
+}

@@ -1,0 +1,40 @@
+import ControlThread
+import IOThreads
+import VhostUser
+
+/// A virtio-blk device as a vhost-user backend session sees it (`VhostUserDevice`): its
+/// features, queue count and config space come from `VirtioBlkDevice`, its queues are
+/// `VirtioBlkQueue`s. virtio-blk has no device-specific vhost-user messages.
+@ControlActor
+public final class VirtioBlkVhostUserDevice: VhostUserDevice {
+    public let device: VirtioBlkDevice
+    public let withheldProtocolFeatures: VhostUserProtocolFeatures
+
+    /// `withheldProtocolFeatures`: e.g. INFLIGHT_SHMFD for an export without crash recovery.
+    public init(device: VirtioBlkDevice, withheldProtocolFeatures: VhostUserProtocolFeatures = []) {
+        self.device = device
+        self.withheldProtocolFeatures = withheldProtocolFeatures
+    }
+
+    public var deviceFeatures: UInt64 { device.offeredFeatures }
+    public var queueCount: Int { Int(device.numQueues) }
+    public var typeName: String { "vhost-user-blk" }
+
+    public func readConfig(offset: Int, size: Int) -> [UInt8]? {
+        device.readConfig(offset: offset, size: size)
+    }
+
+    /// Only the writeback byte may change, and only with CONFIG_WCE negotiated.
+    public func writeConfig(offset: Int, bytes: [UInt8], negotiatedFeatures: UInt64) -> Bool {
+        let wce = negotiatedFeatures & VirtioBlkFeature.mask(VirtioBlkFeature.configWCE) != 0
+        return device.writeConfig(offset: offset, bytes: bytes, configWCENegotiated: wce)
+    }
+
+    public func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
+                          inflight: InflightTracker?) -> any VhostUserDeviceQueue {
+        VirtioBlkQueue(device: device, index: index, ring: ring, kickFD: kickFD, callFD: callFD, inflight: inflight)
+    }
+}
+
+/// `VirtioBlkQueue` already has the queue handle's surface (start, stop, call fd, drain).
+extension VirtioBlkQueue: VhostUserDeviceQueue {}
