@@ -55,6 +55,8 @@ let package = Package(
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        // The backend session in-process: a fake device over a socketpair, driven by the frontend library.
+        .testTarget(name: "VhostUserSessionTests", dependencies: ["VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),

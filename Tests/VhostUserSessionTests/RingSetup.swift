@@ -1,0 +1,51 @@
+import CSpindle
+import Foundation
+import Glibc
+import VhostUser
+import VhostUserFrontend
+
+/// One split ring in shared memory, set up with raw messages and no protocol features (so
+/// the ring is enabled as soon as it has a kick eventfd, and no request is acknowledged).
+final class RawRing: @unchecked Sendable {
+    let memory: SharedMemoryRegion
+    let memoryName: String
+    let kickFD: Int32
+    let callFD: Int32
+    static let size: UInt32 = 8
+
+    init() throws {
+        memoryName = "session-test-\(UUID().uuidString.prefix(8))"
+        memory = try SharedMemoryRegion(size: 1 << 20, name: memoryName)
+        kickFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        callFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+    }
+
+    deinit {
+        Glibc.close(kickFD)
+        Glibc.close(callFD)
+    }
+
+    /// SET_OWNER, SET_FEATURES, SET_MEM_TABLE and ring 0 up to SET_VRING_KICK, at avail index `base`.
+    func start(on frontend: RawFrontend, features: UInt64, base: UInt16) throws {
+        let size = Int(Self.size)
+        let descriptors = try memory.allocate(16 * size, alignment: 16)
+        let available = try memory.allocate(6 + 2 * size, alignment: 2)
+        let used = try memory.allocate(6 + 8 * size, alignment: 4)
+        try frontend.send(.setOwner)
+        try frontend.send(.setFeatures(features))
+        try frontend.send(.setMemTable([VhostUserMemoryRegionFD(region: memory.regionDescription, fd: memory.fd)]))
+        try frontend.send(.setVringNum(VhostUserVringState(index: 0, num: Self.size)))
+        try frontend.send(.setVringBase(VhostUserVringState(index: 0, num: UInt32(base))))
+        try frontend.send(.setVringAddr(VhostUserVringAddress(
+            index: 0, flags: 0, descUserAddr: memory.userAddress(of: descriptors),
+            usedUserAddr: memory.userAddress(of: used), availUserAddr: memory.userAddress(of: available), logGuestAddr: 0)))
+        try frontend.send(.setVringCall(VhostUserVringFile(index: 0, fd: callFD)))
+        try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickFD)))
+    }
+
+    /// How many mappings of the shared memory this process has (the frontend's is one).
+    var mappingCount: Int {
+        let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+        return maps.split(separator: "\n").filter { $0.contains("memfd:\(memoryName) ") }.count
+    }
+}

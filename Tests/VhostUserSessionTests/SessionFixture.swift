@@ -1,0 +1,144 @@
+import ControlThread
+import CSpindle
+import Foundation
+import Glibc
+import IOThreads
+import Logging
+@testable import VhostUser
+
+/// A session on the control thread with a fake device and one IOThread. The frontend end is
+/// either a socketpair (`RawFrontend`) or, for `VhostUserBlkFrontend` (which connects by
+/// path), a listening socket whose first connection becomes the session.
+@ControlActor
+final class SessionFixture {
+    let device: FakeDevice
+    let threads: FakeThreads
+    private(set) var session: VhostUserBackendSession?
+    private(set) var closedCount = 0
+    private var listener: UnixListener?
+    private var listenWatch: FileDescriptorWatch?
+    let directory: String
+
+    init(device: FakeDevice) throws {
+        self.device = device
+        threads = try FakeThreads()
+        directory = NSTemporaryDirectory() + "session-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    private func startSession(socket fd: Int32) throws {
+        var logger = Logger(label: "spindle.session-test")
+        logger[metadataKey: "export"] = "fake0"
+        session = try VhostUserBackendSession(socket: fd, exportID: "fake0", device: device, threads: threads,
+                                              logger: logger) { [weak self] _ in self?.closedCount += 1 }
+    }
+
+    /// A session on one end of a socketpair; returns the frontend's end.
+    func connectSocketpair() throws -> RawFrontend {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw TestFailure("socketpair: \(String(cString: strerror(errno)))")
+        }
+        try startSession(socket: fds[0])
+        return RawFrontend(socket: fds[1])
+    }
+
+    /// A socket path whose first connection becomes the session.
+    func listen() throws -> String {
+        let path = directory + "/vhost.sock"
+        let listener = try UnixListener(path: path)
+        self.listener = listener
+        listenWatch = try ControlExecutor.shared.watch(fd: listener.fd, events: EPOLLIN.rawValue) { [weak self] _ in
+            guard let self, self.session == nil, let fd = self.listener?.accept() else { return }
+            try? self.startSession(socket: fd)
+        }
+        return path
+    }
+
+    /// Waits (up to 5 s) for `condition`, letting the control thread run meanwhile.
+    func eventually(_ condition: () -> Bool) async -> Bool {
+        for _ in 0..<500 {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+
+    func tearDown() async {
+        if let listenWatch { ControlExecutor.shared.unwatch(listenWatch) }
+        listener?.close()
+        if let session { await session.close(reason: "test over") }
+        threads.shutDown()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Runs blocking frontend code off the control thread (the session needs it to answer).
+func offControlThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await Task.detached { try body() }.value
+}
+
+/// Carries a non-Sendable frontend object out of `offControlThread`; one thread uses it at a time.
+final class Handed<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The frontend's end of a socketpair, speaking raw vhost-user: each call blocks (with a
+/// timeout) and so must not run on the control thread.
+final class RawFrontend: @unchecked Sendable {
+    let socket: Int32
+    private let reader: VhostUserMessageReader
+
+    init(socket: Int32) {
+        self.socket = socket
+        reader = VhostUserMessageReader(socket: socket)
+    }
+
+    deinit { Glibc.close(socket) }
+
+    func send(_ request: VhostUserRequest, needReply: Bool = false) throws {
+        try sendMessage(request.message(needReply: needReply))
+    }
+
+    func sendMessage(_ message: VhostUserMessage) throws {
+        try VhostUserSocket.sendMessage(fd: socket, bytes: message.encoded, fds: message.fds)
+    }
+
+    /// The next message, or nil if the session closed the connection (or 5 s passed).
+    func receive() -> VhostUserMessage? {
+        for _ in 0..<50 {
+            let result = reader.readAvailable(messageBudget: 1)
+            if let message = result.messages.first { return message }
+            if result.end != nil { return nil }
+            var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, 100)
+        }
+        return nil
+    }
+
+    /// Hangs up (the session sees the stream end).
+    func hangUp() { shutdown(socket, Int32(SHUT_RDWR)) }
+
+    func call(_ request: VhostUserRequest) throws -> VhostUserMessage {
+        try send(request)
+        guard let reply = receive() else { throw TestFailure("\(request.name): no reply, the session closed the connection") }
+        return reply
+    }
+
+    /// Whether the session closed its end (within 5 s).
+    func sessionHungUp() -> Bool {
+        for _ in 0..<50 {
+            let result = reader.readAvailable(messageBudget: 1)
+            if result.end != nil { return true }
+            var descriptor = pollfd(fd: socket, events: Int16(POLLIN | Int32(POLLRDHUP)), revents: 0)
+            _ = poll(&descriptor, 1, 100)
+        }
+        return false
+    }
+}
