@@ -74,6 +74,9 @@ final class FakeDevice: VhostUserDevice {
     var requestsTakenBeforeStop: UInt16 = 0
     private(set) var queues: [FakeQueue] = []
     private(set) var configWrites: [(offset: Int, bytes: [UInt8], features: UInt64)] = []
+    /// Device-specific requests it takes (the others end the session), and those it got.
+    var ownRequests: Set<VhostUserRequestCode> = [.netSetMTU]
+    private(set) var deviceRequests: [(code: VhostUserRequestCode, payload: [UInt8])] = []
 
     init(queueCount: Int = 1, capacitySectors: UInt64 = 2048) {
         self.queueCount = queueCount
@@ -91,6 +94,12 @@ final class FakeDevice: VhostUserDevice {
     func writeConfig(offset: Int, bytes: [UInt8], negotiatedFeatures: UInt64) -> Bool {
         configWrites.append((offset, bytes, negotiatedFeatures))
         return true
+    }
+
+    func handleDeviceRequest(_ code: VhostUserRequestCode, payload: [UInt8]) async -> VhostUserRequestOutcome? {
+        guard ownRequests.contains(code) else { return nil }
+        deviceRequests.append((code, payload))
+        return .done
     }
 
     func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,

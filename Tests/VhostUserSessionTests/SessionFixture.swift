@@ -126,8 +126,12 @@ final class RawFrontend: @unchecked Sendable {
     func hangUp() { shutdown(socket, Int32(SHUT_RDWR)) }
 
     func call(_ request: VhostUserRequest) throws -> VhostUserMessage {
-        try send(request)
-        guard let reply = receive() else { throw TestFailure("\(request.name): no reply, the session closed the connection") }
+        try call(message: request.message())
+    }
+
+    func call(message: VhostUserMessage) throws -> VhostUserMessage {
+        try sendMessage(message)
+        guard let reply = receive() else { throw TestFailure("request \(message.header.request): no reply, the session closed the connection") }
         return reply
     }
 

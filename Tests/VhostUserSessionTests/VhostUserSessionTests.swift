@@ -128,6 +128,28 @@ import VhostUserFrontend
         await fixture.tearDown()
     }
 
+    @Test @ControlActor func theDeviceTakesItsOwnRequestsAndOnlyThose() async throws {
+        let fixture = try SessionFixture(device: FakeDevice())
+        let frontend = try fixture.connectSocketpair()
+        let (acked, hungUp) = try await offControlThread {
+            try frontend.send(.setProtocolFeatures(VhostUserProtocolFeatures.replyAck.rawValue))
+            // NET_SET_MTU, which the session leaves to the device: acknowledged as the device says.
+            let reply = try frontend.call(message: VhostUserMessage(request: VhostUserRequestCode.netSetMTU.rawValue,
+                                                                    flags: [.version1, .needReply], payload: [0xdc, 5, 0, 0, 0, 0, 0, 0]))
+            let acked = try VhostUserReplyDecoder.ack(reply, to: .netSetMTU)
+            // SEND_RARP, which the device does not take either: the session ends.
+            try frontend.sendMessage(VhostUserMessage(request: VhostUserRequestCode.sendRARP.rawValue, flags: .version1,
+                                                      payload: [UInt8](repeating: 0, count: 8)))
+            return (acked, frontend.sessionHungUp())
+        }
+        #expect(acked)
+        #expect(fixture.device.deviceRequests.map(\.code) == [.netSetMTU])
+        #expect(fixture.device.deviceRequests.first?.payload == [0xdc, 5, 0, 0, 0, 0, 0, 0])
+        #expect(hungUp)
+        #expect(await fixture.eventually { fixture.closedCount == 1 })
+        await fixture.tearDown()
+    }
+
     @Test @ControlActor func aMalformedMessageEndsTheSession() async throws {
         let fixture = try SessionFixture(device: FakeDevice())
         let frontend = try fixture.connectSocketpair()

@@ -1,7 +1,8 @@
 /// Routes each decoded request to the handler of its topic. A request this session does not
 /// implement goes to the device (`handleDeviceRequest`), then ends the connection.
 extension VhostUserBackendSession {
-    func dispatch(_ request: VhostUserRequest) async -> VhostUserRequestOutcome {
+    /// `payload`: the message's raw payload, for the device's own requests.
+    func dispatch(_ request: VhostUserRequest, payload: [UInt8]) async -> VhostUserRequestOutcome {
         switch request {
         case .getFeatures: return getFeatures()
         case .setFeatures(let features): return setFeatures(features)
@@ -37,7 +38,7 @@ extension VhostUserBackendSession {
             request.closeFileDescriptors()
             return .fatal("\(request) needs a protocol feature Spindle did not offer")
         case .unsupported(let code):
-            if let outcome = await device.handleDeviceRequest(request) { return outcome }
+            if let outcome = await device.handleDeviceRequest(code, payload: payload) { return outcome }
             return .fatal("\(code) is not supported by a \(device.typeName) backend")
         case .unknown(let code):
             return .fatal("unknown request code \(code)")

@@ -115,7 +115,7 @@ public final class VhostUserBackendSession {
             return
         }
         logger.trace("vhost-user request", metadata: ["request": "\(name)"])
-        switch await dispatch(request) {
+        switch await dispatch(request, payload: message.payload) {
         case .reply(var reply):
             send(reply)
             reply.closeFileDescriptors()  // the frontend has its own copies now

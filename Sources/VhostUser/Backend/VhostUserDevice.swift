@@ -30,14 +30,15 @@ public protocol VhostUserDevice: AnyObject {
     func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
                    inflight: InflightTracker?) throws -> any VhostUserDeviceQueue
 
-    /// A request the session does not implement itself (`.unsupported`): the device's own
-    /// messages. nil = not the device's either (the session closes the connection).
-    func handleDeviceRequest(_ request: VhostUserRequest) async -> VhostUserRequestOutcome?
+    /// A request the session does not implement itself (decoded as `.unsupported`): the
+    /// device's own messages, with their unchecked payload (any fds were already closed).
+    /// nil = not the device's either (the session closes the connection).
+    func handleDeviceRequest(_ code: VhostUserRequestCode, payload: [UInt8]) async -> VhostUserRequestOutcome?
 }
 
 extension VhostUserDevice {
     public var withheldProtocolFeatures: VhostUserProtocolFeatures { [] }
-    public func handleDeviceRequest(_ request: VhostUserRequest) async -> VhostUserRequestOutcome? { nil }
+    public func handleDeviceRequest(_ code: VhostUserRequestCode, payload: [UInt8]) async -> VhostUserRequestOutcome? { nil }
 }
 
 /// How one request was handled, and so what the session does next.
