@@ -55,9 +55,10 @@ final class SessionFixture {
         return path
     }
 
-    /// Waits (up to 5 s) for `condition`, letting the control thread run meanwhile.
+    /// Waits (up to 30 s: see `RawFrontend.patienceMilliseconds`) for `condition`, letting
+    /// the control thread run meanwhile.
     func eventually(_ condition: () -> Bool) async -> Bool {
-        for _ in 0..<500 {
+        for _ in 0..<3000 {
             if condition() { return true }
             try? await Task.sleep(for: .milliseconds(10))
         }
@@ -110,16 +111,20 @@ final class RawFrontend: @unchecked Sendable {
         try VhostUserSocket.sendMessage(fd: socket, bytes: message.encoded, fds: message.fds)
     }
 
-    /// The next message, or nil if the session closed the connection (or 5 s passed).
-    func receive() -> VhostUserMessage? {
-        for _ in 0..<50 {
+    /// How long the frontend waits for the session: generous, because the whole suite runs
+    /// in parallel on a shared machine; the tests take milliseconds when it is quiet.
+    static let patienceMilliseconds: Int32 = 30_000
+
+    /// The next message; throws if the session closed the connection or took too long.
+    func receive() throws -> VhostUserMessage {
+        for _ in 0..<(Self.patienceMilliseconds / 100) {
             let result = reader.readAvailable(messageBudget: 1)
             if let message = result.messages.first { return message }
-            if result.end != nil { return nil }
+            if let end = result.end { throw TestFailure("no reply: the session ended the connection (\(end))") }
             var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
             _ = poll(&descriptor, 1, 100)
         }
-        return nil
+        throw TestFailure("no reply within \(Self.patienceMilliseconds) ms")
     }
 
     /// Hangs up (the session sees the stream end).
@@ -131,13 +136,16 @@ final class RawFrontend: @unchecked Sendable {
 
     func call(message: VhostUserMessage) throws -> VhostUserMessage {
         try sendMessage(message)
-        guard let reply = receive() else { throw TestFailure("request \(message.header.request): no reply, the session closed the connection") }
-        return reply
+        do {
+            return try receive()
+        } catch {
+            throw TestFailure("request \(message.header.request): \(error)")
+        }
     }
 
-    /// Whether the session closed its end (within 5 s).
+    /// Whether the session closed its end (within the patience).
     func sessionHungUp() -> Bool {
-        for _ in 0..<50 {
+        for _ in 0..<(Self.patienceMilliseconds / 100) {
             let result = reader.readAvailable(messageBudget: 1)
             if result.end != nil { return true }
             var descriptor = pollfd(fd: socket, events: Int16(POLLIN | Int32(POLLRDHUP)), revents: 0)

@@ -18,7 +18,7 @@ import VhostUserFrontend
         let fixture = try SessionFixture(device: device)
         let path = try fixture.listen()
         var frontend: Handed<VhostUserBlkFrontend>? = try await offControlThread {
-            Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 1)))
+            Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 1, replyTimeoutMilliseconds: RawFrontend.patienceMilliseconds)))
         }
         let session = try #require(fixture.session)
         let offered = device.deviceFeatures | Self.protocolBit
@@ -85,7 +85,7 @@ import VhostUserFrontend
         let fixture = try SessionFixture(device: FakeDevice(queueCount: 2))
         let path = try fixture.listen()
         let frontend = try await offControlThread {
-            Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 2)))
+            Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 2, replyTimeoutMilliseconds: RawFrontend.patienceMilliseconds)))
         }
         #expect(await fixture.eventually { fixture.device.queues.allSatisfy { !$0.events.isEmpty } && fixture.device.queues.count == 2 })
         let queues = fixture.device.queues
