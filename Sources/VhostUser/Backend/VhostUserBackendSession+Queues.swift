@@ -40,8 +40,8 @@ extension VhostUserBackendSession {
             guestBrokeQueue(i, "cannot start the ring: \(error)")
             return
         }
-        queue.onBroken = { [weak self] index, _ in
-            Task { @ControlActor in self?.guestBrokeQueue(index, "the guest driver corrupted the ring") }
+        queue.onBroken = { [weak self] index, reason in
+            Task { @ControlActor in self?.guestBrokeQueue(index, "the queue stopped (\(reason))") }
         }
         guard let thread = chosen ?? threads.ioThread(forExport: exportID, queue: i, ring: ring) else { return }
         vrings[i].running = queue

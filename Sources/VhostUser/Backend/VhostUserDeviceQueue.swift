@@ -5,8 +5,10 @@ import IOThreads
 /// stopped (draining its in-flight requests) before the frontend reads its base, moved, or
 /// given a new call eventfd. The queue itself owns everything per request.
 public protocol VhostUserDeviceQueue: AnyObject, Sendable {
-    /// Called on the IOThread, once, when the guest corrupted the ring (the queue has
-    /// stopped taking requests). Set on the control thread before `start`.
+    /// Called on the IOThread, once, when the queue stopped by itself: the guest corrupted
+    /// the ring, or the queue could not start there. `reason` is for the operator. The
+    /// session then resets the device (error eventfd, connection closed). Set on the control
+    /// thread before `start`.
     var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)? { get set }
     /// Starts serving the ring; runs on `thread` (the session posts it there).
     func start(on thread: IOThread)
