@@ -5,6 +5,8 @@
 // itself and releases it before returning; sleeping and waiting at pause points happen
 // with the mutex released.
 
+import ControlThread
+
 /// What the body should do next, decided at a pause point.
 public enum JobCheckpoint: Sendable, Equatable {
     case proceed
@@ -139,7 +141,7 @@ public struct JobDriver: Sendable {
         }
     }
 
-    private var wakeup: JobWakeup? { registry.locked { $0.records[id]?.wakeup } }
+    private var wakeup: PosixSemaphore? { registry.locked { $0.records[id]?.wakeup } }
 }
 
 extension JobDriver {

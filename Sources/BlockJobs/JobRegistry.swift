@@ -7,7 +7,7 @@ import ControlThread
 //    events not yet delivered. There is one for all jobs, as QEMU's job_mutex.
 // 2. It is a leaf: no other lock (a BlockBackend's drain waiter, an IOThread inbox, the
 //    QMP server) is taken while it is held, and nothing under it waits, does I/O or hops to
-//    the control thread. The only calls made under it are sem_post (JobWakeup, not a lock)
+//    the control thread. The only calls made under it are sem_post (the job's wake-up PosixSemaphore, not a lock)
 //    and appending to the event queue.
 // 3. Events are delivered after it is released: the doorbell only schedules delivery; the
 //    deliverer takes the mutex again to drain the queue in order.
@@ -67,7 +67,10 @@ struct JobRecord {
     var cancelRequested = false
     var completeRequested = false
     var finalizeRequested = false
-    let wakeup = JobWakeup()
+    /// Wakes the job's body from a sleep or a pause point. A semaphore, not a lock: posting it
+    /// under the job mutex takes no second lock. Spurious wake-ups are fine (the body re-reads
+    /// its state under the job mutex after waking).
+    let wakeup = PosixSemaphore()
 
     var eventInfo: BlockJobEventInfo {
         BlockJobEventInfo(id: id, type: type, length: totalProgress, offset: currentProgress, speed: speed)

@@ -15,27 +15,17 @@ public func runOnControlThread<T: Sendable>(_ work: @escaping @Sendable @Control
 /// ThreadSanitizer: a pthread mutex and sem_post/sem_wait).
 private final class ControlCallResult<T: Sendable>: @unchecked Sendable {
     private let value = PosixMutex<T?>(nil)
-    private let ready: UnsafeMutablePointer<sem_t>
-
-    init() {
-        ready = .allocate(capacity: 1)
-        sem_init(ready, 0, 0)
-    }
-
-    deinit {
-        sem_destroy(ready)
-        ready.deallocate()
-    }
+    private let ready = PosixSemaphore()
 
     func fulfil(_ result: T) {
         value.withLock { $0 = result }
-        sem_post(ready)
+        ready.post()
     }
 
     func wait() -> T {
         while true {
             if let result = value.withLock({ $0 }) { return result }
-            while sem_wait(ready) != 0 && errno == EINTR {}
+            ready.wait()
         }
     }
 }

@@ -8,21 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from guestlib import Backend
 from interactive import ok, spindle_qmp, wait_event
+from test_qmp import daemon  # noqa: F401 (the fixture: a spindle with a QMP socket)
 
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
 pytestmark = pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")
 MiB = 1024 * 1024
 
-
-@pytest.fixture
-def daemon(tmp_path):
-    qmp = tmp_path / "qmp.sock"
-    backend = Backend(SPINDLE, tmp_path, "spindle")
-    backend.start(["--qmp", str(qmp)], qmp)
-    yield backend, qmp
-    backend.stop()
 
 
 def test_delay_filter_node_over_qmp(daemon, tmp_path):

@@ -1,12 +1,12 @@
 import Glibc
 
-/// Wakes a job's body from a sleep or a pause point: a counting semaphore, not a lock, so
-/// posting it while the job mutex is held takes no second lock. Spurious wake-ups are fine:
-/// the body always re-reads its state under the job mutex after waking.
-final class JobWakeup: @unchecked Sendable {
+/// A counting POSIX semaphore: a thread waits for another to post. ThreadSanitizer sees
+/// sem_post/sem_wait as synchronisation (as it does PosixMutex). Posting takes no lock, so
+/// it may be done while holding one (a job's wake-up under the job mutex).
+public final class PosixSemaphore: @unchecked Sendable {
     private let semaphore: UnsafeMutablePointer<sem_t>
 
-    init() {
+    public init() {
         semaphore = .allocate(capacity: 1)
         sem_init(semaphore, 0, 0)
     }
@@ -16,10 +16,10 @@ final class JobWakeup: @unchecked Sendable {
         semaphore.deallocate()
     }
 
-    func post() { sem_post(semaphore) }
+    public func post() { sem_post(semaphore) }
 
     /// Waits for a post, or at most `nanoseconds` (nil: no limit).
-    func wait(nanoseconds: UInt64?) {
+    public func wait(nanoseconds: UInt64? = nil) {
         guard let nanoseconds else {
             while sem_wait(semaphore) != 0 && errno == EINTR {}
             return
