@@ -41,9 +41,10 @@ final class MirrorCopier: @unchecked Sendable {
         logger[metadataKey: "job"] = "\(options.jobID)"
     }
 
-    func run() {
+    /// The copy's body; `started`: the job went created -> running (false: it was cancelled first).
+    func run(started: Bool) {
         _ = spindle_set_thread_name("mirror-\(options.jobID)")
-        guard driver.start() else {
+        guard started else {
             endWithoutPivot(.cancelled)
             return
         }

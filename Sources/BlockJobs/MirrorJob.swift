@@ -90,7 +90,10 @@ public final class MirrorJob {
             "granularity": "\(options.granularity)", "speed": "\(options.speed)"])
         driver.setProgress(current: 0, total: source.length)  // query-jobs shows the whole task at once
         let copier = MirrorCopier(job: job, driver: driver, filter: filter, length: source.length, options: options)
-        pthread_detach(PlainThread.spawn { copier.run() })  // nobody joins it: it ends with the job
+        // Running before the command returns, as QEMU's job_start: a query-jobs right after
+        // blockdev-mirror sees "running", not "created". false: cancelled while we drained.
+        let started = driver.start()
+        pthread_detach(PlainThread.spawn { copier.run(started: started) })  // nobody joins it: it ends with the job
         return job
     }
 
