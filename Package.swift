@@ -44,7 +44,7 @@ let package = Package(
         // used ring and signalling, for any ring layout (VirtqueueRing) and device
         // (VirtqueueRequestHandler). Its hot path is @inlinable: specialised in the device's module.
         .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
-        .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtqueuesTests", dependencies: ["SpindleTestSupport", "Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler,
         // and the device as the vhost-user session sees it.
         .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
@@ -59,8 +59,8 @@ let package = Package(
         .testTarget(name: "VhostUserSessionTests", dependencies: ["VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VhostUserTests", dependencies: ["SpindleTestSupport", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "CSpindle"], swiftSettings: gnuSource),
@@ -73,11 +73,14 @@ let package = Package(
         // A vhost-user-blk frontend (the role QEMU plays), for the benchmark client and tests.
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "FrontendTests", dependencies: ["SpindleTestSupport", "VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         // One entry point per fuzz target (hostile-input parsers); Fuzz/ wraps them for libFuzzer,
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
         .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
+        // What the test suites share (only test targets depend on it): a driver-side mock of a
+        // split virtqueue in test memory and the device's side for the frontend's ring.
+        .target(name: "SpindleTestSupport", dependencies: ["VhostUser", "CSpindle"], path: "Tests/SpindleTestSupport", swiftSettings: gnuSource),
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
