@@ -56,7 +56,7 @@ let package = Package(
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // The backend session in-process: a fake device over a socketpair, driven by the frontend library.
-        .testTarget(name: "VhostUserSessionTests", dependencies: ["VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VhostUserSessionTests", dependencies: ["SpindleTestSupport", "VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["SpindleTestSupport", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement"], swiftSettings: gnuSource),
         // The QMP monitor: protocol, commands, events. Control thread only.
         .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", "CSpindle", log], swiftSettings: gnuSource),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "MonitorTests", dependencies: ["SpindleTestSupport", "Monitor", "ControlThread", "BlockCommon", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         // A vhost-user-blk frontend (the role QEMU plays), for the benchmark client and tests.
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
@@ -79,12 +79,13 @@ let package = Package(
         .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
         // What the test suites share (only test targets depend on it): a driver-side mock of a
-        // split virtqueue in test memory and the device's side for the frontend's ring.
+        // split virtqueue in test memory, a QMP line client, temporary directories, threads for
+        // blocking test code.
         .target(name: "SpindleTestSupport", dependencies: ["VhostUser", "CSpindle"], path: "Tests/SpindleTestSupport", swiftSettings: gnuSource),
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
-        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],

@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import ControlThread
 import IOThreads
 import Monitor

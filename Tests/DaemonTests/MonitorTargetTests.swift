@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import BlockCommon
 import ControlThread
 import Monitor

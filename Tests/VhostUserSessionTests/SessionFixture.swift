@@ -74,21 +74,6 @@ final class SessionFixture {
     }
 }
 
-/// Runs blocking frontend code on a thread of its own: not on the control thread (the
-/// session needs it to answer) and not on Swift's cooperative pool (two threads here; tests
-/// blocked there starve every other test's async work).
-func offControlThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
-
-/// Carries a non-Sendable frontend object out of `offControlThread`; one thread uses it at a time.
-final class Handed<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
