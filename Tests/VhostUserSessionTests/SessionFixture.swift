@@ -1,9 +1,9 @@
 import ControlThread
 import CSpindle
-import Foundation
 import Glibc
 import IOThreads
 import Logging
+import SpindleTestSupport
 @testable import VhostUser
 
 /// A session on the control thread with a fake device and one IOThread. The frontend end is
@@ -17,13 +17,11 @@ final class SessionFixture {
     private(set) var closedCount = 0
     private var listener: UnixListener?
     private var listenWatch: FileDescriptorWatch?
-    let directory: String
+    let directory = TemporaryDirectory(prefix: "spindle-session")
 
     init(device: FakeDevice) throws {
         self.device = device
         threads = try FakeThreads()
-        directory = NSTemporaryDirectory() + "session-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
     private func startSession(socket fd: Int32) throws {
@@ -45,7 +43,7 @@ final class SessionFixture {
 
     /// A socket path whose first connection becomes the session.
     func listen() throws -> String {
-        let path = directory + "/vhost.sock"
+        let path = directory.file("vhost.sock")
         let listener = try UnixListener(path: path)
         self.listener = listener
         listenWatch = try ControlExecutor.shared.watch(fd: listener.fd, events: EPOLLIN.rawValue) { [weak self] _ in
@@ -70,7 +68,7 @@ final class SessionFixture {
         listener?.close()
         if let session { await session.close(reason: "test over") }
         threads.shutDown()
-        try? FileManager.default.removeItem(atPath: directory)
+        directory.remove()
     }
 }
 
