@@ -78,8 +78,6 @@ public final class MockSplitQueue: @unchecked Sendable {
         for (i, b) in bytes.enumerated() { write(b, at: gpa + UInt64(i)) }
     }
 
-    public func fill(_ gpa: UInt64, _ bytes: [UInt8]) { write(bytes, at: gpa) }
-
     public func read(_ count: Int, at gpa: UInt64) -> [UInt8] {
         (0..<count).map { read(UInt8.self, at: gpa + UInt64($0)) }
     }
@@ -128,9 +126,9 @@ public final class MockSplitQueue: @unchecked Sendable {
         return chain
     }
 
-    // MARK: corruption, for hostile-ring tests
+    // MARK: corruption, for hostile-ring tests (an avail.idx jump: set `availableIndex`)
 
-    /// Makes descriptor `index` point back to `target` (a NEXT loop).
+    /// Sets NEXT on descriptor `index` and points it at `target` (back along the chain: a loop).
     public func loopDescriptor(_ index: Int, to target: UInt16, table: UInt64? = nil) {
         let base = (table ?? descriptorTable) + UInt64(16 * index)
         write(read(UInt16.self, at: base + 12) | VirtqueueLayout.descriptorFlagNext, at: base + 12)
@@ -139,9 +137,6 @@ public final class MockSplitQueue: @unchecked Sendable {
 
     /// Makes descriptor `index` claim a next descriptor beyond any table.
     public func pointPastTable(_ index: Int, table: UInt64? = nil) { loopDescriptor(index, to: 999, table: table) }
-
-    /// Publishes an avail.idx `count` entries ahead of what was offered (more than the ring holds).
-    public func jumpAvailableIndex(by count: UInt16) { availableIndex &+= count }
 
     // MARK: the available ring (driver-written)
 
