@@ -1,7 +1,7 @@
-import SpindleTestSupport
 import ControlThread
 import IOThreads
 import Monitor
+import SpindleTestSupport
 import Testing
 @testable import SpindleDaemon
 

@@ -1,8 +1,8 @@
-import SpindleTestSupport
 import BlockCommon
 import ControlThread
 import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 @testable import SpindleDaemon
 

@@ -1,7 +1,7 @@
-import SpindleTestSupport
 import BlockCommon
 import ControlThread
 @testable import Monitor
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct CommandTests {

@@ -1,8 +1,8 @@
-import SpindleTestSupport
 import ControlThread
 import Glibc
 @testable import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct ProtocolTests {

@@ -1,9 +1,9 @@
-import SpindleTestSupport
 import CSpindle
 import ControlThread
 import Glibc
 @testable import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct SocketTests {

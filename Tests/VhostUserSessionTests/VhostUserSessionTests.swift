@@ -1,8 +1,8 @@
-import SpindleTestSupport
 import ControlThread
 import CSpindle
 import Glibc
 import IOThreads
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 import VhostUserFrontend
