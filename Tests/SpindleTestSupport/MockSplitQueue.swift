@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CSpindle
-@testable import VhostUser
+import VhostUser
 
 /// The driver's side of one split virtqueue in test memory (the role of rust-vmm's
 /// virtio-queue `mock.rs`): anonymous mappings registered as guest memory regions, a ring
