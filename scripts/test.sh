@@ -21,6 +21,9 @@ swift build --build-tests -Xswiftc -warnings-as-errors "${GNU_SOURCE[@]}"
 echo "== unit tests"
 swift test --skip-build "${GNU_SOURCE[@]}"
 
+echo "== layering (README's module table and Package.swift against the imports)"
+python3 -m pytest -q -p no:cacheprovider Tests/Layering
+
 echo "== daemon and real-guest tests"
 export SPINDLE_BIN="$PWD/.build/debug/spindle"
 if [ "${SKIP_GUEST:-0}" = 1 ]; then

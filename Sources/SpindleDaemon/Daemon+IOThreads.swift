@@ -4,6 +4,7 @@ import Glibc
 import IOThreads
 import Logging
 import Placement
+import VhostUser
 
 /// Which IOThread serves each virtqueue. An export that names an iothread gets it for every
 /// queue (as qsd); one that names none gets automatic placement: one pinned IOThread per
