@@ -44,7 +44,7 @@ let package = Package(
         // used ring and signalling, for any ring layout (VirtqueueRing) and device
         // (VirtqueueRequestHandler). Its hot path is @inlinable: specialised in the device's module.
         .target(name: "Virtqueues", dependencies: ["VhostUser", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
-        .testTarget(name: "VirtqueuesTests", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtqueuesTests", dependencies: ["SpindleTestSupport", "Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler,
         // and the device as the vhost-user session sees it.
         .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log], swiftSettings: hotPath),
@@ -56,11 +56,11 @@ let package = Package(
         // vhost-user-blk exports: tie a socket, a virtio-blk device and a BlockBackend.
         .target(name: "Exports", dependencies: ["BlockGraph", "VirtioBlk", "VhostUser", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // The backend session in-process: a fake device over a socketpair, driven by the frontend library.
-        .testTarget(name: "VhostUserSessionTests", dependencies: ["VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .testTarget(name: "VhostUserSessionTests", dependencies: ["SpindleTestSupport", "VhostUser", "VhostUserFrontend", "IOThreads", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VhostUser"], swiftSettings: gnuSource),
+        .testTarget(name: "VhostUserTests", dependencies: ["SpindleTestSupport", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
@@ -69,19 +69,23 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement"], swiftSettings: gnuSource),
         // The QMP monitor: protocol, commands, events. Control thread only.
         .target(name: "Monitor", dependencies: ["ControlThread", "BlockCommon", "SpindleOptions", "CSpindle", log], swiftSettings: gnuSource),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "ControlThread", "BlockCommon", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "MonitorTests", dependencies: ["SpindleTestSupport", "Monitor", "ControlThread", "BlockCommon", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         // A vhost-user-blk frontend (the role QEMU plays), for the benchmark client and tests.
         .target(name: "VhostUserFrontend", dependencies: ["VhostUser", "CSpindle"], swiftSettings: gnuSource),
         .executableTarget(name: "spindle-bench", dependencies: ["VhostUserFrontend", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "FrontendTests", dependencies: ["VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "FrontendTests", dependencies: ["SpindleTestSupport", "VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         // One entry point per fuzz target (hostile-input parsers); Fuzz/ wraps them for libFuzzer,
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
         .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
+        // What the test suites share (only test targets depend on it): a driver-side mock of a
+        // split virtqueue in test memory, a QMP line client, temporary directories, threads for
+        // blocking test code.
+        .target(name: "SpindleTestSupport", dependencies: ["VhostUser", "CSpindle"], path: "Tests/SpindleTestSupport", swiftSettings: gnuSource),
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockIO", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
-        .testTarget(name: "DaemonTests", dependencies: ["SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],

@@ -1,6 +1,7 @@
 import ControlThread
 import IOThreads
 import Monitor
+import SpindleTestSupport
 import Testing
 @testable import SpindleDaemon
 

@@ -4,37 +4,11 @@ import ControlThread
 import Glibc
 import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Synchronization
 import Testing
 import VhostUserFrontend
 @testable import SpindleDaemon
-
-/// A fresh directory under /tmp for a test's sockets; `remove()` deletes it and its files.
-struct TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/spindle-daemon-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp: \(String(cString: strerror(errno)))")
-        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-    }
-
-    func file(_ name: String) -> String { "\(path)/\(name)" }
-
-    func exists(_ name: String) -> Bool { access(file(name), F_OK) == 0 }
-
-    func remove() {
-        if let directory = opendir(path) {
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { unlink(file(name)) }
-            }
-            closedir(directory)
-        }
-        rmdir(path)
-    }
-}
 
 /// How many times the daemon asked its owner to quit.
 final class QuitRecorder: Sendable {
@@ -93,14 +67,14 @@ final class InProcessFrontend: @unchecked Sendable {
     private init(_ frontend: VhostUserBlkFrontend) { self.frontend = frontend }
 
     static func connect(to socketPath: String, queues: Int) async throws -> InProcessFrontend {
-        try await Task.detached {
+        try await onThreadOfItsOwn {
             InProcessFrontend(try VhostUserBlkFrontend(socketPath: socketPath, options: FrontendOptions(queueCount: queues)))
-        }.value
+        }
     }
 
     /// Stops every queue (SET_VRING_ENABLE 0, GET_VRING_BASE), as QEMU does at device_del.
     func stopQueues() async throws {
-        try await Task.detached { try self.frontend.shutdown(finalQueues: self.frontend.queues) }.value
+        try await onThreadOfItsOwn { try self.frontend.shutdown(finalQueues: self.frontend.queues) }
     }
 }
 
@@ -121,47 +95,20 @@ func waitForQueues(_ daemon: Daemon, _ expected: [String: [String]]) async -> [S
     return seen
 }
 
-/// A QMP client on the daemon's monitor socket, reading whole lines. It blocks (reads time
-/// out after five seconds), so every call runs off the control thread.
-final class QMPLineClient: @unchecked Sendable {
-    private let fd: Int32
-    private var buffer: [UInt8] = []
-
-    private init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
-
+/// The daemon's monitor, as a client sees it. The client blocks (reads time out after five
+/// seconds), so every call runs on a thread of its own, off the control thread.
+extension QMPLineClient {
     /// Connects and leaves capabilities negotiation behind (greeting, qmp_capabilities).
     static func negotiated(path: String) async throws -> QMPLineClient {
-        try await Task.detached {
-            let fd = spindle_unix_connect(path)
-            guard fd >= 0 else { throw DaemonError("cannot connect to \(path): \(String(cString: strerror(-fd)))") }
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let client = QMPLineClient(fd: fd)
-            _ = try client.readLine()  // greeting
-            let request = Array(#"{"execute": "qmp_capabilities"}"#.utf8) + [0x0A]
-            guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count,
-                  try client.readLine() == #"{"return": {}}"# else { throw DaemonError("qmp_capabilities failed") }
+        try await onThreadOfItsOwn {
+            let client = try QMPLineClient(path: path)
+            guard try client.leaveNegotiation() == #"{"return": {}}"# else { throw DaemonError("qmp_capabilities failed") }
             return client
-        }.value
+        }
     }
 
     /// The next `count` lines the daemon sends.
     func lines(_ count: Int) async throws -> [String] {
-        try await Task.detached { try (0..<count).map { _ in try self.readLine() } }.value
-    }
-
-    private func readLine() throws -> String {
-        while true {
-            if let end = buffer.firstIndex(of: 0x0A) {
-                let line = buffer[..<end].filter { $0 != 0x0D }
-                buffer.removeSubrange(...end)
-                return String(decoding: line, as: UTF8.self)
-            }
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard count > 0 else { throw DaemonError(count == 0 ? "monitor closed the connection" : "no message within 5 s") }
-            buffer += chunk[..<count]
-        }
+        try await onThreadOfItsOwn { try self.readLines(count) }
     }
 }

@@ -2,6 +2,7 @@ import BlockCommon
 import ControlThread
 import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 @testable import SpindleDaemon
 

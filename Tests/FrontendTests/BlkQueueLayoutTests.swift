@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import Testing
 import VhostUser
 @testable import VhostUserFrontend

@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import Testing
 import VhostUser
 @testable import VhostUserFrontend
@@ -156,5 +157,12 @@ import VhostUser
         #expect(memory.usedEvent == 1)  // behind what was harvested: out of reach
         // The device's view: publishing 2 -> 3 with used_event 1 needs no call.
         #expect(!DriverVirtqueue.needsEvent(eventIndex: memory.usedEvent, newIndex: 3, oldIndex: 2))
+    }
+}
+
+extension RingTestMemory {
+    /// The frontend's ring over this memory.
+    func ring(eventIndex: Bool) -> DriverVirtqueue {
+        DriverVirtqueue(size: size, descriptors: descriptors, available: available, used: used, eventIndex: eventIndex)
     }
 }

@@ -31,6 +31,10 @@ def package_targets() -> dict[str, tuple[str, set[str]]]:
 
 
 def source_dir(name: str, kind: str) -> Path:
+    # A target declared with `path:` (SpindleTestSupport lives under Tests/) is read there.
+    custom = re.search(r'name:\s*"%s"[^\n]*?\bpath:\s*"([^"]+)"' % re.escape(name), (ROOT / "Package.swift").read_text())
+    if custom:
+        return ROOT / custom.group(1)
     return ROOT / ("Tests" if kind == "testTarget" else "Sources") / name
 
 

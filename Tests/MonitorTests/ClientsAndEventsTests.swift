@@ -2,17 +2,18 @@ import ControlThread
 import Glibc
 @testable import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct ClientsAndEventsTests {
     @Test func eventsGoToEveryNegotiatedClientWithATimestamp() async throws {
         let fixture = try await QMPFixture.make()
         defer { fixture.closeSoon() }
-        let first = try QMPTestClient(path: fixture.path)
+        let first = try QMPLineClient(path: fixture.path)
         try first.negotiate()
-        let second = try QMPTestClient(path: fixture.path)
+        let second = try QMPLineClient(path: fixture.path)
         try second.negotiate()
-        let unnegotiated = try QMPTestClient(path: fixture.path)
+        let unnegotiated = try QMPLineClient(path: fixture.path)
         _ = try unnegotiated.readLine()
 
         var before = timespec()
@@ -41,9 +42,9 @@ import Testing
     @Test func oneClientsBadInputLeavesTheOthersAlone() async throws {
         let fixture = try await QMPFixture.make()
         defer { fixture.closeSoon() }
-        let good = try QMPTestClient(path: fixture.path)
+        let good = try QMPLineClient(path: fixture.path)
         try good.negotiate()
-        let bad = try QMPTestClient(path: fixture.path)
+        let bad = try QMPLineClient(path: fixture.path)
         try bad.negotiate()
         bad.sendBytes([0x00, 0xFF, 0x7B, 0x22, 0x0A] + Array(String(repeating: "{", count: 100).utf8))
         #expect(try good.command(#"{"execute": "query-version", "id": "g"}"#).hasSuffix(#""id": "g"}"#))
@@ -60,7 +61,7 @@ import Testing
         let fixture = try await QMPFixture.make()
         defer { fixture.closeSoon() }
         do {
-            let client = try QMPTestClient(path: fixture.path)
+            let client = try QMPLineClient(path: fixture.path)
             try client.negotiate()
             #expect(await fixture.clientCount == 1)
             client.send(#"{"execute": "query-version"}"#)  // no newline needed, and never answered
@@ -73,9 +74,9 @@ import Testing
     @Test func aClientThatStopsReadingIsDropped() async throws {
         let fixture = try await QMPFixture.make()
         defer { fixture.closeSoon() }
-        let sleeper = try QMPTestClient(path: fixture.path)
+        let sleeper = try QMPLineClient(path: fixture.path)
         try sleeper.negotiate()
-        let reader = try QMPTestClient(path: fixture.path)
+        let reader = try QMPLineClient(path: fixture.path)
         try reader.negotiate()
         let big = JSONValue.string(String(repeating: "x", count: 64 << 10))
         // 16 MiB of events: more than the 8 MiB a client may leave unread.

@@ -1,10 +1,11 @@
 import BlockCommon
 import ControlThread
 @testable import Monitor
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct CommandTests {
-    func expectReplies(_ client: QMPTestClient, _ cases: [(String, String)], sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectReplies(_ client: QMPLineClient, _ cases: [(String, String)], sourceLocation: SourceLocation = #_sourceLocation) throws {
         for (request, reply) in cases {
             #expect(try client.command(request) == reply, "\(request)", sourceLocation: sourceLocation)
         }

@@ -2,13 +2,14 @@ import ControlThread
 import Glibc
 @testable import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct ProtocolTests {
     @Test func greetingAndNegotiation() async throws {
         let fixture = try await QMPFixture.make()
         defer { fixture.closeSoon() }
-        let client = try QMPTestClient(path: fixture.path)
+        let client = try QMPLineClient(path: fixture.path)
         #expect(try client.readLine() == #"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 0}, "package": "spindle 0.1.0"}, "capabilities": []}}"#)
         #expect(try client.command(#"{"execute": "query-version", "id": 1}"#)
                 == #"{"id": 1, "error": {"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}}"#)
@@ -91,7 +92,7 @@ import Testing
     @Test func oversizedMessageIsRejectedAndTheClientGoesOn() async throws {
         let fixture = try await QMPFixture.make(messageLimit: 4096)
         defer { fixture.closeSoon() }
-        let client = try QMPTestClient(path: fixture.path)
+        let client = try QMPLineClient(path: fixture.path)
         try client.negotiate()
         let huge = #"{"execute": "nope", "id": ""# + String(repeating: "x", count: 10000) + "\"}"
         let reply = try client.command(huge)
@@ -118,7 +119,7 @@ import Testing
         client.send(#"{"execute": "query-version", "id": 2}"# + "\n")
         while await fixture.target.heldExportAddCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
         // A second client is not held up by the first one's command.
-        let other = try QMPTestClient(path: fixture.path)
+        let other = try QMPLineClient(path: fixture.path)
         try other.negotiate()
         #expect(try other.command(#"{"execute": "query-block-exports", "id": "other"}"#).hasSuffix(#""id": "other"}"#))
         await fixture.target.releaseExportAdd()
@@ -139,7 +140,7 @@ import Testing
     @Test func prettyOutputMatchesQEMU() async throws {
         let fixture = try await QMPFixture.make(pretty: true)
         defer { fixture.closeSoon() }
-        let client = try QMPTestClient(path: fixture.path)
+        let client = try QMPLineClient(path: fixture.path)
         var greeting: [String] = []
         for _ in 0..<13 { greeting.append(try client.readLine()) }
         #expect(greeting.joined(separator: "\n") == """

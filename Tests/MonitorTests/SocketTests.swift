@@ -3,6 +3,7 @@ import ControlThread
 import Glibc
 @testable import Monitor
 import SpindleOptions
+import SpindleTestSupport
 import Testing
 
 @Suite(.serialized) struct SocketTests {
@@ -20,7 +21,7 @@ import Testing
         #expect(lstat(path, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600)
         #expect(info.st_mode & S_IFMT == S_IFSOCK)
-        let client = try QMPTestClient(path: path)
+        let client = try QMPLineClient(path: path)
         _ = try client.readLine()
         await server.close()
         #expect(client.readsEndOfFile())
@@ -35,7 +36,7 @@ import Testing
         #expect(stale >= 0)
         Glibc.close(stale)
         let server = try await Self.server(at: path, target: target)
-        let client = try QMPTestClient(path: path)
+        let client = try QMPLineClient(path: path)
         #expect(try client.readLine().hasPrefix(#"{"QMP""#))
         await server.close()
 
@@ -64,9 +65,9 @@ import Testing
         let target = FakeCommandTarget()
         let servers = try await startMonitors(configuration: configuration, target: target)
         #expect(servers.map(\.path) == [first, second])
-        let pretty = try QMPTestClient(path: first)
+        let pretty = try QMPLineClient(path: first)
         #expect(try pretty.readLine() == "{")
-        let plain = try QMPTestClient(path: second)
+        let plain = try QMPLineClient(path: second)
         #expect(try plain.readLine().hasPrefix(#"{"QMP": "#))
         for server in servers { await server.close() }
 
@@ -82,7 +83,7 @@ import Testing
         let path = Self.path("wait")
         let target = FakeCommandTarget()
         let server = try await Self.server(at: path, target: target)
-        let connector = Task.detached { try QMPTestClient(path: path).readLine() }
+        let connector = Task { try await onThreadOfItsOwn { try QMPLineClient(path: path).readLine() } }
         await server.waitForFirstClient()
         #expect(try await connector.value.hasPrefix(#"{"QMP""#))
         await server.waitForFirstClient()  // returns at once now

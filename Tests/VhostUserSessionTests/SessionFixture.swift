@@ -1,9 +1,9 @@
 import ControlThread
 import CSpindle
-import Foundation
 import Glibc
 import IOThreads
 import Logging
+import SpindleTestSupport
 @testable import VhostUser
 
 /// A session on the control thread with a fake device and one IOThread. The frontend end is
@@ -17,13 +17,11 @@ final class SessionFixture {
     private(set) var closedCount = 0
     private var listener: UnixListener?
     private var listenWatch: FileDescriptorWatch?
-    let directory: String
+    let directory = TemporaryDirectory(prefix: "spindle-session")
 
     init(device: FakeDevice) throws {
         self.device = device
         threads = try FakeThreads()
-        directory = NSTemporaryDirectory() + "session-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
     private func startSession(socket fd: Int32) throws {
@@ -45,7 +43,7 @@ final class SessionFixture {
 
     /// A socket path whose first connection becomes the session.
     func listen() throws -> String {
-        let path = directory + "/vhost.sock"
+        let path = directory.file("vhost.sock")
         let listener = try UnixListener(path: path)
         self.listener = listener
         listenWatch = try ControlExecutor.shared.watch(fd: listener.fd, events: EPOLLIN.rawValue) { [weak self] _ in
@@ -70,23 +68,8 @@ final class SessionFixture {
         listener?.close()
         if let session { await session.close(reason: "test over") }
         threads.shutDown()
-        try? FileManager.default.removeItem(atPath: directory)
+        directory.remove()
     }
-}
-
-/// Runs blocking frontend code on a thread of its own: not on the control thread (the
-/// session needs it to answer) and not on Swift's cooperative pool (two threads here; tests
-/// blocked there starve every other test's async work).
-func offControlThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
-
-/// Carries a non-Sendable frontend object out of `offControlThread`; one thread uses it at a time.
-final class Handed<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 struct TestFailure: Error, CustomStringConvertible {

@@ -2,6 +2,7 @@ import ControlThread
 import CSpindle
 import Glibc
 import IOThreads
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 import VhostUserFrontend
@@ -17,7 +18,7 @@ import VhostUserFrontend
         device.withheldProtocolFeatures = [.inflightSHMFD]
         let fixture = try SessionFixture(device: device)
         let path = try fixture.listen()
-        var frontend: Handed<VhostUserBlkFrontend>? = try await offControlThread {
+        var frontend: Handed<VhostUserBlkFrontend>? = try await onThreadOfItsOwn {
             Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 1, replyTimeoutMilliseconds: RawFrontend.patienceMilliseconds)))
         }
         let session = try #require(fixture.session)
@@ -42,11 +43,11 @@ import VhostUserFrontend
     @Test @ControlActor func aFeatureNeverOfferedEndsTheSession() async throws {
         let fixture = try SessionFixture(device: FakeDevice())
         let frontend = try fixture.connectSocketpair()
-        let offered = try await offControlThread {
+        let offered = try await onThreadOfItsOwn {
             try VhostUserReplyDecoder.u64(try frontend.call(.getFeatures), to: .getFeatures)
         }
         #expect(offered == fixture.device.deviceFeatures | Self.protocolBit)
-        let hungUp = try await offControlThread {
+        let hungUp = try await onThreadOfItsOwn {
             try frontend.send(.setFeatures(offered | 1 << 40))
             return frontend.sessionHungUp()
         }
@@ -61,7 +62,7 @@ import VhostUserFrontend
         let fixture = try SessionFixture(device: FakeDevice(queueCount: 3))
         let frontend = try fixture.connectSocketpair()
         let window = VhostUserConfigSpace(offset: 34, flags: 0, payload: [0, 0])
-        let (inside, outside) = try await offControlThread {
+        let (inside, outside) = try await onThreadOfItsOwn {
             let inside = try VhostUserReplyDecoder.config(try frontend.call(.getConfig(window)))
             let outside = try VhostUserReplyDecoder.config(try frontend.call(.getConfig(
                 VhostUserConfigSpace(offset: 58, flags: 0, payload: [0, 0, 0, 0]))))
@@ -84,7 +85,7 @@ import VhostUserFrontend
     @Test @ControlActor func startedRingsReachTheDevicesQueueFactoryOnAnIOThread() async throws {
         let fixture = try SessionFixture(device: FakeDevice(queueCount: 2))
         let path = try fixture.listen()
-        let frontend = try await offControlThread {
+        let frontend = try await onThreadOfItsOwn {
             Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 2, replyTimeoutMilliseconds: RawFrontend.patienceMilliseconds)))
         }
         #expect(await fixture.eventually { fixture.device.queues.allSatisfy { !$0.events.isEmpty } && fixture.device.queues.count == 2 })
@@ -96,7 +97,7 @@ import VhostUserFrontend
             #expect(queue.kickFD >= 0 && queue.callFD >= 0)
         }
         // The frontend's shutdown: SET_VRING_ENABLE 0 stops each queue, GET_VRING_BASE reports it.
-        try await offControlThread { try frontend.value.shutdown(finalQueues: frontend.value.queues) }
+        try await onThreadOfItsOwn { try frontend.value.shutdown(finalQueues: frontend.value.queues) }
         for queue in queues { #expect(queue.events.contains(.stopped(iothread: "session-test"))) }
         #expect(fixture.threads.stopped == ["fake0/0@session-test", "fake0/1@session-test"])
         await fixture.tearDown()
@@ -107,13 +108,13 @@ import VhostUserFrontend
         fixture.device.requestsTakenBeforeStop = 4
         let frontend = try fixture.connectSocketpair()
         let ring = try RawRing()
-        try await offControlThread { try ring.start(on: frontend, features: FakeDevice.version1, base: 3) }
+        try await onThreadOfItsOwn { try ring.start(on: frontend, features: FakeDevice.version1, base: 3) }
         #expect(await fixture.eventually { fixture.device.queues.first?.events.isEmpty == false })
         let queue = try #require(fixture.device.queues.first)
         #expect(queue.ringBase == 3)
         #expect(!queue.events.contains(.stopped(iothread: "session-test")))
 
-        let reply = try await offControlThread {
+        let reply = try await onThreadOfItsOwn {
             try VhostUserReplyDecoder.vringState(try frontend.call(.getVringBase(VhostUserVringState(index: 0, num: 0))),
                                                  to: .getVringBase)
         }
@@ -131,7 +132,7 @@ import VhostUserFrontend
     @Test @ControlActor func theDeviceTakesItsOwnRequestsAndOnlyThose() async throws {
         let fixture = try SessionFixture(device: FakeDevice())
         let frontend = try fixture.connectSocketpair()
-        let (acked, hungUp) = try await offControlThread {
+        let (acked, hungUp) = try await onThreadOfItsOwn {
             try frontend.send(.setProtocolFeatures(VhostUserProtocolFeatures.replyAck.rawValue))
             // NET_SET_MTU, which the session leaves to the device: acknowledged as the device says.
             let reply = try frontend.call(message: VhostUserMessage(request: VhostUserRequestCode.netSetMTU.rawValue,
@@ -153,7 +154,7 @@ import VhostUserFrontend
     @Test @ControlActor func aMalformedMessageEndsTheSession() async throws {
         let fixture = try SessionFixture(device: FakeDevice())
         let frontend = try fixture.connectSocketpair()
-        let hungUp = try await offControlThread {
+        let hungUp = try await onThreadOfItsOwn {
             // SET_FEATURES with a 4-byte payload (it takes a u64).
             try frontend.sendMessage(VhostUserMessage(request: VhostUserRequestCode.setFeatures.rawValue,
                                                       flags: .version1, payload: [1, 0, 0, 0]))
@@ -174,7 +175,7 @@ import VhostUserFrontend
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0)
         defer { Glibc.close(channel[1]) }
         let sessionEnd = channel[0]
-        try await offControlThread {
+        try await onThreadOfItsOwn {
             try ring.start(on: frontend, features: FakeDevice.version1, base: 0)
             try frontend.send(.setBackendReqFD(fd: sessionEnd))
         }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 
@@ -10,7 +11,7 @@ import Testing
     }
 
     @Test func translateInsideOneRegion() {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let a = guest.memory.translate(gpa: 0x100, length: 0x100)
         #expect(a != nil)
         #expect(guest.memory.guestPhysicalAddress(of: a!) == 0x100)
@@ -23,8 +24,8 @@ import Testing
     }
 
     @Test func translateUserAddresses() {
-        let guest = VringTestGuest()
-        let bias = VringTestGuest.uvaBias
+        let guest = MockSplitQueue()
+        let bias = MockSplitQueue.separateUVABias
         #expect(guest.memory.translateUserAddress(bias + 0x100, length: 16) == guest.memory.translate(gpa: 0x100, length: 16))
         #expect(guest.memory.translateUserAddress(0x100, length: 16) == nil)
         #expect(guest.memory.translateUserAddress(bias + 0x10FFF8, length: 8) != nil)
@@ -32,7 +33,7 @@ import Testing
     }
 
     @Test func spansAcrossAdjacentRegions() {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let spans = UnsafeMutablePointer<iovec>.allocate(capacity: 4)
         defer { spans.deallocate() }
         let n = guest.memory.translateSpans(gpa: 0xFF00, length: 0x200, into: spans, capacity: 4)
@@ -78,7 +79,7 @@ import Testing
     }
 
     @Test func addAndRemoveRegions() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let p = UnsafeMutableRawPointer.allocate(byteCount: 0x1000, alignment: 4096)
         defer { p.deallocate() }
         let extra = try GuestMemoryMapping.unowned(region(0x200000, 0x1000), hostAddress: p)

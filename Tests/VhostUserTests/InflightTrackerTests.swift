@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 
@@ -23,7 +24,7 @@ import Testing
     }
 
     @Test func freshRegionIsInitialisedAndMarksFollowThePublishOrder() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let buffer = try Self.buffer()
         var ring = try guest.queue()
         let tracker = try InflightTracker(buffer: buffer, queue: 0, ring: &ring)
@@ -54,7 +55,7 @@ import Testing
     }
 
     @Test func newProcessResubmitsExactlyTheUnfinishedRequestsInTakeOrder() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let buffer = try Self.buffer()
         do {
             var ring = try guest.queue()
@@ -82,7 +83,7 @@ import Testing
     }
 
     @Test func crashBetweenPublishingAndClearingIsRepaired() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let buffer = try Self.buffer()
         do {
             var ring = try guest.queue()
@@ -104,7 +105,7 @@ import Testing
     }
 
     @Test func rejectsRegionsThatDoNotFitTheQueue() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let small = try Self.buffer(size: 8)
         var ring = try guest.queue()
         #expect(throws: InflightError.self) { try InflightTracker(buffer: small, queue: 0, ring: &ring) }

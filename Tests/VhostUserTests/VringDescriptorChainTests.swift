@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 
@@ -7,7 +8,7 @@ import Testing
     let indirect = VirtqueueLayout.descriptorFlagIndirect
 
     @Test func linuxLayoutChain() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 4)
         // Data crosses from region A into region B: two host spans.
@@ -24,7 +25,7 @@ import Testing
     }
 
     @Test func zeroLengthDescriptorsAreSkipped() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 1)
         guest.setDescriptor(1, address: 0xDEAD_0000, length: 0, flags: write | next, next: 2)  // unmapped but empty
@@ -38,7 +39,7 @@ import Testing
     }
 
     @Test func loopIsAnError() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 1)
         guest.setDescriptor(1, address: 0x8000, length: 16, flags: next, next: 0)
@@ -51,7 +52,7 @@ import Testing
     }
 
     @Test func chainLongerThanRing() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue(size: 4)
         for i in 0..<4 { guest.setDescriptor(i, address: 0x8000, length: 4, flags: next, next: UInt16((i + 1) % 4)) }
         let chain = DescriptorChain(capacity: 64)
@@ -59,7 +60,7 @@ import Testing
     }
 
     @Test func indicesOutOfRange() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         let chain = DescriptorChain(capacity: 8)
         #expect(throws: VirtqueueError.headOutOfRange(head: 16, queueSize: 16)) { try queue.walkChain(head: 16, into: chain) }
@@ -70,7 +71,7 @@ import Testing
     }
 
     @Test func readableAfterWritable() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x8000, length: 1, flags: write | next, next: 1)
         guest.setDescriptor(1, address: 0x9000, length: 16)
@@ -79,7 +80,7 @@ import Testing
     }
 
     @Test func buffersOutsideGuestMemory() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         let chain = DescriptorChain(capacity: 8)
         // Between regions.
@@ -101,7 +102,7 @@ import Testing
 
     @Test func totalLengthOverflow() throws {
         // A 4 GiB region (reserved, never touched) to hold descriptors that add up past 4 GiB.
-        let guest = VringTestGuest(regions: [(0, 0x10000), (0x1_0000_0000, 0x1_0000_0000)])
+        let guest = MockSplitQueue(regions: [(0, 0x10000), (0x1_0000_0000, 0x1_0000_0000)])
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x1_0000_0000, length: UInt32.max, flags: next, next: 1)
         guest.setDescriptor(1, address: 0x1_0000_0000, length: 1, flags: write)
@@ -113,7 +114,7 @@ import Testing
     }
 
     @Test func tooManySpans() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue()
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 1)
         guest.setDescriptor(1, address: 0xFF00, length: 0x200, flags: write)  // two spans
@@ -125,7 +126,7 @@ import Testing
     }
 
     @Test func indirectTable() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue(features: [.indirectDescriptors])
         let table: UInt64 = 0x6000
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 2, table: table)
@@ -142,7 +143,7 @@ import Testing
     }
 
     @Test func directDescriptorsThenIndirect() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let queue = try guest.queue(features: [.indirectDescriptors])
         let table: UInt64 = 0x6000
         guest.setDescriptor(0, address: 0x8000, length: 16, flags: next, next: 1)
@@ -156,7 +157,7 @@ import Testing
     }
 
     @Test func indirectErrors() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         let chain = DescriptorChain(capacity: 8)
         let table: UInt64 = 0x6000
         guest.setDescriptor(0, address: table, length: 32, flags: indirect)

@@ -1,3 +1,4 @@
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 
@@ -18,7 +19,7 @@ import Testing
     }
 
     @Test func eventIndexInterruptSuppression() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue(features: [.eventIndex])
         guest.setUsedEvent(1)
         queue.pushUsed(head: 0, writtenLength: 1)         // used.idx 0 → 1
@@ -42,7 +43,7 @@ import Testing
     }
 
     @Test func noInterruptFlagWithoutEventIndex() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         queue.pushUsed(head: 0, writtenLength: 1)
         let result6 = queue.shouldNotifyGuest()
@@ -58,7 +59,7 @@ import Testing
     }
 
     @Test func notifyOnEmpty() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue(features: [.notifyOnEmpty])
         guest.setAvailableFlags(VirtqueueLayout.availableFlagNoInterrupt)
         guest.offer(0)
@@ -76,7 +77,7 @@ import Testing
     }
 
     @Test func kickSuppressionWithFlags() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         queue.disableGuestKicks()
         #expect(guest.usedFlags == VirtqueueLayout.usedFlagNoNotify)
@@ -94,7 +95,7 @@ import Testing
     }
 
     @Test func kickSuppressionWithEventIndex() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue(features: [.eventIndex])
         queue.disableGuestKicks()
         #expect(guest.usedFlags == 0)  // flags unused with EVENT_IDX
@@ -112,7 +113,7 @@ import Testing
     }
 
     @Test func baseIndexRoundTrip() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         queue.lastAvailableIndex = 40
         guest.availableIndex = 42

@@ -1,15 +1,16 @@
+import SpindleTestSupport
 import Testing
 @testable import VhostUser
 
 @Suite struct VringSetupAndRingTests {
     @Test(arguments: [UInt32(0), 3, 24, 65536, 32769])
     func rejectsInvalidSizes(size: UInt32) {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         #expect(throws: VirtqueueSetupError.invalidSize(size)) { try guest.queue(size: size) }
     }
 
     @Test func acceptsLimits() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         _ = try guest.queue(size: 1)
         _ = try guest.queue(size: 256)
         // 32768 entries need 512 KiB of descriptors: not in this guest's 64 KiB region.
@@ -17,8 +18,8 @@ import Testing
     }
 
     @Test func rejectsMisalignedOrUnmappedRings() {
-        let guest = VringTestGuest()
-        let bias = VringTestGuest.uvaBias
+        let guest = MockSplitQueue()
+        let bias = MockSplitQueue.separateUVABias
         var addresses = guest.addresses
         addresses.descriptorTable += 8
         #expect(throws: VirtqueueSetupError.misaligned(.descriptorTable, userAddress: addresses.descriptorTable, alignment: 16)) {
@@ -53,7 +54,7 @@ import Testing
     }
 
     @Test func popsHeadsInOrder() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         let result1 = try queue.popAvailable()
         #expect(result1 == nil)
@@ -73,7 +74,7 @@ import Testing
     }
 
     @Test func availableIndexWrapsAround() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         guest.availableIndex = 65534
         var queue = try guest.queue(lastAvailable: 65534)
         guest.offer(1, 2, 3)
@@ -90,7 +91,7 @@ import Testing
     }
 
     @Test func availableIndexJumpBreaksQueue() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         guest.availableIndex = 16  // exactly a full ring: fine
         let result11 = try queue.availableCount()
@@ -109,7 +110,7 @@ import Testing
     }
 
     @Test func headOutOfRange() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         guest.offer(16)
         #expect(throws: VirtqueueError.headOutOfRange(head: 16, queueSize: 16)) { try queue.popAvailable() }
@@ -117,7 +118,7 @@ import Testing
     }
 
     @Test func usedRingBatching() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         var queue = try guest.queue()
         guest.offer(5, 6)
         _ = try queue.popAvailable()
@@ -135,7 +136,7 @@ import Testing
     }
 
     @Test func usedIndexResumesFromRingAndWraps() throws {
-        let guest = VringTestGuest()
+        let guest = MockSplitQueue()
         guest.write(UInt16(65535), at: guest.usedRing + 2)
         var queue = try guest.queue()
         #expect(queue.usedIndex == 65535)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SpindleTestSupport
 import Testing
 import VhostUser
 @testable import VirtioBlk
@@ -12,16 +13,16 @@ import VhostUser
     let buffers = VirtioBlkRequestBuffers(dataSpanCapacity: 16, segmentCapacity: 8)
 
     @Test func linuxLayoutRead() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.read, sector: 8), at: 0x10000)
         let chain = try guest.chain([(0x10000, 16, false), (0x20000, 1024, true), (0x30000, 1, true)])
         let request = try parser.parse(chain, into: buffers)
         #expect(request.operation == .read(sector: 8))
         #expect(request.dataLength == 1024)
         #expect(request.dataSpans.count == 1)
-        #expect(request.dataSpans[0].iov_base == guest.pointer(0x20000))
+        #expect(request.dataSpans[0].iov_base == guest.host(0x20000))
         #expect(request.dataSpans[0].iov_len == 1024)
-        #expect(UnsafeMutableRawPointer(request.statusByte) == guest.pointer(0x30000))
+        #expect(UnsafeMutableRawPointer(request.statusByte) == guest.host(0x30000))
         guest.write([0xFF], at: 0x30000)
         request.complete(.ok)
         #expect(guest.read(1, at: 0x30000) == [0])
@@ -30,7 +31,7 @@ import VhostUser
     }
 
     @Test func anyLayoutWriteWithHeaderAndDataMerged() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         // Header split over two descriptors, the second also carrying the data.
         guest.write(header(VirtioBlkRequestType.write, sector: 2), at: 0x10000 - 8)
         let full = header(VirtioBlkRequestType.write, sector: 2)
@@ -41,24 +42,24 @@ import VhostUser
         #expect(request.operation == .write(sector: 2))
         #expect(request.dataLength == 1024)
         #expect(request.dataSpans.count == 1)
-        #expect(request.dataSpans[0].iov_base == guest.pointer(0x20008))
+        #expect(request.dataSpans[0].iov_base == guest.host(0x20008))
         #expect(request.dataSpans[0].iov_len == 1024)
         #expect(request.usedLength(for: .ok) == 1)
     }
 
     @Test func anyLayoutReadWithDataAndStatusMerged() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.read, sector: 0), at: 0x10000)
         let chain = try guest.chain([(0x10000, 16, false), (0x20000, 100, true), (0x30000, 413, true)])
         let request = try parser.parse(chain, into: buffers)
         #expect(request.operation == .read(sector: 0))
         #expect(request.dataSpans.map(\.iov_len) == [100, 412])
-        #expect(request.dataSpans[1].iov_base == guest.pointer(0x30000))
-        #expect(UnsafeMutableRawPointer(request.statusByte) == guest.pointer(0x30000 + 412))
+        #expect(request.dataSpans[1].iov_base == guest.host(0x30000))
+        #expect(UnsafeMutableRawPointer(request.statusByte) == guest.host(0x30000 + 412))
     }
 
     @Test func headerTooShort() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         let chain = try guest.chain([(0x10000, 8, false), (0x30000, 1, true)])
         let request = try parser.parse(chain, into: buffers)
         #expect(request.operation == .reject(.headerTooShort(readableLength: 8)))
@@ -69,7 +70,7 @@ import VhostUser
     }
 
     @Test func noWritableStatusCannotComplete() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.flush), at: 0x10000)
         // The "status" descriptor is device-readable: nothing can be written back.
         let chain = try guest.chain([(0x10000, 16, false), (0x30000, 1, false)])
@@ -77,7 +78,7 @@ import VhostUser
     }
 
     @Test func unalignedAndOutOfRange() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.write, sector: 0), at: 0x10000)
         var chain = try guest.chain([(0x10000, 16 + 100, false), (0x30000, 1, true)])
         #expect(try parser.parse(chain, into: buffers).operation == .reject(.unalignedLength(100)))
@@ -99,7 +100,7 @@ import VhostUser
     }
 
     @Test func readOnlyAndUnsupported() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         let readOnly = VirtioBlkRequestParser(capacitySectors: 64, readOnly: true)
         guest.write(header(VirtioBlkRequestType.write, sector: 0), at: 0x10000)
         var chain = try guest.chain([(0x10000, 16 + 512, false), (0x30000, 1, true)])
@@ -121,7 +122,7 @@ import VhostUser
     }
 
     @Test func flushAndGetId() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.flush), at: 0x10000)
         var chain = try guest.chain([(0x10000, 16, false), (0x30000, 1, true)])
         #expect(try parser.parse(chain, into: buffers).operation == .flush)
@@ -147,7 +148,7 @@ import VhostUser
     }
 
     @Test func discardSegments() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.discard), at: 0x10000)
         guest.write(segment(0, 8) + segment(56, 8), at: 0x10010)
         // Second segment split across descriptors.
@@ -159,7 +160,7 @@ import VhostUser
     }
 
     func discardLike(_ type: UInt32, _ payload: [UInt8]) throws -> VirtioBlkOperation {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(type), at: 0x10000)
         guest.write(payload, at: 0x10010)
         let chain = try guest.chain([(0x10000, UInt32(16 + payload.count), false), (0x30000, 1, true)])
@@ -186,7 +187,7 @@ import VhostUser
     }
 
     @Test func writeZeroesUnmapFlag() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.writeZeroes), at: 0x10000)
         guest.write(segment(4, 8, flags: 1), at: 0x10010)
         let chain = try guest.chain([(0x10000, 32, false), (0x30000, 1, true)])
@@ -196,7 +197,7 @@ import VhostUser
     }
 
     @Test func tooManyDataSpansForBuffers() throws {
-        let guest = BlkTestGuest()
+        let guest = MockSplitQueue.flat(size: 64)
         guest.write(header(VirtioBlkRequestType.read), at: 0x10000)
         let chain = try guest.chain([(0x10000, 16, false), (0x20000, 512, true), (0x21000, 512, true), (0x30000, 1, true)])
         let small = VirtioBlkRequestBuffers(dataSpanCapacity: 1, segmentCapacity: 1)

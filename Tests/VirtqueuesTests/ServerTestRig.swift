@@ -2,6 +2,7 @@ import ControlThread
 import CSpindle
 import Glibc
 import IOThreads
+import SpindleTestSupport
 import Synchronization
 import VhostUser
 @testable import Virtqueues
@@ -71,10 +72,9 @@ final class Flag: Sendable {
 /// A real IOThread, a 16-entry split ring in anonymous test memory (gpa == uva), eventfds
 /// for kick and call, and a `FakeQueue` on them.
 final class ServerTestRig: @unchecked Sendable {
-    static let regionSize = 0x100000
     static let ringSize: UInt16 = 16
-    let base: UnsafeMutableRawPointer
-    let memory: GuestMemory
+    /// The guest's side of the ring.
+    let guest = MockSplitQueue.flat(size: Int(ServerTestRig.ringSize))
     let thread: IOThread
     let kickFD = eventfd(0, Int32(EFD_NONBLOCK))
     let callFD = eventfd(0, Int32(EFD_NONBLOCK))
@@ -83,16 +83,10 @@ final class ServerTestRig: @unchecked Sendable {
     let broken = Flag()
     /// The queue's inflight region (INFLIGHT_SHMFD), when asked for.
     let inflight: InflightBuffer?
-    private var availableIndex: UInt16 = 0
 
     @ControlActor
     init(slots: Int = 16, inflight withInflight: Bool = false) throws {
-        base = mmap(nil, Self.regionSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
-        let region = GuestMemoryRegionDescription(guestPhysAddr: 0, memorySize: UInt64(Self.regionSize), userAddr: 0, mmapOffset: 0)
-        memory = try GuestMemory(mappings: [try GuestMemoryMapping.unowned(region, hostAddress: base)])
-        var ring = try SplitVirtqueue(memory: memory, size: UInt32(Self.ringSize),
-                                      addresses: .init(descriptorTable: 0x1000, availableRing: 0x2000, usedRing: 0x3000),
-                                      features: [])
+        var ring = try guest.queue()
         var tracker: InflightTracker?
         if withInflight {
             let (fd, description) = try InflightBuffer.allocate(queues: 1, queueSize: Int(Self.ringSize))
@@ -120,43 +114,28 @@ final class ServerTestRig: @unchecked Sendable {
         thread.stop()
         close(kickFD)
         close(callFD)
-        munmap(base, Self.regionSize)
     }
 
     // MARK: the guest's side (from the test thread, with the queue's thread told by a kick)
 
     /// Lays out head `head` as one writable 16-byte descriptor (or a broken chain).
     func setDescriptor(_ head: UInt16, writable: Bool = true, nextOutOfRange: Bool = false) {
-        let d = base + 0x1000 + 16 * Int(head)
-        var flags: UInt16 = writable ? VirtqueueLayout.descriptorFlagWrite : 0
-        if nextOutOfRange { flags |= VirtqueueLayout.descriptorFlagNext }
-        d.storeBytes(of: (0x10000 + 0x100 * UInt64(head)).littleEndian, as: UInt64.self)
-        d.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 8, as: UInt32.self)
-        d.storeBytes(of: flags.littleEndian, toByteOffset: 12, as: UInt16.self)
-        d.storeBytes(of: UInt16(nextOutOfRange ? 999 : 0).littleEndian, toByteOffset: 14, as: UInt16.self)
+        guest.setDescriptor(Int(head), address: 0x10000 + 0x100 * UInt64(head), length: 16,
+                            flags: writable ? VirtqueueLayout.descriptorFlagWrite : 0)
+        if nextOutOfRange { guest.pointPastTable(Int(head)) }
     }
 
     /// Makes `heads` available (release-ordered avail.idx) and kicks.
     func offer(_ heads: UInt16...) {
-        for head in heads {
-            let entry = base + 0x2000 + 4 + 2 * Int(availableIndex % Self.ringSize)
-            entry.storeBytes(of: head.littleEndian, as: UInt16.self)
-            availableIndex &+= 1
-        }
-        spindle_store_release_u16(base + 0x2002, availableIndex.littleEndian)
+        guest.offer(heads)
         var one: UInt64 = 1
         _ = write(kickFD, &one, 8)
     }
 
-    var usedIndex: UInt16 { UInt16(littleEndian: spindle_load_acquire_u16(base + 0x3002)) }
+    var usedIndex: UInt16 { guest.usedIndex }
 
     /// The used ring's elements so far: (head, length).
-    var used: [(head: UInt32, length: UInt32)] {
-        (0..<Int(usedIndex)).map { i in
-            let e = base + 0x3000 + 4 + 8 * (i % Int(Self.ringSize))
-            return (UInt32(littleEndian: e.load(as: UInt32.self)), UInt32(littleEndian: e.load(fromByteOffset: 4, as: UInt32.self)))
-        }
-    }
+    var used: [(head: UInt32, length: UInt32)] { guest.usedElements.map { ($0.id, $0.length) } }
 
     /// The inflight flag of `head` in the region (1: taken and not yet on the used ring).
     func inflightFlag(_ head: Int) -> UInt8 {
