@@ -17,6 +17,9 @@ public struct FrontendOptions: Sendable, Hashable {
     /// Share an inflight buffer (INFLIGHT_SHMFD: GET_INFLIGHT_FD then SET_INFLIGHT_FD), as
     /// QEMU's vhost-user-blk does; fails if the backend does not offer it.
     public var inflightTracking = false
+    /// Set every ring up with SET_VRING_KICK's NOFD flag (no kick eventfd sent): the backend
+    /// must poll the rings. Kicks the frontend writes then reach nobody.
+    public var kicklessRings = false
 
     public init(queueCount: Int = 1, slotsPerQueue: Int = 32, maxRequestBytes: Int = 4096,
                 queueSize: Int? = nil, eventIndex: Bool = true, indirectDescriptors: Bool = false,

@@ -158,7 +158,7 @@ public final class VhostUserBlkFrontend {
         var queues: [BlkQueue] = []
         if let resuming {
             for queue in resuming.queues {
-                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory)
+                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory, kickless: options.kicklessRings)
                 queues.append(queue)
             }
         } else {
@@ -167,7 +167,7 @@ public final class VhostUserBlkFrontend {
                 let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
                                          indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
                                          kickFD: fds.kick, callFD: fds.call)
-                try Self.startVring(queue, base: 0, channel: channel, memory: memory)
+                try Self.startVring(queue, base: 0, channel: channel, memory: memory, kickless: options.kicklessRings)
                 queues.append(queue)
             }
         }
@@ -197,7 +197,7 @@ public final class VhostUserBlkFrontend {
     }
 
     private static func startVring(_ queue: BlkQueue, base: UInt16, channel: FrontendChannel,
-                                   memory: SharedMemoryRegion) throws(FrontendError) {
+                                   memory: SharedMemoryRegion, kickless: Bool) throws(FrontendError) {
         let index = UInt32(queue.index)
         try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ring.size))))
         try channel.send(.setVringBase(VhostUserVringState(index: index, num: UInt32(base))))
@@ -207,7 +207,7 @@ public final class VhostUserBlkFrontend {
             usedUserAddr: memory.userAddress(of: queue.ring.used),
             availUserAddr: memory.userAddress(of: queue.ring.available),
             logGuestAddr: 0)))
-        try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: queue.kickFD)))
+        try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: kickless ? nil : queue.kickFD)))
         try channel.send(.setVringCall(VhostUserVringFile(index: UInt8(queue.index), fd: queue.callFD)))
     }
 

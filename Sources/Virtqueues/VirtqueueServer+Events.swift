@@ -12,16 +12,24 @@ extension VirtqueueServer {
     final func armKick() {
         guard let sqe = onContext({ $0.sqe() }) else { return }
         kickGeneration &+= 1
-        io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
+        if let kicklessTimeout {
+            // No kick eventfd (NOFD): a one-shot timeout brings the thread back to the ring;
+            // handleKick re-arms it while the queue runs.
+            io_uring_prep_timeout(sqe, kicklessTimeout, 0, 0)
+        } else {
+            io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
+        }
         sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
         kickArmed = true
     }
 
     /// Asks io_uring to remove the kick poll. A removal can miss (ENOENT when submitted with
     /// the poll it targets, EALREADY while the poll is completing); it is then tried again.
+    /// A kick-less ring's timer is not removed: it fires within one interval, and handleKick
+    /// then does not re-arm it, which lets the stop finish.
     @usableFromInline
     final func disarmKick() {
-        guard kickArmed, let sqe = onContext({ $0.sqe() }) else { return }
+        guard kickArmed, kicklessTimeout == nil, let sqe = onContext({ $0.sqe() }) else { return }
         let target = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
         io_uring_prep_poll_remove(sqe, target)
         sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kickRemoval).rawValue

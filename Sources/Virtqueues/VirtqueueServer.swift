@@ -1,3 +1,4 @@
+import CSpindle
 import Glibc
 import IOThreads
 import Logging
@@ -5,7 +6,8 @@ import VhostUser
 
 /// One virtqueue served on one IOThread, for any ring layout and any device: it waits for
 /// guest kicks (a multishot poll on the kick eventfd in the IOThread's io_uring) or polls the
-/// ring while the thread's polling window is open, takes requests off the ring into
+/// ring while the thread's polling window is open (a ring without a kick eventfd, set up with
+/// VHOST_USER_VRING_NOFD_MASK, is polled on a timer instead: see `kicklessPollInterval`), takes requests off the ring into
 /// preallocated slots (admitted through the handler's backend accounting), has the device's
 /// `Handler` start them, puts finished ones on the used ring (with the inflight region kept
 /// up to date), and signals the call eventfd once per batch and only when the driver asked.
@@ -29,7 +31,11 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         unsafeAddress { UnsafePointer(ringStorage) }
         unsafeMutableAddress { ringStorage }
     }
+    /// -1 for a ring the frontend set up without one (NOFD): polled on a timer.
     @usableFromInline final let kickFD: Int32
+    /// The timer's interval for a kick-less ring, allocated only for one (the kernel reads
+    /// it when the timeout SQE is submitted, so it needs a stable address).
+    @usableFromInline final let kicklessTimeout: UnsafeMutablePointer<__kernel_timespec>?
     @usableFromInline final var callFD: Int32
     /// Built on the IOThread in `start`, so that its memory is first touched there and lands
     /// on that thread's NUMA node.
@@ -76,6 +82,15 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     /// whole ring (QEMU notifies per request; suppression by EVENT_IDX keeps that cheap).
     @inlinable public static var requestsPerPass: Int { 8 }
 
+    /// How often (ns) the IOThread comes back to a ring that has no kick eventfd: a one-shot
+    /// io_uring timeout stands in for the kick poll and is re-armed when it fires. Its cost:
+    /// while such a ring runs, its IOThread wakes up to 4 000 times a second even when idle,
+    /// and a request may wait up to 250 µs before it is seen (unless the thread is
+    /// busy-polling anyway). Longer than the default poll-max-ns (100 µs) on purpose: the
+    /// timer's wakeups then do not grow the adaptive poll window into a spin. Kicked rings
+    /// never arm it.
+    @inlinable public static var kicklessPollInterval: Int64 { 250_000 }
+
     /// Most CQEs outstanding at once, reserved on the IOThread's ring: one per slot (a request
     /// has one SQE in flight at a time; an x-delay hold's timeout stands in for it), the kick
     /// poll's CQE and its last one (a multishot poll whose CQE finds no room ends instead),
@@ -88,8 +103,14 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
                 inflight: Ring.InflightRegion?, logger: Logger) {
         // Clearing the kick eventfd must never block the IOThread, whatever flags the frontend
         // created it with (qemu-storage-daemon does the same; writers never block on eventfds).
-        let flags = fcntl(kickFD, F_GETFL)
-        if flags >= 0 && flags & O_NONBLOCK == 0 { _ = fcntl(kickFD, F_SETFL, flags | O_NONBLOCK) }
+        if kickFD >= 0 {
+            let flags = fcntl(kickFD, F_GETFL)
+            if flags >= 0 && flags & O_NONBLOCK == 0 { _ = fcntl(kickFD, F_SETFL, flags | O_NONBLOCK) }
+            kicklessTimeout = nil
+        } else {
+            kicklessTimeout = .allocate(capacity: 1)
+            kicklessTimeout?.initialize(to: __kernel_timespec(tv_sec: 0, tv_nsec: Self.kicklessPollInterval))
+        }
         self.index = index
         self.handler = handler
         ringStorage = .allocate(capacity: 1)
@@ -103,6 +124,7 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     }
 
     deinit {
+        kicklessTimeout?.deallocate()
         slots.deallocate()
         ringStorage.deinitialize(count: 1)
         ringStorage.deallocate()

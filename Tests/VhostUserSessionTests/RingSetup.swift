@@ -25,8 +25,9 @@ final class RawRing: @unchecked Sendable {
         Glibc.close(callFD)
     }
 
-    /// SET_OWNER, SET_FEATURES, SET_MEM_TABLE and ring 0 up to SET_VRING_KICK, at avail index `base`.
-    func start(on frontend: RawFrontend, features: UInt64, base: UInt16) throws {
+    /// SET_OWNER, SET_FEATURES, SET_MEM_TABLE and ring 0 up to SET_VRING_KICK, at avail index
+    /// `base`; `kickless`: SET_VRING_KICK with NOFD instead of the kick eventfd.
+    func start(on frontend: RawFrontend, features: UInt64, base: UInt16, kickless: Bool = false) throws {
         let size = Int(Self.size)
         let descriptors = try memory.allocate(16 * size, alignment: 16)
         let available = try memory.allocate(6 + 2 * size, alignment: 2)
@@ -40,7 +41,14 @@ final class RawRing: @unchecked Sendable {
             index: 0, flags: 0, descUserAddr: memory.userAddress(of: descriptors),
             usedUserAddr: memory.userAddress(of: used), availUserAddr: memory.userAddress(of: available), logGuestAddr: 0)))
         try frontend.send(.setVringCall(VhostUserVringFile(index: 0, fd: callFD)))
-        try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickFD)))
+        try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickless ? nil : kickFD)))
+    }
+
+    /// Starts ring 0 again after GET_VRING_BASE stopped it: base, call, kick.
+    func restart(on frontend: RawFrontend, base: UInt16, kickless: Bool) throws {
+        try frontend.send(.setVringBase(VhostUserVringState(index: 0, num: UInt32(base))))
+        try frontend.send(.setVringCall(VhostUserVringFile(index: 0, fd: callFD)))
+        try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickless ? nil : kickFD)))
     }
 
     /// How many mappings of the shared memory this process has (the frontend's is one).

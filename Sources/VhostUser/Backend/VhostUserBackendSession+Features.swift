@@ -11,10 +11,13 @@ extension VhostUserBackendSession {
         .reply(VhostUserReply.u64(.getFeatures, offeredFeatures))
     }
 
+    /// Exact: a bit outside GET_FEATURES' answer (e.g. a protocol feature's bit number used
+    /// as a virtio bit) closes the connection. VHOST_USER_F_PROTOCOL_FEATURES is offered, so
+    /// it may be set.
     func setFeatures(_ features: UInt64) -> VhostUserRequestOutcome {
         let offered = offeredFeatures
         guard features & ~offered == 0 else {
-            return .fatal("frontend accepted features 0x\(String(features, radix: 16)) that were never offered (offered 0x\(String(offered, radix: 16)))")
+            return .fatal(Self.unofferedBits(features & ~offered, offered: offered))
         }
         negotiatedFeatures = features
         return .done
@@ -24,10 +27,23 @@ extension VhostUserBackendSession {
         .reply(VhostUserReply.u64(.getProtocolFeatures, offeredProtocolFeatures.rawValue))
     }
 
-    /// Bits never offered are dropped, not refused (QEMU sends only offered bits anyway).
+    /// The spec lets the frontend set only bits GET_PROTOCOL_FEATURES returned. Unoffered
+    /// bits close the connection, like SET_FEATURES: a REPLY_ACK error cannot be relied on
+    /// here, since REPLY_ACK itself is being negotiated by this very message. The previous
+    /// negotiation stays, so a reconnecting frontend starts clean either way.
     func setProtocolFeatures(_ features: UInt64) -> VhostUserRequestOutcome {
-        negotiatedProtocolFeatures = VhostUserProtocolFeatures(rawValue: features).intersection(offeredProtocolFeatures)
+        let offered = offeredProtocolFeatures.rawValue
+        guard features & ~offered == 0 else {
+            return .fatal(Self.unofferedBits(features & ~offered, offered: offered))
+        }
+        negotiatedProtocolFeatures = VhostUserProtocolFeatures(rawValue: features)
         return .done
+    }
+
+    /// One line for the operator (after the request name): which bits, and what was offered.
+    static func unofferedBits(_ bits: UInt64, offered: UInt64) -> String {
+        let numbers = (0..<64).filter { bits & (1 << UInt64($0)) != 0 }.map(String.init).joined(separator: ",")
+        return "set bit(s) \(numbers) (0x\(String(bits, radix: 16))) that were never offered (offered 0x\(String(offered, radix: 16))); the frontend is not following the vhost-user spec"
     }
 
     /// RESET_OWNER / RESET_DEVICE: every ring stops and forgets its setup; features and the

@@ -26,7 +26,7 @@ extension VhostUserBackendSession {
 
     func startQueueIfReady(_ i: Int, on chosen: IOThread? = nil) {
         guard !closed, vrings[i].running == nil, vrings[i].started, vrings[i].enabled,
-              let memory, let size = vrings[i].size, let addresses = vrings[i].addresses, let kick = vrings[i].kickFD else { return }
+              let memory, let size = vrings[i].size, let addresses = vrings[i].addresses else { return }
         let queue: any VhostUserDeviceQueue
         let ring: UnsafeRawPointer
         do {
@@ -35,7 +35,7 @@ extension VhostUserBackendSession {
                                            lastAvailableIndex: vrings[i].base)
             let tracker = inflightTracker(queue: i, ring: &split)
             ring = split.descriptorTableAddress
-            queue = try device.makeQueue(index: i, ring: split, kickFD: kick, callFD: vrings[i].callFD ?? -1, inflight: tracker)
+            queue = try device.makeQueue(index: i, ring: split, kickFD: vrings[i].kickFD ?? -1, callFD: vrings[i].callFD ?? -1, inflight: tracker)
         } catch {
             guestBrokeQueue(i, "cannot start the ring: \(error)")
             return

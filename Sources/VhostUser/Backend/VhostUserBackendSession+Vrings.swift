@@ -44,12 +44,11 @@ extension VhostUserBackendSession {
             if let fd = file.fd { Glibc.close(fd) }
             return .failed("queue \(file.index) does not exist")
         }
-        guard let kick = file.fd else {
-            return .failed("queue \(i): polling mode without a kick eventfd is not supported")
-        }
+        // No fd (VHOST_USER_VRING_NOFD_MASK): the frontend will not kick; the ring is polled
+        // on its IOThread instead (VirtqueueServer.kicklessPollInterval).
         if vrings[i].running != nil { _ = await stopQueue(i) }
         if let old = vrings[i].kickFD { Glibc.close(old) }
-        vrings[i].kickFD = kick
+        vrings[i].kickFD = file.fd
         vrings[i].started = true
         // Without PROTOCOL_FEATURES a ring is enabled as soon as it starts (the spec).
         if !protocolFeaturesNegotiated { vrings[i].enabled = true }
@@ -84,6 +83,8 @@ extension VhostUserBackendSession {
 
     func setVringEnable(_ state: VhostUserVringState) async -> VhostUserRequestOutcome {
         guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist") }
+        // The spec knows 0 and 1 only; anything else leaves the ring as it was.
+        guard state.num <= 1 else { return .failed("queue \(i): SET_VRING_ENABLE with \(state.num) (only 0 and 1 are defined)") }
         vrings[i].enabled = state.num == 1
         if vrings[i].enabled {
             startQueueIfReady(i)

@@ -8,6 +8,7 @@ struct VringSetup {
     var size: UInt32?
     var addresses: SplitVirtqueue.RingAddresses?
     var base: UInt16 = 0
+    /// nil also after a SET_VRING_KICK with NOFD (`started` tells them apart): polled.
     var kickFD: Int32?
     var callFD: Int32?
     var errFD: Int32?
