@@ -12,7 +12,8 @@ import VirtioBlk
 /// A vhost-user-blk export: a listening socket, a virtio-blk device behind it and the
 /// BlockBackend (named after the export id) it uses. Each accepted frontend gets a
 /// `VhostUserBackendSession` (the protocol) talking to the virtio-blk device. One frontend
-/// at a time; a second one is refused with a log line. Lives on the control thread.
+/// at a time: a second one is refused with a log line while the first is connected; one that
+/// arrives after the first has hung up is held until the first's teardown has finished. Lives on the control thread.
 @ControlActor
 public final class VhostUserBlkExport: BlockDeviceOps {
     public let options: VhostUserBlkExportOptions
@@ -26,6 +27,9 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     private let listener: UnixListener
     private var listenWatch: FileDescriptorWatch?
     private(set) var session: VhostUserBackendSession?
+    /// A connection that arrived while the previous frontend, already gone, was still being
+    /// torn down; served once that teardown has finished. At most one.
+    private var heldConnection: Int32?
     /// Set once drive_del / block-export-revoke withdrew the image: the export stays, every
     /// guest request fails with IOERR.
     public private(set) var isRevoked = false
@@ -71,27 +75,48 @@ public final class VhostUserBlkExport: BlockDeviceOps {
 
     private func acceptConnections() {
         while let fd = listener.accept() {
-            if session != nil {
+            guard let current = session else {
+                startSession(socket: fd)
+                continue
+            }
+            guard current.peerHasHungUp else {
                 logger.warning("refusing a second frontend connection: export \(options.id) already has one (vhost-user allows one frontend per export); disconnect the first frontend before attaching another")
                 Glibc.close(fd)
                 continue
             }
-            do {
-                session = try VhostUserBackendSession(socket: fd, exportID: options.id, device: sessionDevice,
-                                                      threads: threads, logger: logger) { [weak self] closed in
-                    self?.sessionClosed(closed)
-                }
-                logger.info("frontend connected")
-            } catch {
-                logger.error("cannot set up the frontend connection: \(error)")
+            guard heldConnection == nil else {
+                logger.warning("refusing a frontend connection: export \(options.id) is still closing its previous frontend and already holds one new connection for after it; reconnect once that one is served")
                 Glibc.close(fd)
+                continue
             }
+            // The previous frontend has gone: serve this one once its teardown has finished.
+            heldConnection = fd
+            logger.info("frontend connection held until the previous frontend's teardown has finished")
+            current.readUpToHangUp()
         }
     }
 
-    /// Called by the session once it has closed and released everything.
+    private func startSession(socket fd: Int32) {
+        do {
+            session = try VhostUserBackendSession(socket: fd, exportID: options.id, device: sessionDevice,
+                                                  threads: threads, logger: logger) { [weak self] closed in
+                self?.sessionClosed(closed)
+            }
+            logger.info("frontend connected")
+        } catch {
+            logger.error("cannot set up the frontend connection: \(error)")
+            Glibc.close(fd)
+        }
+    }
+
+    /// Called by the session once it has closed and released everything (rings stopped,
+    /// in-flight requests completed, memory unmapped): only now may a held connection start.
     private func sessionClosed(_ closed: VhostUserBackendSession) {
-        if session === closed { session = nil }
+        guard session === closed else { return }
+        session = nil
+        guard let fd = heldConnection else { return }
+        heldConnection = nil
+        if isShuttingDown { Glibc.close(fd) } else { startSession(socket: fd) }
     }
 
     /// Moves virtqueue `queue` to `thread` (GS: control thread only). The queue is drained
@@ -125,6 +150,8 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         if let listenWatch { ControlExecutor.shared.unwatch(listenWatch) }
         listenWatch = nil
         listener.close()
+        if let held = heldConnection { Glibc.close(held) }
+        heldConnection = nil
         if let session { await session.close(reason: "export \(options.id) is being deleted") }
         graph.setDeviceOps(nil, for: backend)
         await graph.deleteBackend(backend)

@@ -228,6 +228,13 @@ public final class VhostUserBlkFrontend {
         return "backend closed the vhost-user connection during the run"
     }
 
+    /// Hangs up the connection at once, as a crashing frontend does: the backend sees the
+    /// end of the stream; nothing is stopped first. The memory, rings and inflight buffer stay
+    /// for a `reconnect`; the socket fd itself is released with this object.
+    public func hangUp() {
+        Glibc.shutdown(channel.socket, Int32(SHUT_RDWR))
+    }
+
     /// Gives the backend an eventfd to signal when queue `queue` breaks
     /// (VHOST_USER_SET_VRING_ERR). The caller keeps `fd`; the backend gets a copy.
     public func setVringErrorFD(queue: Int, fd: Int32) throws(FrontendError) {

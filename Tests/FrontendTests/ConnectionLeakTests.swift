@@ -30,7 +30,8 @@ struct ConnectionLeakTests {
     static func cycle(_ socket: String, clean: Bool) throws {
         var options = FrontendOptions(queueCount: 1, slotsPerQueue: 4, maxRequestBytes: 8192)
         options.inflightTracking = true
-        // The daemon refuses a second frontend until it has torn the last one down: retry.
+        // A connection made while the last one is still being torn down is held, not refused;
+        // the retry stays for a daemon under load.
         var attempt = 0
         var connected: VhostUserBlkFrontend?
         while connected == nil {

@@ -112,7 +112,8 @@ struct HostileRingTests {
         #expect(try completeRequest(&freshQueue, slot: 0, type: .read, sector: 8, bytes: 4096) == BlkStatus.ok)
     }
 
-    /// The export refuses a second frontend until the broken connection is fully closed.
+    /// Connects, retrying for 10 s (the export holds a connection made while the broken one is
+    /// still being torn down; the retry covers a refusal all the same).
     func connectWhenFree(_ socket: String) throws -> VhostUserBlkFrontend {
         let deadline = Date().addingTimeInterval(10)
         while true {

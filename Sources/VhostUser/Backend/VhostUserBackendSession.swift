@@ -69,6 +69,24 @@ public final class VhostUserBackendSession {
     /// Whether the session has closed (the socket and every fd released).
     public var isClosed: Bool { closed }
 
+    /// Whether the frontend has hung up (closed or shut down its sending side), whether or not
+    /// the session has read up to that end yet. POLLRDHUP is exact here: it is set once the peer
+    /// can send nothing more, even with unread messages still queued (a MSG_PEEK recv would
+    /// only see the end after those).
+    public var peerHasHungUp: Bool {
+        guard !closed else { return true }
+        var poller = pollfd(fd: fd, events: Int16(POLLRDHUP), revents: 0)
+        guard poll(&poller, 1, 0) == 1 else { return false }
+        return poller.revents & Int16(POLLRDHUP | POLLHUP | POLLERR) != 0
+    }
+
+    /// Reads what is queued up to the frontend's end now instead of waiting for the control
+    /// loop's next turn, so the session starts closing without delay (the export holds the
+    /// next frontend until it has).
+    public func readUpToHangUp() {
+        readMessages()
+    }
+
     // MARK: reading and the message loop
 
     private func readMessages() {
