@@ -65,9 +65,15 @@ private final class IdlePoller: IOPoller, @unchecked Sendable {
         #expect(thread.pollYields == yieldsIdle, "no request in flight: polling must not yield")
 
         poller.inFlight.store(true, ordering: .relaxed)
-        thread.post { _ in }
-        usleep(20_000)
-        #expect(thread.pollYields > yieldsIdle, "requests in flight: polling must yield")
+        // Wake it until it has polled with the request in flight: on a busy machine one wakeup
+        // may not get the thread onto a CPU within 20 ms (seen failing under load).
+        var yielded = false
+        for _ in 0..<250 where !yielded {
+            thread.post { _ in }
+            usleep(20_000)
+            yielded = thread.pollYields > yieldsIdle
+        }
+        #expect(yielded, "requests in flight: polling must yield")
 
         thread.post { $0.removePoller(poller) }
         thread.stop()
