@@ -3,7 +3,6 @@ import BlockGraph
 import BlockJobs
 import ControlThread
 import Exports
-import BlockIO
 import IOThreads
 import Logging
 import Monitor
