@@ -38,7 +38,7 @@ extension BlockGraph {
         do throws(BlockError) {
             for backend in moving {
                 precondition(backend.isDrained, "moving BlockBackend '\(backend.name)' while it is not drained")
-                try to.addUser(backend, permissions: backend.permissions)
+                try to.setUser(backend, permissions: backend.permissions)
                 added.append(backend)
             }
         } catch {

@@ -85,7 +85,7 @@ public final class BlockGraph {
         }
         if let blocker = root.blocker { throw BlockError(errno: EBUSY, "Node '\(node)' is busy: \(blocker)") }
         let backend = BlockBackend(name: name, permissions: [])
-        try root.addUser(backend, permissions: permissions)
+        try root.setUser(backend, permissions: permissions)
         // A new BlockBackend has no requests: it is trivially drained for its first attach.
         _ = backend.beginQuiesce(onDrained: {})
         backend.setRoot(root.io, permissions: permissions)

@@ -60,10 +60,6 @@ public final class BlockNode {
         }
     }
 
-    func addUser(_ backend: BlockBackend, permissions: BlockPermissions) throws(BlockError) {
-        try setUser(backend, permissions: permissions)
-    }
-
     func removeUser(_ user: AnyObject) {
         users.removeValue(forKey: ObjectIdentifier(user))
         try? updateLocks()
