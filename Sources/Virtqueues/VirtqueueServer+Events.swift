@@ -19,8 +19,15 @@ extension VirtqueueServer {
         } else {
             io_uring_prep_poll_multishot(sqe, kickFD, UInt32(POLLIN))
         }
-        sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
+        sqe.pointee.user_data = kickToken
         kickArmed = true
+    }
+
+    /// The token of the kick poll (or timer) armed now: its generation tells an old poll's
+    /// last CQE from the current one's.
+    @usableFromInline
+    final var kickToken: UInt64 {
+        CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
     }
 
     /// Asks io_uring to remove the kick poll. A removal can miss (ENOENT when submitted with
@@ -30,8 +37,7 @@ extension VirtqueueServer {
     @usableFromInline
     final func disarmKick() {
         guard kickArmed, kicklessTimeout == nil, let sqe = onContext({ $0.sqe() }) else { return }
-        let target = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kick | (kickGeneration & 0xFFFF)).rawValue
-        io_uring_prep_poll_remove(sqe, target)
+        io_uring_prep_poll_remove(sqe, kickToken)
         sqe.pointee.user_data = CompletionToken(handler: handlerID, tag: VirtqueueServerTags.kickRemoval).rawValue
         pendingRemovals += 1
     }

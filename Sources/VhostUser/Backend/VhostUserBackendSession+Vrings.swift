@@ -40,10 +40,7 @@ extension VhostUserBackendSession {
     }
 
     func setVringKick(_ file: VhostUserVringFile) async -> VhostUserRequestOutcome {
-        guard let i = queueIndex(UInt32(file.index)) else {
-            if let fd = file.fd { Glibc.close(fd) }
-            return .failed("queue \(file.index) does not exist")
-        }
+        guard let i = queueIndex(of: file) else { return .failed("queue \(file.index) does not exist") }
         // No fd (VHOST_USER_VRING_NOFD_MASK): the frontend will not kick; the ring is polled
         // on its IOThread instead (VirtqueueServer.kicklessPollInterval).
         if vrings[i].running != nil { _ = await stopQueue(i) }
@@ -57,10 +54,7 @@ extension VhostUserBackendSession {
     }
 
     func setVringCall(_ file: VhostUserVringFile) async -> VhostUserRequestOutcome {
-        guard let i = queueIndex(UInt32(file.index)) else {
-            if let fd = file.fd { Glibc.close(fd) }
-            return .failed("queue \(file.index) does not exist")
-        }
+        guard let i = queueIndex(of: file) else { return .failed("queue \(file.index) does not exist") }
         let old = vrings[i].callFD
         vrings[i].callFD = file.fd
         if let queue = vrings[i].running, let thread = vrings[i].thread {
@@ -72,10 +66,7 @@ extension VhostUserBackendSession {
     }
 
     func setVringErr(_ file: VhostUserVringFile) -> VhostUserRequestOutcome {
-        guard let i = queueIndex(UInt32(file.index)) else {
-            if let fd = file.fd { Glibc.close(fd) }
-            return .failed("queue \(file.index) does not exist")
-        }
+        guard let i = queueIndex(of: file) else { return .failed("queue \(file.index) does not exist") }
         if let old = vrings[i].errFD { Glibc.close(old) }
         vrings[i].errFD = file.fd
         return .done
@@ -92,5 +83,15 @@ extension VhostUserBackendSession {
             vrings[i].base = await stopQueue(i)
         }
         return .done
+    }
+
+    /// The ring a SET_VRING_KICK/CALL/ERR names; nil (its fd closed: nobody else will) if
+    /// there is no such ring.
+    private func queueIndex(of file: VhostUserVringFile) -> Int? {
+        guard let i = queueIndex(UInt32(file.index)) else {
+            if let fd = file.fd { Glibc.close(fd) }
+            return nil
+        }
+        return i
     }
 }
