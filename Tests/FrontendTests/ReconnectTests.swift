@@ -87,10 +87,8 @@ struct ReconnectTests {
     @Test func frontendReconnectingAtOnceIsServedEveryTime() throws {
         let daemon = try TwoExportDaemon.start()
         defer { daemon.stop() }
-        let bystander = try Bystander(socket: daemon.bystanderSocket)
-        bystander.start()
+        let bystander = try Bystander.running(on: daemon)
         defer { bystander.stop() }
-        #expect(bystander.waitForRounds(2))
         let pid = daemon.process.processIdentifier
 
         // Warm up: first-use allocations are not leaks.
@@ -157,10 +155,8 @@ struct ReconnectTests {
         defer { daemon.stop() }
         // The shared IOThread (its epoll, eventfd and timerfd) starts with the first queue it
         // serves: the bystander starts it before the baseline is taken.
-        let bystander = try Bystander(socket: daemon.bystanderSocket)
-        bystander.start()
+        let bystander = try Bystander.running(on: daemon)
         defer { bystander.stop() }
-        #expect(bystander.waitForRounds(2))
         let pid = daemon.process.processIdentifier
         // One ordinary connection first: the first one starts Swift's global concurrent
         // executor (libdispatch: an epoll, an eventfd and a timerfd, once per process). Those

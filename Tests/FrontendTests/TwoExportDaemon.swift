@@ -95,6 +95,18 @@ final class Bystander: @unchecked Sendable {
         frontend = try VhostUserBlkFrontend(socketPath: socket, options: FrontendOptions(slotsPerQueue: Self.slots, maxRequestBytes: Self.bytes))
     }
 
+    /// A bystander on `daemon`'s bystander export, started and past its first two rounds (so
+    /// the IOThread the exports share is busy). Stop it when done.
+    static func running(on daemon: TwoExportDaemon) throws -> Bystander {
+        let bystander = try Bystander(socket: daemon.bystanderSocket)
+        bystander.start()
+        guard bystander.waitForRounds(2) else {
+            bystander.stop()
+            throw FrontendError("the bystander did not complete two rounds: \(bystander.failures)")
+        }
+        return bystander
+    }
+
     var rounds: Int { lock.withLock { completedRounds } }
     var failures: [String] { lock.withLock { problems } }
 
