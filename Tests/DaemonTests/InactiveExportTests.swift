@@ -119,4 +119,20 @@ import VhostUserFrontend
         owner.letGo()
         await daemon.shutdown()
     }
+
+    @Test @ControlActor func noMirrorFromOrToAnInactiveNode() async throws {
+        let daemon = try await startedDaemon()
+        try daemon.blockdevAdd(nullNode("src"))
+        var target = nullNode("tgt")
+        target.active = false
+        try daemon.blockdevAdd(target)
+        let request = MirrorRequest(jobID: "m0", device: "src", target: "tgt")
+        #expect(await qmpError { try await daemon.blockdevMirror(request) }
+            == QMPError(.genericError, "Inactive node 'tgt' cannot be a mirror target; activate it first (blockdev-set-active)"))
+        try await daemon.blockdevSetActive(nodeName: "src", active: false)
+        #expect(await qmpError { try await daemon.blockdevMirror(request) }
+            == QMPError(.genericError, "Inactive node 'src' cannot be a mirror source; activate it first (blockdev-set-active)"))
+        #expect(daemon.queryJobs().isEmpty)
+        await daemon.shutdown()
+    }
 }
