@@ -87,6 +87,7 @@ extension BlockGraph {
         var ordered: [BlockNode] = []
         while !remaining.isEmpty {
             let ready = remaining.filter { node in !node.parents.contains { parent in remaining.contains { $0.name == parent } } }
+            guard !ready.isEmpty else { return ordered + remaining }  // no cycles exist; never loop on one
             ordered += ready
             remaining.removeAll { node in ready.contains { $0 === node } }
         }
