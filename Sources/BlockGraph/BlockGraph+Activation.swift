@@ -49,15 +49,15 @@ extension BlockGraph {
             try? node.updateLocks()
             throw BlockError(errno: error.errno, "Failed to activate node '\(node.name)': \(error.message); the node stays inactive (inactivate it in the other process first: blockdev-set-active with active false)")
         }
-        let held = users(of: node.name).filter { heldWhileInactive.contains(ObjectIdentifier($0)) }
         let sizeChanged = node.driver.refreshLength()
-        for backend in held {
-            heldWhileInactive.remove(ObjectIdentifier(backend))
+        // (A filter's BlockBackends see its child's new size: compare with the held capacity.)
+        var resized: [BlockBackend] = []
+        for backend in users(of: node.name) {
+            guard let heldLength = heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) else { continue }
             resume(backend)
+            if backend.length != heldLength { resized.append(backend) }
         }
-        if sizeChanged {
-            for backend in held { _ = deviceOps[ObjectIdentifier(backend)]?.resized() }
-        }
+        for backend in resized { _ = deviceOps[ObjectIdentifier(backend)]?.resized() }
         Logger(label: "spindle.block").notice("node activated: image locks taken, requests flow", metadata: [
             "node": "\(node.name)", "size": "\(node.length)", "resized": "\(sizeChanged)"])
     }
@@ -114,19 +114,19 @@ extension BlockGraph {
         }
         // Every quiesce begins before the first wait, so a command that runs meanwhile sees
         // them all held (and a second inactivation does not hold them twice).
-        let backends = targets.flatMap { users(of: $0.name) }.filter { !heldWhileInactive.contains(ObjectIdentifier($0)) }
+        let backends = targets.flatMap { users(of: $0.name) }.filter { heldWhileInactive[ObjectIdentifier($0)] == nil }
         for backend in backends {
             _ = beginDrain(backend)
-            heldWhileInactive.insert(ObjectIdentifier(backend))
+            heldWhileInactive[ObjectIdentifier(backend)] = backend.length
         }
         // One deleted meanwhile is no longer held (detach let it go): nothing to wait for.
-        for backend in backends where heldWhileInactive.contains(ObjectIdentifier(backend)) {
+        for backend in backends where heldWhileInactive[ObjectIdentifier(backend)] != nil {
             await waitUntilDrained(backend)
         }
         do {
             for node in targets { try node.driver.flushToDisk() }
         } catch {
-            for backend in backends where heldWhileInactive.remove(ObjectIdentifier(backend)) != nil { resume(backend) }
+            for backend in backends where heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) != nil { resume(backend) }
             throw BlockError(errno: error.errno, "\(failure): \(error.message); the nodes stay active")
         }
         for node in targets {

@@ -36,9 +36,10 @@ public final class BlockGraph {
     var attachments: [ObjectIdentifier: NodeName] = [:]
     /// BlockBackends whose device accepts an inactive node (allow-inactive).
     var inactiveAllowed: Set<ObjectIdentifier> = []
-    /// BlockBackends kept quiesced because their node is inactive: their requests wait in
-    /// the rings until activation (BlockGraph+Activation.swift).
-    var heldWhileInactive: Set<ObjectIdentifier> = []
+    /// BlockBackends kept quiesced because their node is inactive, with the capacity they
+    /// had then: their requests wait in the rings until activation, which tells the device
+    /// if the capacity changed meanwhile (BlockGraph+Activation.swift).
+    var heldWhileInactive: [ObjectIdentifier: UInt64] = [:]
     private let logger = Logger(label: "spindle.block")
 
     public init() {}
@@ -100,7 +101,7 @@ public final class BlockGraph {
         if root.isActive {
             _ = backend.endQuiesce()
         } else {
-            heldWhileInactive.insert(ObjectIdentifier(backend))  // the quiesce stays until activation
+            heldWhileInactive[ObjectIdentifier(backend)] = backend.length  // the quiesce stays until activation
         }
         backends[name] = backend
         attachments[ObjectIdentifier(backend)] = node
@@ -126,7 +127,7 @@ public final class BlockGraph {
         nodes[nodeName]?.removeUser(backend)
         // Detached, its requests fail at once instead of waiting for an activation: the
         // caller's drain (still held) is the one whose end lets the queues run again.
-        if heldWhileInactive.remove(ObjectIdentifier(backend)) != nil { _ = backend.endQuiesce() }
+        if heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) != nil { _ = backend.endQuiesce() }
     }
 
     /// Forgets a BlockBackend; it must be detached (or is detached now, under drain).

@@ -163,6 +163,25 @@ import Testing
         await graph.deleteBackend(backend)
         try graph.closeNode(NodeName("f"))
     }
+
+    @Test @ControlActor func aFiltersBlockBackendLearnsItsChildsNewSize() async throws {
+        let path = temporaryImage(size: 1 << 20)
+        defer { unlink(path) }
+        let graph = BlockGraph()
+        try graph.openNode(Self.file("f", path))
+        try graph.openNode(BlockdevOptions(nodeName: NodeName("d"), driver: .delay(DelayFilterOptions(child: NodeName("f")))))
+        let backend = try graph.createBackend(name: "e", node: NodeName("d"), permissions: Self.writer, allowInactive: true)
+        let device = RecordingDevice()
+        graph.setDeviceOps(device, for: backend)
+        try await graph.setActive(false, node: nil)
+        #expect(truncate(path, 3 << 20) == 0)
+        try await graph.setActive(true, node: NodeName("d"))
+        #expect(backend.length == 3 << 20)
+        #expect(device.events == ["drainedEnd", "resized"])
+        await graph.deleteBackend(backend)
+        try graph.closeNode(NodeName("d"))
+        try graph.closeNode(NodeName("f"))
+    }
 }
 
 @ControlActor
