@@ -5,7 +5,8 @@ struct ExportParser {
     static let option = "--export"
     static let keys = ["type", "id", "node-name", "addr.type", "addr.path", "writable", "writethrough",
                        "num-queues", "logical-block-size", "serial", "iothread", "iothread.*",
-                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight"]
+                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight",
+                       "allow-inactive"]
     /// Spindle's limit on virtqueues per export.
     static let numQueuesRange: ClosedRange<UInt64> = 1...16
     /// qemu-storage-daemon's rule: a power of two from 512 bytes to 2 MiB.
@@ -54,6 +55,8 @@ struct ExportParser {
         export.writethrough = try reader.bool("writethrough") ?? false
         // TEST ONLY: off withholds INFLIGHT_SHMFD (what a frontend's rewind does after a crash).
         export.inflightTracking = try reader.bool("x-inflight") ?? true
+        // QEMU 10: on, the export may use an inactive node (requests wait until activation).
+        export.allowInactive = try reader.bool("allow-inactive") ?? false
         _ = try reader.bool("fixed-iothread")  // accepted for compatibility; exports never move
         if let queues = try reader.unsigned("num-queues", in: numQueuesRange) { export.numQueues = Int(queues) }
         if let blockSize = try reader.size("logical-block-size") {
