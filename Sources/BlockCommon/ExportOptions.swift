@@ -24,6 +24,9 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     /// activate it; guest requests wait in the rings while the node is inactive. Off: adding
     /// the export activates the node, and the node cannot be inactivated while it exists.
     public var allowInactive: Bool = false
+    /// `x-dirty-log=unmarked` (TEST ONLY; default `marked`): offer dirty logging and accept
+    /// every message, but mark nothing, to prove a migration test can fail.
+    public var dirtyLogMarked: Bool = true
 
     /// Every iothread id the export names.
     public var namedIOThreads: [String] { (iothread.map { [$0] } ?? []) + iothreadMapping.map(\.iothread) }
