@@ -34,11 +34,17 @@ public final class VirtioBlkVhostUserDevice: VhostUserDevice {
         return device.writeConfig(offset: offset, bytes: bytes, configWCENegotiated: wce)
     }
 
-    public func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
-                          inflight: InflightTracker?) -> any VhostUserDeviceQueue {
-        VirtioBlkQueue(device: device, index: index, ring: ring, kickFD: kickFD, callFD: callFD, inflight: inflight)
+    /// One queue class per layout, each specialised for it.
+    public func makeQueue(index: Int, ring: QueueRing, kickFD: Int32, callFD: Int32) -> any VhostUserDeviceQueue {
+        switch ring {
+        case .split(let split, let inflight):
+            VirtioBlkQueue(device: device, index: index, ring: split, kickFD: kickFD, callFD: callFD, inflight: inflight)
+        case .packed(let packed):
+            VirtioBlkPackedQueue(device: device, index: index, ring: packed, kickFD: kickFD, callFD: callFD)
+        }
     }
 }
 
-/// `VirtioBlkQueue` already has the queue handle's surface (start, stop, call fd, drain).
+/// The queue classes already have the queue handle's surface (start, stop, call fd, drain).
 extension VirtioBlkQueue: VhostUserDeviceQueue {}
+extension VirtioBlkPackedQueue: VhostUserDeviceQueue {}

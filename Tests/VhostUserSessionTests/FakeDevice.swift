@@ -124,8 +124,8 @@ final class FakeDevice: VhostUserDevice {
         return .done
     }
 
-    func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
-                   inflight: InflightTracker?) -> any VhostUserDeviceQueue {
+    func makeQueue(index: Int, ring queueRing: QueueRing, kickFD: Int32, callFD: Int32) throws -> any VhostUserDeviceQueue {
+        guard case .split(let ring, _) = queueRing else { throw FakeDeviceError.packedRing }
         let queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.lastAvailableIndex,
                               stopBase: ring.lastAvailableIndex &+ requestsTakenBeforeStop)
         queues.append(queue)
@@ -156,3 +156,5 @@ final class FakeThreads: IOThreadProvider {
 
     func shutDown() { thread.stop() }
 }
+
+enum FakeDeviceError: Error { case packedRing }

@@ -35,7 +35,8 @@ extension VhostUserBackendSession {
                                            lastAvailableIndex: vrings[i].base)
             let tracker = inflightTracker(queue: i, ring: &split)
             ring = split.descriptorTableAddress
-            queue = try device.makeQueue(index: i, ring: split, kickFD: vrings[i].kickFD ?? -1, callFD: vrings[i].callFD ?? -1, inflight: tracker)
+            queue = try device.makeQueue(index: i, ring: .split(split, inflight: tracker),
+                                         kickFD: vrings[i].kickFD ?? -1, callFD: vrings[i].callFD ?? -1)
         } catch {
             guestBrokeQueue(i, "cannot start the ring: \(error)")
             return
