@@ -4,6 +4,8 @@
 extension PackedVirtqueue: VirtqueueRing {
     public typealias InflightRegion = NoInflightRegion
 
+    public var vringBase: UInt32 { base.encoded }
+
     /// `walkBuffer` on a ring held in place (a non-mutating call on a ring behind a pointer
     /// would copy the struct and retain its GuestMemory per request).
     @inlinable @inline(__always)

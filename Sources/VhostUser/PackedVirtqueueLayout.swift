@@ -7,6 +7,8 @@
 /// Any size from 1 to 32768 is allowed (not only powers of two).
 public enum PackedVirtqueueLayout {
     public static let maximumSize = 32768
+    /// VIRTIO_F_RING_PACKED (bit 34) in the virtio feature word.
+    public static let featureMask: UInt64 = 1 << 34
     public static let descriptorSize = 16
     public static let descriptorAlignment = 16
     public static let eventSuppressionBytes = 4
