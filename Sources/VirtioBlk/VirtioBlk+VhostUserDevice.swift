@@ -10,17 +10,22 @@ public final class VirtioBlkVhostUserDevice: VhostUserDevice {
     public let device: VirtioBlkDevice
     public let withheldProtocolFeatures: VhostUserProtocolFeatures
     public let marksDirtyPages: Bool
+    /// Whether VIRTIO_F_RING_PACKED is offered (the export's packed-ring key).
+    public let offersPackedRing: Bool
 
     /// `withheldProtocolFeatures`: e.g. INFLIGHT_SHMFD for an export without crash recovery.
     /// `marksDirtyPages` false: the x-dirty-log=unmarked test hook.
     public init(device: VirtioBlkDevice, withheldProtocolFeatures: VhostUserProtocolFeatures = [],
-                marksDirtyPages: Bool = true) {
+                marksDirtyPages: Bool = true, offersPackedRing: Bool = false) {
         self.device = device
+        self.offersPackedRing = offersPackedRing
         self.withheldProtocolFeatures = withheldProtocolFeatures
         self.marksDirtyPages = marksDirtyPages
     }
 
-    public var deviceFeatures: UInt64 { device.offeredFeatures }
+    public var deviceFeatures: UInt64 {
+        device.offeredFeatures | (offersPackedRing ? PackedVirtqueueLayout.featureMask : 0)
+    }
     public var queueCount: Int { Int(device.numQueues) }
     public var typeName: String { "vhost-user-blk" }
 

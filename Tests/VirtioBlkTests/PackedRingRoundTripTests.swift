@@ -106,6 +106,15 @@ import VirtioBlk
         rig.finish()
     }
 
+    @Test @ControlActor func packedRingIsOfferedOnlyWhenAsked() throws {
+        let rig = try Rig(name: "packed2")
+        #expect(VirtioBlkVhostUserDevice(device: rig.device).deviceFeatures & PackedVirtqueueLayout.featureMask == 0)
+        let packed = VirtioBlkVhostUserDevice(device: rig.device, offersPackedRing: true)
+        #expect(packed.deviceFeatures == rig.device.offeredFeatures | PackedVirtqueueLayout.featureMask)
+        #expect(PackedVirtqueueLayout.featureMask == 1 << 34)
+        rig.finish()
+    }
+
     @Test @ControlActor func aHostileBufferIdStopsTheQueue() async throws {
         let rig = try Rig(name: "packed1")
         let driver = rig.driver
