@@ -22,6 +22,7 @@ let package = Package(
         fuzzTarget("fuzz-vhost-user-message"),
         fuzzTarget("fuzz-guest-memory"),
         fuzzTarget("fuzz-descriptor-chain"),
+        fuzzTarget("fuzz-packed-descriptor-chain"),
         fuzzTarget("fuzz-virtio-blk-request"),
         fuzzTarget("fuzz-qmp"),
         fuzzTarget("fuzz-command-line"),

@@ -86,6 +86,37 @@ for name, mem in [("simple", simple), ("indirect", indirect), ("crossing-regions
     write("descriptor-chain", name, bytes([3, 1, 0, 0, 15]) + mem)
 
 
+
+# packed rings: same 64 KiB guest, descriptor ring 0x0, driver area 0x1000, device area 0x2000.
+AVAIL, USED = 1 << 7, 1 << 15
+
+
+def pdesc(addr, length, buffer_id, flags):
+    return struct.pack("<QIHH", addr, length, buffer_id, flags)
+
+
+def packed_guest(descs, extra=()):
+    m = bytearray(MEM)
+    for i, d in enumerate(descs):
+        m[16 * i:16 * i + 16] = d
+    for addr, data in extra:
+        m[addr:addr + len(data)] = data
+    return bytes(m).rstrip(b"\0")
+
+
+packed_simple = packed_guest([pdesc(0x3000, 16, 0xEEEE, AVAIL | NEXT), pdesc(0x3100, 512, 0xEEEE, AVAIL | WRITE | NEXT),
+                              pdesc(0x3400, 1, 2, AVAIL | WRITE), pdesc(0x3800, 16, 0, AVAIL)])
+packed_indirect = packed_guest([pdesc(0x4000, 48, 1, AVAIL | INDIRECT)], [(0x4000, indirect_table)])
+# size 7, base avail 5 / used 5 (wrap 1): a chain of three crossing the ring's end.
+packed_wrapping = packed_guest([pdesc(0x3400, 1, 4, USED | WRITE)] + [b"\0" * 16] * 4
+                               + [pdesc(0x3000, 16, 0xEEEE, AVAIL | NEXT), pdesc(0x3100, 512, 0xEEEE, AVAIL | WRITE | NEXT)])
+for name, header, mem in [("simple", bytes([7, 1]) + struct.pack("<HH", 0x8000, 0x8000), packed_simple),
+                          ("indirect", bytes([2, 1]) + struct.pack("<HH", 0x8000, 0x8000), packed_indirect),
+                          ("wrapping", bytes([6, 3]) + struct.pack("<HH", 0x8005, 0x8005), packed_wrapping)]:
+    # then span capacity 16, completion order: reversed and batched
+    write("packed-descriptor-chain", name, header + bytes([15, 3]) + mem)
+
+
 def blk(flags, memory, capacity=2048, max_sectors=4096, segments=2):
     return bytes([3, flags, segments - 1]) + struct.pack("<QI", capacity, max_sectors) + memory
 

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
 shift || true
-ALL=(vhost-user-message guest-memory descriptor-chain virtio-blk-request qmp command-line)
+ALL=(vhost-user-message guest-memory descriptor-chain packed-descriptor-chain virtio-blk-request qmp command-line)
 TARGETS=("${@:-${ALL[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 PARALLEL=${FUZZ_PARALLEL:-2}
@@ -27,7 +27,7 @@ run_one() {
     cp -n corpus/"$target"/* "$work"/ 2>/dev/null || true
     # The ring targets take a 64 KiB guest memory image; text and messages need less.
     local max_len=8192
-    case $target in descriptor-chain|virtio-blk-request) max_len=65600 ;; esac
+    case $target in descriptor-chain|packed-descriptor-chain|virtio-blk-request) max_len=65600 ;; esac
     # ASan on, leaks checked, a hang of 10 s or 2 GB counts as a finding. Swift's own
     # backtracer is off: libFuzzer and ASan print the stack.
     SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 nice -n 10 "$BIN/fuzz-$target" "$work" \

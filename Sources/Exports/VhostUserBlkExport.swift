@@ -60,9 +60,11 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         // x-inflight=off (TEST ONLY) withholds INFLIGHT_SHMFD, to show what a crash does to a
         // frontend that rewinds the ring.
         // x-dirty-log=unmarked (TEST ONLY) offers dirty logging but never marks a page.
+        // packed-ring=on offers VIRTIO_F_RING_PACKED.
         sessionDevice = VirtioBlkVhostUserDevice(device: device,
                                                  withheldProtocolFeatures: options.inflightTracking ? [] : [.inflightSHMFD],
-                                                 marksDirtyPages: options.dirtyLogMarked)
+                                                 marksDirtyPages: options.dirtyLogMarked,
+                                                 offersPackedRing: options.packedRing)
         do {
             listener = try UnixListener(path: options.socketPath, pathOption: "addr.path")
         } catch {

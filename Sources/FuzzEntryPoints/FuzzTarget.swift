@@ -5,6 +5,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case vhostUserMessage = "vhost-user-message"
     case guestMemory = "guest-memory"
     case descriptorChain = "descriptor-chain"
+    case packedDescriptorChain = "packed-descriptor-chain"
     case virtioBlkRequest = "virtio-blk-request"
     case qmp = "qmp"
     case commandLine = "command-line"
@@ -14,6 +15,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .vhostUserMessage: fuzzVhostUserMessage(input)
         case .guestMemory: fuzzGuestMemory(input)
         case .descriptorChain: fuzzDescriptorChain(input)
+        case .packedDescriptorChain: fuzzPackedDescriptorChain(input)
         case .virtioBlkRequest: fuzzVirtioBlkRequest(input)
         case .qmp: fuzzQMP(input)
         case .commandLine: fuzzCommandLine(input)

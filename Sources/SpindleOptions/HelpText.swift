@@ -52,7 +52,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            [,logical-block-size=<size>][,serial=<serial>]
            [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
            [,fixed-iothread=on|off][,x-inflight=on|off][,allow-inactive=on|off]
-           [,x-dirty-log=marked|unmarked]
+           [,x-dirty-log=marked|unmarked][,packed-ring=on|off]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
                          writable: let the guest write (default off; the node
@@ -76,6 +76,11 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            requests then wait until it is activated (default
                            off: the export activates its node, and the node
                            cannot be inactivated while the export exists)
+                         packed-ring: offer packed virtqueues (VIRTIO 1.1,
+                           QEMU's packed=on) besides split ones; packed queues
+                           have no inflight tracking yet, so a daemon restart
+                           replays their requests from the used index
+                           (default off)
                          x-inflight: FOR TESTS, off withholds the inflight
                            region (INFLIGHT_SHMFD) from the frontend (default on)
                          x-dirty-log: FOR TESTS, unmarked offers dirty logging

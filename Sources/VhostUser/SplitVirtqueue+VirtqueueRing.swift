@@ -3,6 +3,8 @@
 extension SplitVirtqueue: VirtqueueRing {
     public typealias InflightRegion = InflightTracker
 
+    public var vringBase: UInt32 { UInt32(lastAvailableIndex) }
+
     @inline(__always)
     public mutating func popAvailable(trackingIn region: InflightTracker) throws(VirtqueueError) -> UInt16? {
         try region.nextHead(from: &self)

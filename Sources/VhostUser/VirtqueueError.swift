@@ -30,6 +30,15 @@ public enum VirtqueueError: Error, Sendable, Equatable, CustomStringConvertible 
     case invalidIndirectTableLength(UInt32)
     /// The indirect table is not inside one guest memory region.
     case indirectTableNotMapped(address: UInt64, length: UInt32)
+    /// Packed ring: a buffer id at or above the queue size.
+    case bufferIdOutOfRange(id: UInt16, queueSize: UInt16)
+    /// Packed ring: a buffer id made available again while the device still holds it.
+    case bufferIdInUse(id: UInt16)
+    /// Packed ring: the descriptor at the device's position has AVAIL and USED both equal to
+    /// the driver's wrap counter, which only a device-written used descriptor may have.
+    case availableFlagWithoutBuffer(position: UInt16, flags: UInt16)
+    /// Packed ring: an indirect descriptor inside a chain of ring descriptors.
+    case indirectInChain
 
     public var description: String {
         switch self {
@@ -61,6 +70,14 @@ public enum VirtqueueError: Error, Sendable, Equatable, CustomStringConvertible 
             return "virtqueue: invalid indirect table length \(length)"
         case .indirectTableNotMapped(let address, let length):
             return "virtqueue: indirect table 0x\(String(address, radix: 16)) + \(length) is not in one guest memory region"
+        case .bufferIdOutOfRange(let id, let size):
+            return "packed virtqueue: buffer id \(id) is not below the queue size \(size)"
+        case .bufferIdInUse(let id):
+            return "packed virtqueue: buffer id \(id) made available again while still in flight"
+        case .availableFlagWithoutBuffer(let position, let flags):
+            return "packed virtqueue: descriptor \(position) has flags 0x\(String(flags, radix: 16)): AVAIL flipped without an available descriptor (wrap counter confusion)"
+        case .indirectInChain:
+            return "packed virtqueue: indirect descriptor inside a descriptor chain"
         }
     }
 }
@@ -71,6 +88,9 @@ public enum VirtqueueSetupError: Error, Sendable, Equatable, CustomStringConvert
         case descriptorTable = "descriptor table"
         case availableRing = "available ring"
         case usedRing = "used ring"
+        case descriptorRing = "descriptor ring"
+        case driverArea = "driver area"
+        case deviceArea = "device area"
     }
 
     /// Not a power of two in 1...32768.
@@ -79,6 +99,10 @@ public enum VirtqueueSetupError: Error, Sendable, Equatable, CustomStringConvert
     case notMapped(Part, userAddress: UInt64, length: UInt64)
     /// Not aligned as the spec requires (16, 2 and 4 bytes).
     case misaligned(Part, userAddress: UInt64, alignment: Int)
+    /// Packed ring: not in 1...32768.
+    case invalidPackedSize(UInt32)
+    /// Packed ring: SET_VRING_BASE names a position outside the ring.
+    case invalidPackedBase(UInt32, size: UInt32)
 
     public var description: String {
         switch self {
@@ -88,6 +112,10 @@ public enum VirtqueueSetupError: Error, Sendable, Equatable, CustomStringConvert
             return "virtqueue \(part.rawValue) at user address 0x\(String(address, radix: 16)) (\(length) bytes) is not inside one guest memory region"
         case .misaligned(let part, let address, let alignment):
             return "virtqueue \(part.rawValue) at user address 0x\(String(address, radix: 16)) is not \(alignment)-byte aligned"
+        case .invalidPackedSize(let size):
+            return "packed virtqueue size \(size) is not between 1 and 32768"
+        case .invalidPackedBase(let base, let size):
+            return "packed virtqueue base 0x\(String(base, radix: 16)) names a position outside the ring of \(size)"
         }
     }
 }

@@ -15,8 +15,11 @@ public protocol VirtqueueRing: Sendable {
 
     /// Entries in the ring (SET_VRING_NUM).
     var size: UInt16 { get }
-    /// Where the device will take the next request (GET_VRING_BASE's answer).
+    /// Where the device will take the next request.
     var lastAvailableIndex: UInt16 { get }
+    /// GET_VRING_BASE's answer (split: the avail index; packed: both indices and wrap
+    /// counters, `PackedVringBase`).
+    var vringBase: UInt32 { get }
     var isBroken: Bool { get }
 
     /// Requests the driver made available and the device has not taken yet.

@@ -10,17 +10,22 @@ public final class VirtioBlkVhostUserDevice: VhostUserDevice {
     public let device: VirtioBlkDevice
     public let withheldProtocolFeatures: VhostUserProtocolFeatures
     public let marksDirtyPages: Bool
+    /// Whether VIRTIO_F_RING_PACKED is offered (the export's packed-ring key).
+    public let offersPackedRing: Bool
 
     /// `withheldProtocolFeatures`: e.g. INFLIGHT_SHMFD for an export without crash recovery.
     /// `marksDirtyPages` false: the x-dirty-log=unmarked test hook.
     public init(device: VirtioBlkDevice, withheldProtocolFeatures: VhostUserProtocolFeatures = [],
-                marksDirtyPages: Bool = true) {
+                marksDirtyPages: Bool = true, offersPackedRing: Bool = false) {
         self.device = device
+        self.offersPackedRing = offersPackedRing
         self.withheldProtocolFeatures = withheldProtocolFeatures
         self.marksDirtyPages = marksDirtyPages
     }
 
-    public var deviceFeatures: UInt64 { device.offeredFeatures }
+    public var deviceFeatures: UInt64 {
+        device.offeredFeatures | (offersPackedRing ? PackedVirtqueueLayout.featureMask : 0)
+    }
     public var queueCount: Int { Int(device.numQueues) }
     public var typeName: String { "vhost-user-blk" }
 
@@ -34,11 +39,17 @@ public final class VirtioBlkVhostUserDevice: VhostUserDevice {
         return device.writeConfig(offset: offset, bytes: bytes, configWCENegotiated: wce)
     }
 
-    public func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
-                          inflight: InflightTracker?) -> any VhostUserDeviceQueue {
-        VirtioBlkQueue(device: device, index: index, ring: ring, kickFD: kickFD, callFD: callFD, inflight: inflight)
+    /// One queue class per layout, each specialised for it.
+    public func makeQueue(index: Int, ring: QueueRing, kickFD: Int32, callFD: Int32) -> any VhostUserDeviceQueue {
+        switch ring {
+        case .split(let split, let inflight):
+            VirtioBlkQueue(device: device, index: index, ring: split, kickFD: kickFD, callFD: callFD, inflight: inflight)
+        case .packed(let packed):
+            VirtioBlkPackedQueue(device: device, index: index, ring: packed, kickFD: kickFD, callFD: callFD)
+        }
     }
 }
 
-/// `VirtioBlkQueue` already has the queue handle's surface (start, stop, call fd, drain).
+/// The queue classes already have the queue handle's surface (start, stop, call fd, drain).
 extension VirtioBlkQueue: VhostUserDeviceQueue {}
+extension VirtioBlkPackedQueue: VhostUserDeviceQueue {}

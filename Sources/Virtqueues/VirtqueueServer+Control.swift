@@ -4,9 +4,9 @@ import VhostUser
 
 /// Control-thread helpers: each hops to the queue's IOThread and waits for the answer.
 extension VirtqueueServer {
-    /// Stops the queue on its IOThread and returns its next avail index.
+    /// Stops the queue on its IOThread and returns its base (GET_VRING_BASE's value).
     @ControlActor
-    public final func stop(on thread: IOThread) async -> UInt16 {
+    public final func stop(on thread: IOThread) async -> UInt32 {
         await withCheckedContinuation { continuation in
             thread.post { _ in self.stop { continuation.resume(returning: $0) } }
         }

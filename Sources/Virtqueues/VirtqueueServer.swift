@@ -69,7 +69,7 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     /// Poll removals submitted and not yet completed: the queue stops only after they are in.
     @usableFromInline final var pendingRemovals = 0
     /// Everyone waiting for the stop (a move and a GET_VRING_BASE may both ask).
-    @usableFromInline final var stopCompletions: [@Sendable (UInt16) -> Void] = []
+    @usableFromInline final var stopCompletions: [@Sendable (UInt32) -> Void] = []
     @usableFromInline final var usedSinceSignal = false
     /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
     @usableFromInline final var polling = false
@@ -180,11 +180,12 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         processAvailable()
     }
 
-    /// Stops taking requests; `completion` gets the next avail index once every in-flight
-    /// request has completed and the kick poll is gone. Then the queue is unregistered.
-    public final func stop(completion: @escaping @Sendable (UInt16) -> Void) {
+    /// Stops taking requests; `completion` gets the ring's base (GET_VRING_BASE's value) once
+    /// every in-flight request has completed and the kick poll is gone. Then the queue is
+    /// unregistered.
+    public final func stop(completion: @escaping @Sendable (UInt32) -> Void) {
         if state == .stopped {
-            completion(ring.lastAvailableIndex)
+            completion(ring.vringBase)
             return
         }
         stopCompletions.append(completion)
@@ -218,7 +219,7 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         }
         let waiting = stopCompletions
         stopCompletions.removeAll()
-        for completion in waiting { completion(ring.lastAvailableIndex) }
+        for completion in waiting { completion(ring.vringBase) }
     }
 
     final func setCallFD(_ fd: Int32) {

@@ -20,14 +20,17 @@ final class FakeQueue: VhostUserDeviceQueue, @unchecked Sendable {
     let index: Int
     let kickFD: Int32
     let callFD: Int32
-    /// The ring's avail index when the queue was made.
-    let ringBase: UInt16
-    /// What `stop` reports as the next avail index.
-    let stopBase: UInt16
+    /// The ring's base when the queue was made (split: its avail index).
+    let ringBase: UInt32
+    /// What `stop` reports as the ring's base.
+    let stopBase: UInt32
+    /// The ring is a packed one.
+    let packed: Bool
     var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)?
     private let recorded = Mutex<[QueueEvent]>([])
 
-    init(index: Int, kickFD: Int32, callFD: Int32, ringBase: UInt16, stopBase: UInt16) {
+    init(index: Int, kickFD: Int32, callFD: Int32, ringBase: UInt32, stopBase: UInt32, packed: Bool = false) {
+        self.packed = packed
         self.index = index
         self.kickFD = kickFD
         self.callFD = callFD
@@ -42,7 +45,7 @@ final class FakeQueue: VhostUserDeviceQueue, @unchecked Sendable {
         record(.started(iothread: thread.id, onThatThread: thread.threadID == gettid()))
     }
 
-    @ControlActor func stop(on thread: IOThread) async -> UInt16 {
+    @ControlActor func stop(on thread: IOThread) async -> UInt32 {
         await withCheckedContinuation { continuation in
             thread.post { running in
                 self.record(.stopped(iothread: running.id))
@@ -124,10 +127,17 @@ final class FakeDevice: VhostUserDevice {
         return .done
     }
 
-    func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
-                   inflight: InflightTracker?) -> any VhostUserDeviceQueue {
-        let queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.lastAvailableIndex,
-                              stopBase: ring.lastAvailableIndex &+ requestsTakenBeforeStop)
+    func makeQueue(index: Int, ring queueRing: QueueRing, kickFD: Int32, callFD: Int32) -> any VhostUserDeviceQueue {
+        let queue: FakeQueue
+        switch queueRing {
+        case .split(let ring, _):
+            queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.vringBase,
+                              stopBase: UInt32(ring.lastAvailableIndex &+ requestsTakenBeforeStop))
+        case .packed(let ring):
+            // A packed ring's stop reports its base unchanged (the fake takes no requests).
+            queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.vringBase,
+                              stopBase: ring.vringBase, packed: true)
+        }
         queues.append(queue)
         return queue
     }

@@ -7,6 +7,11 @@ extension VhostUserBackendSession {
         return device.deviceFeatures | VhostUserFeatureBits.protocolFeatures | logAll
     }
 
+    /// VIRTIO_F_RING_PACKED (bit 34): the driver chose packed rings for every queue.
+    var packedRingNegotiated: Bool {
+        negotiatedFeatures & PackedVirtqueueLayout.featureMask != 0
+    }
+
     var protocolFeaturesNegotiated: Bool {
         negotiatedFeatures & VhostUserFeatureBits.protocolFeatures != 0
     }

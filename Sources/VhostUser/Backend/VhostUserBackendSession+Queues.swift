@@ -30,12 +30,9 @@ extension VhostUserBackendSession {
         let queue: any VhostUserDeviceQueue
         let ring: UnsafeRawPointer
         do {
-            var split = try SplitVirtqueue(memory: memory, size: size, addresses: addresses,
-                                           features: VirtqueueFeatures(negotiated: negotiatedFeatures),
-                                           lastAvailableIndex: vrings[i].base)
-            let tracker = inflightTracker(queue: i, ring: &split)
-            ring = split.descriptorTableAddress
-            queue = try device.makeQueue(index: i, ring: split, kickFD: vrings[i].kickFD ?? -1, callFD: vrings[i].callFD ?? -1, inflight: tracker)
+            let queueRing = try makeRing(i, memory: memory, size: size, addresses: addresses)
+            ring = queueRing.descriptorsAddress
+            queue = try device.makeQueue(index: i, ring: queueRing, kickFD: vrings[i].kickFD ?? -1, callFD: vrings[i].callFD ?? -1)
         } catch {
             guestBrokeQueue(i, "cannot start the ring: \(error)")
             return
@@ -49,6 +46,27 @@ extension VhostUserBackendSession {
         vrings[i].thread = thread
         thread.post { thread in queue.start(on: thread) }
         logger.debug("queue started", metadata: ["queue": "\(i)", "size": "\(size)", "iothread": "\(thread.id)"])
+    }
+
+    /// The ring in the negotiated layout. SET_VRING_ADDR's three addresses are the
+    /// descriptor table, avail and used rings of a split ring, or the descriptor ring, driver
+    /// and device areas of a packed one.
+    private func makeRing(_ i: Int, memory: GuestMemory, size: UInt32,
+                          addresses: SplitVirtqueue.RingAddresses) throws -> QueueRing {
+        let features = VirtqueueFeatures(negotiated: negotiatedFeatures)
+        if packedRingNegotiated {
+            if inflight != nil {
+                logger.notice("queue \(i): packed ring without inflight tracking (not implemented for packed rings yet): requests in flight when this process dies are replayed from the used index")
+            }
+            let packed = PackedVirtqueue.RingAddresses(descriptorRing: addresses.descriptorTable,
+                                                       driverArea: addresses.availableRing, deviceArea: addresses.usedRing)
+            return .packed(try PackedVirtqueue(memory: memory, size: size, addresses: packed, features: features,
+                                               base: PackedVringBase(encoded: vrings[i].base)))
+        }
+        var split = try SplitVirtqueue(memory: memory, size: size, addresses: addresses, features: features,
+                                       lastAvailableIndex: UInt16(truncatingIfNeeded: vrings[i].base))
+        let tracker = inflightTracker(queue: i, ring: &split)
+        return .split(split, inflight: tracker)
     }
 
     /// The queue's inflight tracker (recovering what a previous process left in flight), or
@@ -82,8 +100,8 @@ extension VhostUserBackendSession {
         Task { await self.close(reason: "queue \(i) broken: \(why)") }
     }
 
-    /// Stops a running queue after its in-flight requests complete; returns its next avail index.
-    func stopQueue(_ i: Int) async -> UInt16 {
+    /// Stops a running queue after its in-flight requests complete; returns its base.
+    func stopQueue(_ i: Int) async -> UInt32 {
         guard let queue = vrings[i].running, let thread = vrings[i].thread else { return vrings[i].base }
         let base = await queue.stop(on: thread)
         // Another operation (a move, GET_VRING_BASE, a disconnect) may have stopped the same

@@ -3,10 +3,18 @@ import Glibc
 /// Ring setup from the frontend: SET_VRING_NUM/ADDR/BASE/KICK/CALL/ERR/ENABLE and
 /// GET_VRING_BASE. A ring starts once it has everything (`startQueueIfReady`, +Queues.swift).
 extension VhostUserBackendSession {
+    /// A packed ring (VIRTIO_F_RING_PACKED negotiated, which QEMU does before it sets rings
+    /// up) may have any size up to 32768; a split ring a power of two.
     func setVringNum(_ state: VhostUserVringState) -> VhostUserRequestOutcome {
         guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist (the export has \(vrings.count))") }
-        guard state.num >= 1, state.num <= 32768, state.num & (state.num - 1) == 0 else {
-            return .failed("queue \(i): size \(state.num) is not a power of two between 1 and 32768")
+        if packedRingNegotiated {
+            guard PackedVirtqueueLayout.isValidSize(state.num) else {
+                return .failed("queue \(i): size \(state.num) of a packed ring is not between 1 and 32768")
+            }
+        } else {
+            guard state.num >= 1, state.num <= 32768, state.num & (state.num - 1) == 0 else {
+                return .failed("queue \(i): size \(state.num) is not a power of two between 1 and 32768")
+            }
         }
         vrings[i].size = state.num
         return .done
@@ -37,10 +45,17 @@ extension VhostUserBackendSession {
         return .done
     }
 
+    /// Split: the avail index. Packed: avail and used positions with their wrap counters
+    /// (`PackedVringBase`; checked against the ring size when the ring starts).
     func setVringBase(_ state: VhostUserVringState) -> VhostUserRequestOutcome {
         guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist") }
+        if packedRingNegotiated {
+            vrings[i].base = state.num
+            logger.info("queue \(i): SET_VRING_BASE \(PackedVringBase(encoded: state.num)) (packed ring)")
+            return .done
+        }
         guard state.num <= UInt32(UInt16.max) else { return .failed("queue \(i): base \(state.num) is out of range") }
-        vrings[i].base = UInt16(state.num)
+        vrings[i].base = state.num
         logger.info("queue \(i): SET_VRING_BASE \(state.num)")
         return .done
     }
@@ -56,7 +71,7 @@ extension VhostUserBackendSession {
         vrings[i].callFD = nil
         // The queue marked everything it wrote before it reported the base (finishStop).
         logger.info("queue \(i): GET_VRING_BASE answered \(base)")
-        return .reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: UInt32(base))))
+        return .reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: base)))
     }
 
     func setVringKick(_ file: VhostUserVringFile) async -> VhostUserRequestOutcome {

@@ -31,9 +31,9 @@ public protocol VhostUserDevice: AnyObject {
     /// A queue for ring `index`, which is about to start: built here on the control thread,
     /// then started on its IOThread. The queue owns neither fd (the session closes them after
     /// the queue stopped). `kickFD` is -1 when the frontend set the ring up without one
-    /// (NOFD): the queue then polls the ring. Throws if the device cannot serve the ring.
-    func makeQueue(index: Int, ring: SplitVirtqueue, kickFD: Int32, callFD: Int32,
-                   inflight: InflightTracker?) throws -> any VhostUserDeviceQueue
+    /// (NOFD): the queue then polls the ring. Throws if the device cannot serve the ring
+    /// (for example a layout it does not implement).
+    func makeQueue(index: Int, ring: QueueRing, kickFD: Int32, callFD: Int32) throws -> any VhostUserDeviceQueue
 
     /// A request the session does not implement itself (decoded as `.unsupported`): the
     /// device's own messages, with their unchecked payload (any fds were already closed).

@@ -12,9 +12,9 @@ public protocol VhostUserDeviceQueue: AnyObject, Sendable {
     var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)? { get set }
     /// Starts serving the ring; runs on `thread` (the session posts it there).
     func start(on thread: IOThread)
-    /// Stops the queue on `thread` after its in-flight requests complete; returns the next
-    /// avail index (the ring's base for GET_VRING_BASE).
-    @ControlActor func stop(on thread: IOThread) async -> UInt16
+    /// Stops the queue on `thread` after its in-flight requests complete; returns the ring's
+    /// base for GET_VRING_BASE (split: the next avail index; packed: `PackedVringBase`).
+    @ControlActor func stop(on thread: IOThread) async -> UInt32
     /// Switches the call eventfd on `thread`; after this returns the old one is unused.
     @ControlActor func replaceCallFD(_ fd: Int32, on thread: IOThread) async
     /// A drain of the device's storage ended: look at the ring again. Runs on the IOThread.

@@ -7,7 +7,8 @@ import IOThreads
 struct VringSetup {
     var size: UInt32?
     var addresses: SplitVirtqueue.RingAddresses?
-    var base: UInt16 = 0
+    /// SET_VRING_BASE's value (split: the avail index; packed: `PackedVringBase` encoded).
+    var base: UInt32 = 0
     /// SET_VRING_ADDR's VHOST_VRING_F_LOG flag and log_guest_addr: where the used ring is
     /// logged (nil: the flag is off).
     var usedRingLogAddress: UInt64?

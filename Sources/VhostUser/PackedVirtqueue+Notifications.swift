@@ -1,0 +1,85 @@
+import CSpindle
+
+/// Event suppression: the driver area (read here) says when the driver wants interrupts,
+/// the device area (written here) says when the device wants kicks. Each is
+/// { off_wrap u16 @0, flags u16 @2 }; flags ENABLE, DISABLE, or DESC (EVENT_IDX only): an
+/// event at one ring position in one lap (off_wrap: position, wrap counter in bit 15).
+extension PackedVirtqueue {
+    /// Whether the driver asked (DESC) to hear of the used descriptor at `offWrap`, given
+    /// that the device's used position moved `advanced` slots up to `newPosition` under
+    /// `newWrap`. An event in the other lap is taken to be in the previous one (its position
+    /// minus the ring size); then it is virtio's vring_need_event over [old, new).
+    @inlinable
+    public static func needsEvent(offWrap: UInt16, newPosition: UInt16, newWrap: Bool,
+                                  advanced: UInt32, size: UInt16) -> Bool {
+        if advanced == 0 { return false }
+        if advanced >= UInt32(size) { return true }  // a whole lap passed the event
+        var event = offWrap & ~PackedVirtqueueLayout.eventWrapBit
+        if (offWrap & PackedVirtqueueLayout.eventWrapBit != 0) != newWrap { event &-= size }
+        return newPosition &- event &- 1 < UInt16(advanced)
+    }
+
+    /// Decides whether to interrupt the driver for everything published since the previous
+    /// decision (the caller then signals the call eventfd). Honours NOTIFY_ON_EMPTY. The first
+    /// decision after setup always says yes.
+    @inlinable
+    public mutating func shouldNotifyGuest() -> Bool {
+        // Orders the used descriptors' flags before reading the driver's suppression fields.
+        spindle_fence_seq_cst()
+        let wasValid = signalledValid
+        let advanced = publishedSlots &- signalledSlots
+        signalledValid = true
+        signalledSlots = publishedSlots
+        if features.contains(.notifyOnEmpty) && popped == 0 && !nextDescriptorLooksAvailable() { return true }
+        if !wasValid { return true }
+        let flags = UInt16(littleEndian: spindle_load_relaxed_u16(driverArea + 2)) & 3
+        switch flags {
+        case PackedVirtqueueLayout.eventFlagsDisable:
+            return false
+        case PackedVirtqueueLayout.eventFlagsDescriptor where features.contains(.eventIndex):
+            let offWrap = UInt16(littleEndian: spindle_load_relaxed_u16(driverArea))
+            return Self.needsEvent(offWrap: offWrap, newPosition: publishedPosition, newWrap: publishedWrap,
+                                   advanced: advanced, size: size)
+        default:
+            return true  // ENABLE (and values the driver may not use: err towards an interrupt)
+        }
+    }
+
+    /// The head at the device's position has AVAIL at the driver's wrap counter: available,
+    /// or the hostile AVAIL == USED pattern, which `popAvailable` then reports.
+    @inlinable
+    func nextDescriptorLooksAvailable() -> Bool {
+        let flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptors + 16 * Int(availPosition) + 14))
+        return (flags & PackedVirtqueueLayout.descriptorFlagAvailable != 0) == availWrap
+    }
+
+    @inlinable @inline(__always)
+    mutating func setDeviceEventFlags(_ flags: UInt16) {
+        guard deviceEventFlags != flags else { return }
+        deviceEventFlags = flags
+        spindle_store_relaxed_u16(deviceArea + 2, flags.littleEndian)
+    }
+
+    /// Asks the driver not to kick while the device is polling the ring anyway.
+    @inlinable
+    public mutating func disableGuestKicks() {
+        setDeviceEventFlags(PackedVirtqueueLayout.eventFlagsDisable)
+    }
+
+    /// Asks for kicks again (with EVENT_IDX: for the descriptor at the device's position),
+    /// then checks for work that arrived meanwhile; true if there is some (the caller keeps
+    /// processing instead of sleeping).
+    @inlinable
+    public mutating func enableGuestKicks() -> Bool {
+        if features.contains(.eventIndex) {
+            spindle_store_relaxed_u16(deviceArea, PackedVringBase.half(availPosition, availWrap).littleEndian)
+            setDeviceEventFlags(PackedVirtqueueLayout.eventFlagsDescriptor)
+        } else {
+            setDeviceEventFlags(PackedVirtqueueLayout.eventFlagsEnable)
+        }
+        // Order the stores above before re-reading the ring; pairs with the driver's barrier
+        // between making a descriptor available and reading our suppression fields.
+        spindle_fence_seq_cst()
+        return nextDescriptorLooksAvailable()
+    }
+}

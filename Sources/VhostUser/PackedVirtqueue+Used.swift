@@ -1,0 +1,59 @@
+import CSpindle
+
+/// Writing used descriptors. A batch's descriptors are written in completion order; the
+/// first one's flags are stored last, with release ordering, by `publishUsed`: the driver
+/// reads used descriptors in ring order, so it sees the whole batch or none of it.
+extension PackedVirtqueue {
+    /// Writes the used descriptor for buffer `id` (id, written length, flags with AVAIL and
+    /// USED at the device's wrap counter) and skips the buffer's other ring slots. Invisible
+    /// to the driver until `publishUsed()`. An id not in flight is ignored.
+    @inlinable
+    public mutating func addUsed(head id: UInt16, writtenLength: UInt32) {
+        guard id < size else { return }
+        let entry = buffers[Int(id)]
+        guard entry != 0 else { return }
+        buffers[Int(id)] = 0
+        let descriptor = descriptors + 16 * Int(usedPosition)
+        descriptor.storeBytes(of: writtenLength.littleEndian, toByteOffset: 8, as: UInt32.self)
+        descriptor.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
+        // WRITE in a used descriptor: the device wrote data into the buffer.
+        let flags = PackedVirtqueueLayout.usedFlags(wrap: usedWrap)
+            | (writtenLength > 0 ? VirtqueueLayout.descriptorFlagWrite : 0)
+        if batchPending {
+            descriptor.storeBytes(of: flags.littleEndian, toByteOffset: 14, as: UInt16.self)
+        } else {
+            batchPending = true
+            batchFirstPosition = usedPosition
+            batchFirstFlags = flags
+        }
+        let count = UInt16(truncatingIfNeeded: entry >> 16)
+        // count <= size <= 32768 and usedPosition < size: no UInt16 overflow.
+        var next = usedPosition + count
+        if next >= size {
+            next -= size
+            usedWrap.toggle()
+        }
+        usedPosition = next
+        batchSlots &+= UInt32(count)
+        if popped > 0 { popped -= 1 }
+    }
+
+    /// Makes every used descriptor added so far visible to the driver.
+    @inlinable
+    public mutating func publishUsed() {
+        guard batchPending else { return }
+        spindle_store_release_u16(descriptors + 16 * Int(batchFirstPosition) + 14, batchFirstFlags.littleEndian)
+        batchPending = false
+        publishedSlots &+= batchSlots
+        batchSlots = 0
+        publishedPosition = usedPosition
+        publishedWrap = usedWrap
+    }
+
+    /// `addUsed` + `publishUsed` for one buffer.
+    @inlinable
+    public mutating func pushUsed(head id: UInt16, writtenLength: UInt32) {
+        addUsed(head: id, writtenLength: writtenLength)
+        publishUsed()
+    }
+}
