@@ -91,4 +91,20 @@ run_fio_expect_fail() {  # run_fio_expect_fail NAME FIO-ARGS...  PASS iff fio re
     fi
 }
 
+# Mailbox: the host writes a word into one block of the image (migrationlib.write_mailbox);
+# the guest reads it with O_DIRECT, so neither its page cache nor a migration is in the way.
+MAILBOX_BLOCK=${MAILBOX_BLOCK:-15360}   # 4 KiB block number: 60 MiB
+mailbox() { dd if="$DEV" bs=4096 skip="$MAILBOX_BLOCK" count=1 iflag=direct 2>/dev/null | head -c 32 | tr -cd 'a-z0-9-'; }
+wait_mailbox() {  # wait_mailbox WORD [seconds]: returns 1 (and GUEST-ERROR) on timeout
+    i=0; lim=$(( ${2:-300} * 5 ))
+    while [ "$(mailbox)" != "$1" ]; do
+        i=$((i + 1)); [ $i -lt $lim ] || { echo "GUEST-ERROR mailbox: no '$1' within ${2:-300}s"; return 1; }
+        sleep 0.2
+    done
+}
+sectors_read() { awk '{print $3}' /sys/block/$DISK/stat; }
+disk_config() {  # what the device's config space and GET_ID tell the guest: capacity serial cache
+    echo "$(cat /sys/block/$DISK/size) $(cat /sys/block/$DISK/serial 2>/dev/null) $(cat /sys/block/$DISK/queue/write_cache | tr ' ' _)"
+}
+
 # -------- per-test script follows --------
