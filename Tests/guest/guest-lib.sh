@@ -102,6 +102,17 @@ wait_mailbox() {  # wait_mailbox WORD [seconds]: returns 1 (and GUEST-ERROR) on 
         sleep 0.2
     done
 }
+# Churn: rewrite the same 256 pages of a tmpfs file (non-zero data: QEMU sends zero pages for
+# nearly nothing) without pause, 64 KiB per write(), so that a migration with a small downtime
+# limit keeps iterating until churn_stop.
+churn_start() {
+    yes churn | head -c 1048576 > /tmp/churn-src
+    ( while [ ! -e /tmp/churn-stop ]; do
+          dd if=/tmp/churn-src of=/tmp/churn bs=64k count=16 conv=notrunc 2>/dev/null
+      done ) &
+    CHURN_PID=$!
+}
+churn_stop() { touch /tmp/churn-stop; wait "$CHURN_PID" 2>/dev/null; }
 sectors_read() { awk '{print $3}' /sys/block/$DISK/stat; }
 disk_config() {  # what the device's config space and GET_ID tell the guest: capacity serial cache
     echo "$(cat /sys/block/$DISK/size) $(cat /sys/block/$DISK/serial 2>/dev/null) $(cat /sys/block/$DISK/queue/write_cache | tr ' ' _)"

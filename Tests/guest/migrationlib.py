@@ -109,6 +109,8 @@ class Qemu:
                               cwd=workdir, env=env)
         wait_until(f"{name}'s monitor", lambda: self.test_qmp.exists() or self.proc.poll() is not None, 30)
         assert self.proc.poll() is None, f"{name} exited at once:\n{guestlib.tail(self.serial_log, 30)}"
+        if incoming:   # listening once its main loop answers the monitor
+            self.status()
 
     def cmd(self, command: str, **args) -> object:
         return qmp(self.test_qmp, command, **args)
