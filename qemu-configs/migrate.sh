@@ -201,10 +201,10 @@ while st=$(status); do
     sleep 0.2
 done
 [ "$st" = completed ] || fail "lost QEMU A's monitor after the handover"
-summary=$(qmp "$src_qemu" query-migrate | "${PYTHON:-python3}" -c 'import json,sys
-m=json.load(sys.stdin); r=m.get("ram",{})
-print(f"total {m.get(\"total-time\")} ms, downtime {m.get(\"downtime\")} ms, "
-      f"{r.get(\"dirty-sync-count\")} dirty-sync passes, {r.get(\"transferred\",0)>>20} MiB sent")')
+summary=$(qmp "$src_qemu" query-migrate | "${PYTHON:-python3}" -c 'import json, sys
+m = json.load(sys.stdin); r = m.get("ram", {})
+print("total %s ms, downtime %s ms, %s dirty-sync passes, %d MiB sent" % (m.get("total-time"),
+      m.get("downtime"), r.get("dirty-sync-count"), r.get("transferred", 0) >> 20))')
 dst_status=$(qmp --get status "$dst_qemu" query-status 2>/dev/null)
 trap - INT TERM
 say "completed: $summary; QEMU B is $dst_status"
