@@ -20,6 +20,10 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     /// `x-inflight=off` (TEST ONLY): withhold VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, to show
     /// what a crash does to a frontend that rewinds the ring instead.
     public var inflightTracking: Bool = true
+    /// `allow-inactive=on` (QEMU 10): the export may use an inactive node and does not
+    /// activate it; guest requests wait in the rings while the node is inactive. Off: adding
+    /// the export activates the node, and the node cannot be inactivated while it exists.
+    public var allowInactive: Bool = false
     /// `x-dirty-log=unmarked` (TEST ONLY; default `marked`): offer dirty logging and accept
     /// every message, but mark nothing, to prove a migration test can fail.
     public var dirtyLogMarked: Bool = true

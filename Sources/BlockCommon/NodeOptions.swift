@@ -64,6 +64,10 @@ public struct DelayFilterOptions: Sendable, Equatable {
 public struct BlockdevOptions: Sendable, Equatable {
     public var nodeName: NodeName
     public var driver: BlockDriverOptions
+    /// `active=off` (QEMU 10's blockdev-add "active": false): open the image but take no
+    /// permissions or image locks, so that another process (a migration's source) may keep
+    /// writing it until `blockdev-set-active` hands it over.
+    public var active: Bool = true
     public init(nodeName: NodeName, driver: BlockDriverOptions) {
         self.nodeName = nodeName
         self.driver = driver

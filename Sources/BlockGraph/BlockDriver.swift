@@ -1,6 +1,7 @@
 import BlockCommon
 import BlockIO
 import ControlThread
+import Glibc
 
 /// The global-state side of a block driver: what a node of that driver does on the control
 /// thread (open, permissions and image locks, resize, close, what the monitor shows). The
@@ -32,6 +33,14 @@ protocol BlockDriver: AnyObject {
     /// Releases the image (and the children): the node has no users any more.
     func close()
 
+    /// Puts what the host caches of the image on disk (fdatasync) before the node is
+    /// inactivated, so the process that takes the image over reads it all.
+    func flushToDisk() throws(BlockError)
+
+    /// Reads the image's size again on activation (the other process may have resized
+    /// it); only while every user is drained. Returns whether it changed.
+    func refreshLength() -> Bool
+
     /// What query-named-block-nodes shows of it.
     var display: BlockNodeDisplay { get }
 }
@@ -56,6 +65,22 @@ extension BlockNode {
         case .file(let file): driver = try FileDriver.open(file, node: name, nodes: nodes)
         case .null(let null): driver = try NullDriver.open(null, node: name, nodes: nodes)
         case .delay(let delay): driver = try DelayFilterDriver.open(delay, node: name, nodes: nodes)
+        }
+        if options.active {
+            do throws(BlockError) {
+                // As QEMU: an active node cannot be built on an inactive one.
+                if let child = driver.children.first(where: { !$0.isActive }) {
+                    throw BlockError(errno: EPERM, "Inactive '\(child.name)' can't be a file child of active '\(name)' (add it with active=off, or activate '\(child.name)' first)")
+                }
+                // Opening takes no permission locks yet (as QEMU): they follow the users'
+                // permissions. But refuse at once an image that another process writes, so
+                // that startup fails early. An inactive node skips this: someone else owns it.
+                try driver.applyPermissions([.consistentRead])
+                try driver.applyPermissions([])
+            } catch {
+                driver.close()
+                throw error
+            }
         }
         return BlockNode(name: name, options: options, driver: driver)
     }

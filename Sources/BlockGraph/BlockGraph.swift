@@ -31,9 +31,15 @@ public struct ResizeResult: Sendable {
 public final class BlockGraph {
     public private(set) var nodes: [NodeName: BlockNode] = [:]
     public private(set) var backends: [String: BlockBackend] = [:]
-    private var deviceOps: [ObjectIdentifier: any BlockDeviceOps] = [:]
+    var deviceOps: [ObjectIdentifier: any BlockDeviceOps] = [:]
     private var drainWaits: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
     var attachments: [ObjectIdentifier: NodeName] = [:]
+    /// BlockBackends whose device accepts an inactive node (allow-inactive).
+    var inactiveAllowed: Set<ObjectIdentifier> = []
+    /// BlockBackends kept quiesced because their node is inactive, with the capacity they
+    /// had then: their requests wait in the rings until activation, which tells the device
+    /// if the capacity changed meanwhile (BlockGraph+Activation.swift).
+    var heldWhileInactive: [ObjectIdentifier: UInt64] = [:]
     private let logger = Logger(label: "spindle.block")
 
     public init() {}
@@ -76,8 +82,11 @@ public final class BlockGraph {
 
     // MARK: BlockBackends
 
-    /// Creates a BlockBackend (named after its device) and attaches it to `node` with `permissions`.
-    public func createBackend(name: String, node: NodeName, permissions: BlockPermissions) throws(BlockError) -> BlockBackend {
+    /// Creates a BlockBackend (named after its device) and attaches it to `node` with
+    /// `permissions`. With `allowInactive` the node may be inactive: the BlockBackend then
+    /// starts quiesced (requests wait) and takes its locks when the node is activated.
+    public func createBackend(name: String, node: NodeName, permissions: BlockPermissions,
+                              allowInactive: Bool = false) throws(BlockError) -> BlockBackend {
         ControlActor.preconditionOnControlThread("createBackend")
         guard backends[name] == nil else { throw BlockError(errno: EEXIST, "a BlockBackend named '\(name)' already exists") }
         guard let root = nodes[node] else {
@@ -85,13 +94,18 @@ public final class BlockGraph {
         }
         if let blocker = root.blocker { throw BlockError(errno: EBUSY, "Node '\(node)' is busy: \(blocker)") }
         let backend = BlockBackend(name: name, permissions: [])
-        try root.setUser(backend, permissions: permissions)
+        try root.setUser(backend, permissions: permissions, allowInactive: allowInactive)
         // A new BlockBackend has no requests: it is trivially drained for its first attach.
         _ = backend.beginQuiesce(onDrained: {})
         backend.setRoot(root.io, permissions: permissions)
-        _ = backend.endQuiesce()
+        if root.isActive {
+            _ = backend.endQuiesce()
+        } else {
+            heldWhileInactive[ObjectIdentifier(backend)] = backend.length  // the quiesce stays until activation
+        }
         backends[name] = backend
         attachments[ObjectIdentifier(backend)] = node
+        if allowInactive { inactiveAllowed.insert(ObjectIdentifier(backend)) }
         return backend
     }
 
@@ -111,6 +125,9 @@ public final class BlockGraph {
         guard let nodeName = attachments.removeValue(forKey: ObjectIdentifier(backend)) else { return }
         backend.setRoot(nil, permissions: [])
         nodes[nodeName]?.removeUser(backend)
+        // Detached, its requests fail at once instead of waiting for an activation: the
+        // caller's drain (still held) is the one whose end lets the queues run again.
+        if heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) != nil { _ = backend.endQuiesce() }
     }
 
     /// Forgets a BlockBackend; it must be detached (or is detached now, under drain).
@@ -119,6 +136,7 @@ public final class BlockGraph {
         await withDrained([backend]) { detach(backend) }
         backends[backend.name] = nil
         deviceOps[ObjectIdentifier(backend)] = nil
+        inactiveAllowed.remove(ObjectIdentifier(backend))
     }
 
     /// The BlockBackends attached to a node.
@@ -136,6 +154,9 @@ public final class BlockGraph {
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
         if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
         try checkNoFilters(on: node, action: "resize")
+        guard node.isActive else {
+            throw BlockError(errno: EPERM, "Permission 'resize' unavailable on inactive node '\(name)' (activate it first with blockdev-set-active)")
+        }
         // A filter's size is its child's: whoever uses a node below it sees the change too.
         var below: [BlockNode] = [node]
         var index = 0
@@ -184,13 +205,21 @@ public final class BlockGraph {
     /// `resume`. Waits without spinning: the IOThread that ends the last request wakes us.
     public func drain(_ backend: BlockBackend) async {
         ControlActor.preconditionOnControlThread("drain")
-        let key = ObjectIdentifier(backend)
-        let alreadyDrained = backend.beginQuiesce(onDrained: { [weak self] in
+        if beginDrain(backend) { return }
+        await waitUntilDrained(backend)
+    }
+
+    /// The first half of `drain`: stops new requests; returns whether none is in flight.
+    func beginDrain(_ backend: BlockBackend) -> Bool {
+        backend.beginQuiesce(onDrained: { [weak self] in
             Task { @ControlActor in self?.recheckDrain(backend) }
         })
-        if alreadyDrained { return }
+    }
+
+    /// The second half of `drain`: returns once the last in-flight request has ended.
+    func waitUntilDrained(_ backend: BlockBackend) async {
         await withCheckedContinuation { continuation in
-            drainWaits[key, default: []].append(continuation)
+            drainWaits[ObjectIdentifier(backend), default: []].append(continuation)
             recheckDrain(backend)
         }
     }

@@ -21,10 +21,16 @@ public final class BlockNode {
     /// by block job: mirror"), as QEMU's op blockers.
     public internal(set) var blocker: String?
 
+    /// False while another process may own the image (migration handover): the node takes
+    /// no permissions or image locks; its users' needs are kept and taken again on
+    /// activation. An active node's children are active.
+    public internal(set) var isActive: Bool
+
     init(name: NodeName, options: BlockdevOptions, driver: any BlockDriver) {
         self.name = name
         self.options = options
         self.driver = driver
+        self.isActive = options.active
         for child in driver.children { child.parents.insert(name) }
     }
 
@@ -38,16 +44,21 @@ public final class BlockNode {
     /// The nodes this one is built on (a filter's child).
     public var children: [BlockNode] { driver.children }
 
-    /// Takes the locks the current users need.
+    /// Takes the locks the current users need (none while inactive).
     func updateLocks() throws(BlockError) {
-        try driver.applyPermissions(Array(users.values))
+        try driver.applyPermissions(isActive ? Array(users.values) : [])
     }
 
     /// Adds a user (a BlockBackend, or a filter built on this node) or changes what it
-    /// needs. All or nothing: on a lock conflict the user keeps what it had.
-    func setUser(_ user: AnyObject, permissions: BlockPermissions) throws(BlockError) {
+    /// needs. All or nothing: on a lock conflict the user keeps what it had. On an inactive
+    /// node only a user that accepts inactivity (an export with allow-inactive) may ask
+    /// for write or resize, as in QEMU.
+    func setUser(_ user: AnyObject, permissions: BlockPermissions, allowInactive: Bool = false) throws(BlockError) {
         if permissions.contains(.write) && !io.writable {
             throw BlockError(errno: EROFS, "node '\(name)' is read-only; it cannot be used for writing (use writable=off, or open the node without read-only=on)")
+        }
+        if !isActive && !allowInactive, let denied = [BlockPermissions.write, .resize].first(where: permissions.contains) {
+            throw BlockError(errno: EPERM, "Permission '\(denied)' unavailable on inactive node '\(name)' (activate it first with blockdev-set-active)")
         }
         let key = ObjectIdentifier(user)
         let previous = users.updateValue(permissions, forKey: key)

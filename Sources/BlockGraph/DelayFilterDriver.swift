@@ -45,5 +45,9 @@ final class DelayFilterDriver: BlockDriver {
 
     func close() { child.removeUser(self) }
 
+    // The child is flushed and re-read as a node of its own (children go with their parent).
+    func flushToDisk() throws(BlockError) {}
+    func refreshLength() -> Bool { false }
+
     var display: BlockNodeDisplay { child.display }
 }

@@ -30,12 +30,8 @@ final class FileDriver: BlockDriver {
         var options = options
         let descriptor = try openImage(&options, node: node)
         let image = try FileIO(describing: descriptor.rawValue, options: options, node: node)
-        let driver = FileDriver(node: node, options: options, descriptor: descriptor, file: image)
-        // Opening takes no permission locks yet (as QEMU): they follow the users' permissions.
-        // But refuse at once an image that another process writes, so that startup fails early.
-        try driver.applyPermissions([.consistentRead])
-        try driver.applyPermissions([])
-        return driver
+        // The early lock check is BlockNode.open's (skipped for an inactive node).
+        return FileDriver(node: node, options: options, descriptor: descriptor, file: image)
     }
 
     /// Opens the image, falling back to read-only with auto-read-only=on (which `options`
@@ -96,6 +92,28 @@ final class FileDriver: BlockDriver {
         }
         ImageLock.releaseAll(fd: descriptor.rawValue)
         descriptor.close()
+    }
+
+    func flushToDisk() throws(BlockError) {
+        guard let fd = descriptor?.rawValue, file.writable else { return }
+        guard fdatasync(fd) == 0 else {
+            let e = errno
+            throw BlockError(errno: e, "node '\(node)': cannot flush '\(options.filename)' to disk: \(String(cString: strerror(e)))")
+        }
+    }
+
+    func refreshLength() -> Bool {
+        guard let fd = descriptor?.rawValue else { return false }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            Logger(label: "spindle.block").error("node '\(node)': cannot read the size of '\(options.filename)' again: \(String(cString: strerror(errno))); keeping \(file.length) bytes")
+            return false
+        }
+        var length = UInt64(info.st_size)
+        if (info.st_mode & S_IFMT) == S_IFBLK, case let size = spindle_blkdev_size(fd), size >= 0 { length = UInt64(size) }
+        guard length != file.length else { return false }
+        file.setLength(length)
+        return true
     }
 
     var display: BlockNodeDisplay {

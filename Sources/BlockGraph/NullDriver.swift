@@ -22,5 +22,7 @@ final class NullDriver: BlockDriver {
     func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {}  // nothing to lock
     func resize(to size: UInt64) throws(BlockError) { null.setLength(size) }
     func close() {}
+    func flushToDisk() throws(BlockError) {}
+    func refreshLength() -> Bool { false }
     var display: BlockNodeDisplay { BlockNodeDisplay(file: node.rawValue) }
 }

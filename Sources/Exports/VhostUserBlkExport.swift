@@ -47,7 +47,10 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         var permissions: BlockPermissions = [.consistentRead]
         if options.writable { permissions.insert(.write) }
         do {
-            backend = try graph.createBackend(name: options.id, node: options.nodeName, permissions: permissions)
+            // As QEMU: without allow-inactive the export activates its node first.
+            if !options.allowInactive, graph.nodes[options.nodeName] != nil { try graph.activate(node: options.nodeName) }
+            backend = try graph.createBackend(name: options.id, node: options.nodeName, permissions: permissions,
+                                              allowInactive: options.allowInactive)
         } catch {
             throw ExportError("--export id=\(options.id): \(error.message)")
         }

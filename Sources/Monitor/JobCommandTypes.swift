@@ -10,6 +10,18 @@ public struct MirrorRequest: Sendable, Equatable {
     public var bufferSize: UInt64?
     public var autoFinalize: Bool
     public var autoDismiss: Bool
+
+    public init(jobID: String, device: String, target: String, speed: UInt64 = 0, granularity: UInt64? = nil,
+                bufferSize: UInt64? = nil, autoFinalize: Bool = true, autoDismiss: Bool = true) {
+        self.jobID = jobID
+        self.device = device
+        self.target = target
+        self.speed = speed
+        self.granularity = granularity
+        self.bufferSize = bufferSize
+        self.autoFinalize = autoFinalize
+        self.autoDismiss = autoDismiss
+    }
 }
 
 /// The job-* commands that act on one job.

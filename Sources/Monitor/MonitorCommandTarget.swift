@@ -11,6 +11,8 @@ public protocol MonitorCommandTarget: AnyObject {
     func blockdevAdd(_ options: BlockdevOptions) throws(QMPError)
     /// blockdev-del: close a node no export uses.
     func blockdevDel(nodeName: String) throws(QMPError)
+    /// blockdev-set-active: activate or inactivate one node (nil: every node).
+    func blockdevSetActive(nodeName: String?, active: Bool) async throws(QMPError)
     /// block-export-add (type vhost-user-blk).
     func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError)
     /// block-export-del; the target emits BLOCK_EXPORT_DELETED when the export is gone.
@@ -78,8 +80,10 @@ public struct BlockNodeInfo: Sendable, Equatable {
     public var virtualSize: UInt64
     public var cacheDirect: Bool
     public var cacheNoFlush: Bool
+    /// False while the node is inactive (blockdev-set-active).
+    public var active: Bool
     public init(nodeName: String, driver: String, file: String, readOnly: Bool, virtualSize: UInt64,
-                cacheDirect: Bool = false, cacheNoFlush: Bool = false) {
+                cacheDirect: Bool = false, cacheNoFlush: Bool = false, active: Bool = true) {
         self.nodeName = nodeName
         self.driver = driver
         self.file = file
@@ -87,6 +91,7 @@ public struct BlockNodeInfo: Sendable, Equatable {
         self.virtualSize = virtualSize
         self.cacheDirect = cacheDirect
         self.cacheNoFlush = cacheNoFlush
+        self.active = active
     }
 }
 

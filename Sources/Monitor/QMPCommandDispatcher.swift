@@ -15,7 +15,7 @@ struct QMPCommandDispatcher {
         "block_resize", "query-block-exports", "query-named-block-nodes", "query-iothreads",
         "human-monitor-command", "object-add", "object-del", "x-queue-move",
         "blockdev-mirror", "query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete",
-        "job-finalize", "job-dismiss",
+        "job-finalize", "job-dismiss", "blockdev-set-active",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -41,6 +41,7 @@ struct QMPCommandDispatcher {
         switch request.command {
         case "blockdev-add": return try commands.blockdevAdd(request.arguments)
         case "blockdev-del": return try commands.blockdevDel(&arguments)
+        case "blockdev-set-active": return try await commands.blockdevSetActive(&arguments)
         case "block-export-add": return try await commands.blockExportAdd(request.arguments)
         case "block-export-del": return try await commands.blockExportDel(&arguments)
         case "block-export-revoke": return try await commands.blockExportRevoke(&arguments)

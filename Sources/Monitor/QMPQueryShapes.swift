@@ -17,6 +17,7 @@ enum QMPQueryShapes {
             "drv": .string(info.driver),
             "file": .string(info.file),
             "ro": .bool(info.readOnly),
+            "active": .bool(info.active),
             "encrypted": .bool(false),
             "detect_zeroes": .string("off"),
             "backing_file_depth": .integer(0),

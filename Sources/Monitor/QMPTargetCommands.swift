@@ -23,6 +23,15 @@ struct QMPTargetCommands {
         return .emptyObject
     }
 
+    /// blockdev-set-active {"node-name": optional, "active": bool} (QEMU 10).
+    func blockdevSetActive(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let nodeName = try arguments.optionalString("node-name")
+        guard let active = try arguments.optionalBool("active") else { throw CommandArguments.missing("active") }
+        try arguments.finish()
+        try await target.blockdevSetActive(nodeName: nodeName, active: active)
+        return .emptyObject
+    }
+
     /// Takes exactly the JSON form of `--export`.
     func blockExportAdd(_ arguments: JSONObject) async throws(QMPError) -> JSONValue {
         // QEMU checks these in this order before the type-specific members.

@@ -23,6 +23,10 @@ extension Daemon {
                                     speed: request.speed, granularity: request.granularity ?? MirrorOptions.defaultGranularity,
                                     bufferSize: request.bufferSize ?? MirrorOptions.defaultBufferSize,
                                     autoFinalize: request.autoFinalize, autoDismiss: request.autoDismiss)
+        // Another process may own an inactive node's image: no job reads or writes it.
+        for (role, name) in [("source", options.source), ("target", options.target)] where graph.nodes[name]?.isActive == false {
+            throw QMPError(.genericError, "Inactive node '\(name)' cannot be a mirror \(role); activate it first (blockdev-set-active)")
+        }
         do throws(JobError) {
             try await MirrorJob.start(options, graph: graph, registry: jobs)
         } catch {

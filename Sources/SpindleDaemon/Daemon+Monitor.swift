@@ -26,6 +26,14 @@ extension Daemon: MonitorCommandTarget {
         }
     }
 
+    public func blockdevSetActive(nodeName: String?, active: Bool) async throws(QMPError) {
+        do {
+            try await graph.setActive(active, node: nodeName.map(NodeName.init))
+        } catch {
+            throw QMPError(.genericError, error.message)
+        }
+    }
+
     public func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError) {
         do {
             try addExport(options)
@@ -84,7 +92,8 @@ extension Daemon: MonitorCommandTarget {
         graph.nodes.values.sorted { $0.name.rawValue < $1.name.rawValue }.map { node in
             let shown = node.display  // what the node's driver shows
             return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: shown.file, readOnly: node.readOnly,
-                                 virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush)
+                                 virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush,
+                                 active: node.isActive)
         }
     }
 

@@ -9,7 +9,7 @@ struct BlockdevParser {
                            "locking", "discard", "driver"] + commonKeys
     static let nullKeys = ["node-name", "size", "read-zeroes", "read-only", "driver"] + commonKeys
     /// Generic block-layer keys management tools (libvirt) send with every blockdev.
-    static let commonKeys = ["auto-read-only", "force-share", "detect-zeroes"]
+    static let commonKeys = ["auto-read-only", "force-share", "detect-zeroes", "active"]
 
     static let nodeNameHint = "every --blockdev needs a name that --export node-name= can refer to"
 
@@ -23,6 +23,13 @@ struct BlockdevParser {
     }
 
     static func parse(_ reader: OptionReader) throws(CommandLineError) -> Result {
+        var result = try parseDriver(reader)
+        // active=off (QEMU 10): open without taking permissions or image locks.
+        result.blockdev.active = try reader.bool("active") ?? true
+        return result
+    }
+
+    private static func parseDriver(_ reader: OptionReader) throws(CommandLineError) -> Result {
         var reader = reader
         if let name = try? reader.string("node-name"), NodeName.isValid(name) { reader.subject = "node-name=\(name)" }
         guard let driver = try reader.string("driver") else {

@@ -12,7 +12,7 @@ enum DelayFilterParser {
     /// A held completion waits at most this long: longer would look like a hang.
     static let holdMillisecondsRange: ClosedRange<UInt64> = 0...600_000
 
-    static let keys = ["node-name", "file", "hold-every", "hold-ms", "fail-every", "fail-errno", "driver"]
+    static let keys = ["node-name", "file", "hold-every", "hold-ms", "fail-every", "fail-errno", "driver", "active"]
 
     static func parse(_ reader: OptionReader, nodeNameHint: String) throws(CommandLineError) -> BlockdevOptions {
         // Before the unknown-key check, which would only complain about file.driver.

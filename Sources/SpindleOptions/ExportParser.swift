@@ -6,7 +6,7 @@ struct ExportParser {
     static let keys = ["type", "id", "node-name", "addr.type", "addr.path", "writable", "writethrough",
                        "num-queues", "logical-block-size", "serial", "iothread", "iothread.*",
                        "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight",
-                       "x-dirty-log"]
+                       "allow-inactive", "x-dirty-log"]
     /// Spindle's limit on virtqueues per export.
     static let numQueuesRange: ClosedRange<UInt64> = 1...16
     /// qemu-storage-daemon's rule: a power of two from 512 bytes to 2 MiB.
@@ -55,6 +55,8 @@ struct ExportParser {
         export.writethrough = try reader.bool("writethrough") ?? false
         // TEST ONLY: off withholds INFLIGHT_SHMFD (what a frontend's rewind does after a crash).
         export.inflightTracking = try reader.bool("x-inflight") ?? true
+        // QEMU 10: on, the export may use an inactive node (requests wait until activation).
+        export.allowInactive = try reader.bool("allow-inactive") ?? false
         // TEST ONLY: unmarked offers dirty logging but marks nothing (a migration test must fail).
         switch try reader.string("x-dirty-log") {
         case nil, "marked"?: export.dirtyLogMarked = true

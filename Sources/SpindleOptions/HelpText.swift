@@ -26,6 +26,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          read-zeroes: reads return zeroes (default off)
   Both drivers also take force-share=on (no image locks; read-only nodes only)
   and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
+  Every driver (x-delay too) takes active=on|off (default on): off opens the
+  node inactive, taking no permissions or image locks, so that another process
+  (a migration's source) keeps the image until QMP blockdev-set-active.
 
   --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
              [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]
@@ -48,7 +51,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            [,writethrough=on|off][,num-queues=<n>]
            [,logical-block-size=<size>][,serial=<serial>]
            [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
-           [,fixed-iothread=on|off][,x-inflight=on|off]
+           [,fixed-iothread=on|off][,x-inflight=on|off][,allow-inactive=on|off]
            [,x-dirty-log=marked|unmarked]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
@@ -69,6 +72,10 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            (default: automatic NUMA-aware placement, one pinned
                            IOThread per CPU, least-loaded CPU of the ring's node)
                          fixed-iothread: accepted for compatibility, no effect
+                         allow-inactive: the node may be inactive; guest
+                           requests then wait until it is activated (default
+                           off: the export activates its node, and the node
+                           cannot be inactivated while the export exists)
                          x-inflight: FOR TESTS, off withholds the inflight
                            region (INFLIGHT_SHMFD) from the frontend (default on)
                          x-dirty-log: FOR TESTS, unmarked offers dirty logging

@@ -36,7 +36,7 @@ import Testing
             (#"{"execute": "blockdev-add", "arguments": {}}"#, Self.error("Parameter 'driver' is missing")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": 1}}"#, Self.error("Invalid parameter type for 'driver', expected: string")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "sizex": 1}}"#,
-             Self.error("unknown key 'sizex' (driver null-co takes: node-name, size, read-zeroes, read-only, driver, auto-read-only, force-share, detect-zeroes)")),
+             Self.error("unknown key 'sizex' (driver null-co takes: node-name, size, read-zeroes, read-only, driver, auto-read-only, force-share, detect-zeroes, active)")),
             (#"{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "size": "big"}}"#,
              Self.error("'size' must be a size in bytes, not a string")),
         ])
@@ -69,6 +69,23 @@ import Testing
         #expect(await fixture.target.calls == ["blockdevDel d1"])
         await fixture.setFailure(QMPError("Node d1 is in use"))
         try expectReplies(client, [(#"{"execute": "blockdev-del", "arguments": {"node-name": "d1"}}"#, Self.error("Node d1 is in use"))])
+    }
+
+    @Test func blockdevSetActive() async throws {
+        let (fixture, client) = try await negotiatedClient()
+        defer { fixture.closeSoon() }
+        try expectReplies(client, [
+            (#"{"execute": "blockdev-set-active", "arguments": {"node-name": "d1", "active": false}}"#, #"{"return": {}}"#),
+            (#"{"execute": "blockdev-set-active", "arguments": {"active": true}}"#, #"{"return": {}}"#),
+            (#"{"execute": "blockdev-set-active", "arguments": {"node-name": "d1"}}"#, Self.error("Parameter 'active' is missing")),
+            (#"{"execute": "blockdev-set-active", "arguments": {"active": "off"}}"#, Self.error("Invalid parameter type for 'active', expected: boolean")),
+            (#"{"execute": "blockdev-set-active", "arguments": {"node-name": 1, "active": true}}"#, Self.error("Invalid parameter type for 'node-name', expected: string")),
+            (#"{"execute": "blockdev-set-active", "arguments": {"active": true, "all": true}}"#, Self.error("Parameter 'all' is unexpected")),
+        ])
+        #expect(await fixture.target.calls == ["blockdevSetActive d1 false", "blockdevSetActive - true"])
+        await fixture.setFailure(QMPError("Node has active parent node"))
+        try expectReplies(client, [(#"{"execute": "blockdev-set-active", "arguments": {"node-name": "d1", "active": false}}"#,
+                                    Self.error("Node has active parent node"))])
     }
 
     @Test func blockExportAdd() async throws {
@@ -163,7 +180,7 @@ import Testing
             (#"{"execute": "query-block-exports"}"#,
              #"{"return": [{"id": "exp0", "type": "vhost-user-blk", "node-name": "disk0", "shutting-down": false}]}"#),
             (#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
-             #"{"return": [{"node-name": "disk0", "drv": "file", "file": "/images/disk0.img", "ro": false, "encrypted": false, "detect_zeroes": "off", "backing_file_depth": 0, "image": {"virtual-size": 1073741824, "filename": "/images/disk0.img", "format": "file"}, "cache": {"writeback": true, "direct": true, "no-flush": false}, "write_threshold": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}]}"#),
+             #"{"return": [{"node-name": "disk0", "drv": "file", "file": "/images/disk0.img", "ro": false, "active": true, "encrypted": false, "detect_zeroes": "off", "backing_file_depth": 0, "image": {"virtual-size": 1073741824, "filename": "/images/disk0.img", "format": "file"}, "cache": {"writeback": true, "direct": true, "no-flush": false}, "write_threshold": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}]}"#),
             (#"{"execute": "query-iothreads"}"#,
              #"{"return": [{"id": "io0", "thread-id": 4242, "poll-max-ns": 0, "poll-grow": 0, "poll-shrink": 0, "aio-max-batch": 0, "queues": [], "poll-ns": 0, "poll-hits": 0, "poll-misses": 0, "sleeps": 0, "poll-yields": 0, "cpu": 3}]}"#),
             (#"{"execute": "query-iothreads", "arguments": {"x": 1}}"#, Self.error("Parameter 'x' is unexpected")),

@@ -51,6 +51,11 @@ final class FakeCommandTarget: MonitorCommandTarget {
         if let failure { throw failure }
     }
 
+    func blockdevSetActive(nodeName: String?, active: Bool) async throws(QMPError) {
+        calls.append("blockdevSetActive \(nodeName ?? "-") \(active)")
+        if let failure { throw failure }
+    }
+
     func blockExportAdd(_ options: VhostUserBlkExportOptions) async throws(QMPError) {
         calls.append("blockExportAdd \(options.id)")
         if holdExportAdd { await withCheckedContinuation { heldExportAdds.append($0) } }
