@@ -8,7 +8,8 @@ stdout and disconnects. One connection per command on purpose: a QEMU monitor so
 one client at a time, so a helper that stayed connected would lock out every other client.
 
 --get PATH prints one value of the result instead: dot-separated keys, list indices, and
-[key=value] to pick the first list element whose key has that value, e.g.
+[key=value] to pick the first list element whose key has that value; several paths
+separated by commas print their values on one line, space-separated. E.g.
     --get ram.dirty-sync-count          (query-migrate)
     --get '[node-name=disk0].active'    (query-named-block-nodes)
 A string is printed bare, anything else as JSON; a missing value prints nothing, exit 4.
@@ -47,7 +48,8 @@ def execute(path: str, command: str, arguments: dict | None = None, timeout: flo
         sock.settimeout(timeout)
         sock.connect(path)
         messages = _lines(sock)
-        greeting = next(messages)
+        # An event may come first: QEMU can deliver one queued for an earlier client.
+        greeting = next(m for m in messages if "event" not in m)
         if "QMP" not in greeting:
             raise ConnectionError(f"not a QMP monitor (greeting {greeting})")
         for cmd, args in (("qmp_capabilities", None), (command, arguments)):
@@ -114,10 +116,12 @@ def main(argv: list[str]) -> int:
     except (OSError, ConnectionError, StopIteration, json.JSONDecodeError) as e:
         print(f"qmp.py: {path}: cannot run {command}: {e or 'connection closed'}", file=sys.stderr)
         return 3
-    if get is not None:
-        result = select(result, get)
-        if result is None:
+    if get is not None:   # several comma-separated paths: their values on one line
+        values = [select(result, path) for path in get.split(",")]
+        if any(v is None for v in values):
             return 4
+        print(" ".join(v if isinstance(v, str) else json.dumps(v) for v in values))
+        return 0
     print(result if isinstance(result, str) else json.dumps(result))
     return 0
 

@@ -113,6 +113,16 @@ churn_start() {
     CHURN_PID=$!
 }
 churn_stop() { touch /tmp/churn-stop; wait "$CHURN_PID" 2>/dev/null; }
+# The side the guest runs on now ("A" or "B", migrationlib's fw_cfg entry opt/spindle/host),
+# read from whichever QEMU runs it: no disk I/O, so it works however the disk is.
+host_side() { cat /sys/firmware/qemu_fw_cfg/by_name/opt/spindle/host/raw 2>/dev/null; }
+wait_host_side() {  # wait_host_side A|B [seconds]
+    i=0; lim=$(( ${2:-300} * 5 ))
+    while [ "$(host_side)" != "$1" ]; do
+        i=$((i + 1)); [ $i -lt $lim ] || { echo "GUEST-ERROR still not on $1 after ${2:-300}s"; return 1; }
+        sleep 0.2
+    done
+}
 sectors_read() { awk '{print $3}' /sys/block/$DISK/stat; }
 disk_config() {  # what the device's config space and GET_ID tell the guest: capacity serial cache
     echo "$(cat /sys/block/$DISK/size) $(cat /sys/block/$DISK/serial 2>/dev/null) $(cat /sys/block/$DISK/queue/write_cache | tr ' ' _)"

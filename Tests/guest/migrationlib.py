@@ -36,6 +36,18 @@ def qmp(path: Path, command: str, **args) -> object:
     return qmp_helper.execute(str(path), command, args or None)
 
 
+def crawl_after_first_pass(qemu: "Qemu", bandwidth: int) -> None:
+    """Lowers QEMU's max-bandwidth as the first pass ends (less than 16 MiB of it left, polled
+    every 50 ms: the zero pages at its end go by fast), so that the following passes take
+    long enough for some guest write to land in each and the migration keeps iterating
+    (with a small downtime limit) until the test raises the bandwidth again."""
+    def near_end() -> bool:
+        ram = qemu.migration().get("ram", {})
+        return ram.get("dirty-sync-count", 0) >= 2 or 0 < ram.get("remaining", 1 << 40) < 16 * 1024 * 1024
+    wait_until("the end of the first pass", near_end, 120, 0.05)
+    qemu.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+
+
 def write_mailbox(image: Path, word: str) -> None:
     with open(image, "r+b") as f:
         f.seek(MAILBOX_OFFSET)
@@ -98,7 +110,10 @@ class Qemu:
         self.serial_log = workdir / f"{name}-serial.log"
         argv = [str(ATTACH_GUEST), str(daemon.sock), *guestlib.guest_qemu_args(script, kernel, initrd, append),
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-                "-qmp", f"unix:{self.test_qmp},server=on,wait=off"]
+                "-qmp", f"unix:{self.test_qmp},server=on,wait=off",
+                # Which side the guest runs on (guest-lib.sh host_side): read from the QEMU
+                # that runs it, without disk I/O. Same size on every QEMU.
+                "-fw_cfg", f"name=opt/spindle/host,string={daemon.name[-1]}"]
         if incoming:
             argv += ["-incoming", incoming]
         env = dict(os.environ, GUEST_RAM=GUEST_RAM)
