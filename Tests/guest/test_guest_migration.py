@@ -39,7 +39,7 @@ FIRST_PASS = ["--max-bandwidth", str(32 * MiB), "--downtime-limit", "1"]
 CRAWL_BANDWIDTH = 256 * 1024
 # Converge after three passes: every further pass is another chance for the TCG flaw above.
 FINISH = ["--finish-after-passes", "3"]
-# QEMU 7.2's TCG loses guest CPU writes during a migration: after a dirty-bitmap sync clears a
+# QEMU 7.2's TCG loses guest CPU writes during a migration, probably so: after a dirty-bitmap sync clears a
 # page's bit, a vCPU keeps writing it through the TLB entry it already had (no trap, no new
 # bit) until its TLB is flushed. Seen here with no vhost-user device at all: a guest writing
 # 1 MiB per write() into tmpfs crashes on the destination. pti=on makes every syscall and
