@@ -10,6 +10,7 @@
 #   QEMU_BIN       QEMU binary              (default qemu-system-x86_64)
 #   QEMU_ACCEL     accelerator              (default tcg; use kvm if available)
 #   VU_NUM_QUEUES  virtqueues for the disk  (default 1; "default" leaves QEMU's: one per vCPU)
+#   GUEST_RAM      guest RAM size, e.g. 256M (default: the cfg file's 512M); still shared memfd
 #
 # Fixed pieces: q35 machine, 512 MiB of shared memfd RAM (vhost-user-guest.cfg),
 # -chardev socket,id=vu0,path=SOCK  -device vhost-user-blk-pci,chardev=vu0,...
@@ -30,8 +31,13 @@ if [ "$sock" != none ]; then
     disk=(-chardev "socket,id=vu0,path=$sock"
           -device "vhost-user-blk-pci,id=vublk0,chardev=vu0$queues")
 fi
+machine=(-readconfig "$here/vhost-user-guest.cfg")
+if [ -n "${GUEST_RAM:-}" ]; then   # the cfg file's settings with another size
+    machine=(-machine q35,memory-backend=mem -m "$GUEST_RAM"
+             -object "memory-backend-memfd,id=mem,size=$GUEST_RAM,share=on")
+fi
 exec "${QEMU_BIN:-qemu-system-x86_64}" \
-    -readconfig "$here/vhost-user-guest.cfg" \
+    "${machine[@]}" \
     -accel "${QEMU_ACCEL:-tcg}" \
     "${disk[@]}" \
     -nographic -no-reboot \

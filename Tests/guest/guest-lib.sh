@@ -91,4 +91,41 @@ run_fio_expect_fail() {  # run_fio_expect_fail NAME FIO-ARGS...  PASS iff fio re
     fi
 }
 
+# Mailbox: the host writes a word into one block of the image (migrationlib.write_mailbox);
+# the guest reads it with O_DIRECT, so neither its page cache nor a migration is in the way.
+MAILBOX_BLOCK=${MAILBOX_BLOCK:-15360}   # 4 KiB block number: 60 MiB
+mailbox() { dd if="$DEV" bs=4096 skip="$MAILBOX_BLOCK" count=1 iflag=direct 2>/dev/null | head -c 32 | tr -cd 'a-z0-9-'; }
+wait_mailbox() {  # wait_mailbox WORD [seconds]: returns 1 (and GUEST-ERROR) on timeout
+    i=0; lim=$(( ${2:-300} * 5 ))
+    while [ "$(mailbox)" != "$1" ]; do
+        i=$((i + 1)); [ $i -lt $lim ] || { echo "GUEST-ERROR mailbox: no '$1' within ${2:-300}s"; return 1; }
+        sleep 0.2
+    done
+}
+# Churn: rewrite the same 256 pages of a tmpfs file (non-zero data: QEMU sends zero pages for
+# nearly nothing) without pause, 64 KiB per write(), so that a migration with a small downtime
+# limit keeps iterating until churn_stop.
+churn_start() {
+    yes churn | head -c 1048576 > /tmp/churn-src
+    ( while [ ! -e /tmp/churn-stop ]; do
+          dd if=/tmp/churn-src of=/tmp/churn bs=64k count=16 conv=notrunc 2>/dev/null
+      done ) &
+    CHURN_PID=$!
+}
+churn_stop() { touch /tmp/churn-stop; wait "$CHURN_PID" 2>/dev/null; }
+# The side the guest runs on now ("A" or "B", migrationlib's fw_cfg entry opt/spindle/host),
+# read from whichever QEMU runs it: no disk I/O, so it works however the disk is.
+host_side() { cat /sys/firmware/qemu_fw_cfg/by_name/opt/spindle/host/raw 2>/dev/null; }
+wait_host_side() {  # wait_host_side A|B [seconds]
+    i=0; lim=$(( ${2:-300} * 5 ))
+    while [ "$(host_side)" != "$1" ]; do
+        i=$((i + 1)); [ $i -lt $lim ] || { echo "GUEST-ERROR still not on $1 after ${2:-300}s"; return 1; }
+        sleep 0.2
+    done
+}
+sectors_read() { awk '{print $3}' /sys/block/$DISK/stat; }
+disk_config() {  # what the device's config space and GET_ID tell the guest: capacity serial cache
+    echo "$(cat /sys/block/$DISK/size) $(cat /sys/block/$DISK/serial 2>/dev/null) $(cat /sys/block/$DISK/queue/write_cache | tr ' ' _)"
+}
+
 # -------- per-test script follows --------
