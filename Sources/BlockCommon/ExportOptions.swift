@@ -20,6 +20,9 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     /// `x-inflight=off` (TEST ONLY): withhold VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, to show
     /// what a crash does to a frontend that rewinds the ring instead.
     public var inflightTracking: Bool = true
+    /// `x-dirty-log=unmarked` (TEST ONLY; default `marked`): offer dirty logging and accept
+    /// every message, but mark nothing, to prove a migration test can fail.
+    public var dirtyLogMarked: Bool = true
 
     /// Every iothread id the export names.
     public var namedIOThreads: [String] { (iothread.map { [$0] } ?? []) + iothreadMapping.map(\.iothread) }

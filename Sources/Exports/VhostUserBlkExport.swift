@@ -56,8 +56,10 @@ public final class VhostUserBlkExport: BlockDeviceOps {
                                  serial: options.serial, writeCache: !options.writethrough)
         // x-inflight=off (TEST ONLY) withholds INFLIGHT_SHMFD, to show what a crash does to a
         // frontend that rewinds the ring.
+        // x-dirty-log=unmarked (TEST ONLY) offers dirty logging but never marks a page.
         sessionDevice = VirtioBlkVhostUserDevice(device: device,
-                                                 withheldProtocolFeatures: options.inflightTracking ? [] : [.inflightSHMFD])
+                                                 withheldProtocolFeatures: options.inflightTracking ? [] : [.inflightSHMFD],
+                                                 marksDirtyPages: options.dirtyLogMarked)
         do {
             listener = try UnixListener(path: options.socketPath, pathOption: "addr.path")
         } catch {

@@ -5,7 +5,8 @@ struct ExportParser {
     static let option = "--export"
     static let keys = ["type", "id", "node-name", "addr.type", "addr.path", "writable", "writethrough",
                        "num-queues", "logical-block-size", "serial", "iothread", "iothread.*",
-                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight"]
+                       "iothread-vq-mapping", "iothread-vq-mapping.*", "fixed-iothread", "x-inflight",
+                       "x-dirty-log"]
     /// Spindle's limit on virtqueues per export.
     static let numQueuesRange: ClosedRange<UInt64> = 1...16
     /// qemu-storage-daemon's rule: a power of two from 512 bytes to 2 MiB.
@@ -54,6 +55,12 @@ struct ExportParser {
         export.writethrough = try reader.bool("writethrough") ?? false
         // TEST ONLY: off withholds INFLIGHT_SHMFD (what a frontend's rewind does after a crash).
         export.inflightTracking = try reader.bool("x-inflight") ?? true
+        // TEST ONLY: unmarked offers dirty logging but marks nothing (a migration test must fail).
+        switch try reader.string("x-dirty-log") {
+        case nil, "marked"?: export.dirtyLogMarked = true
+        case "unmarked"?: export.dirtyLogMarked = false
+        case let other?: throw reader.error("invalid value '\(other)' for 'x-dirty-log' (use marked or unmarked)")
+        }
         _ = try reader.bool("fixed-iothread")  // accepted for compatibility; exports never move
         if let queues = try reader.unsigned("num-queues", in: numQueuesRange) { export.numQueues = Int(queues) }
         if let blockSize = try reader.size("logical-block-size") {

@@ -49,6 +49,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
            [,logical-block-size=<size>][,serial=<serial>]
            [,iothread=<iothread-id>|iothread.0=<id>,iothread.1=<id>...]
            [,fixed-iothread=on|off][,x-inflight=on|off]
+           [,x-dirty-log=marked|unmarked]
                          export node <name> as a vhost-user-blk device on a
                          UNIX domain socket
                          writable: let the guest write (default off; the node
@@ -70,6 +71,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          fixed-iothread: accepted for compatibility, no effect
                          x-inflight: FOR TESTS, off withholds the inflight
                            region (INFLIGHT_SHMFD) from the frontend (default on)
+                         x-dirty-log: FOR TESTS, unmarked offers dirty logging
+                           for migration but marks no page (default marked)
 
   --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
                          run a QMP monitor on --chardev <id>

@@ -42,6 +42,8 @@ public struct SplitVirtqueue: @unchecked Sendable {
     public var usedIndex: UInt16 { nextUsed }
     @usableFromInline var nextUsed: UInt16
     @usableFromInline var publishedUsed: UInt16
+    /// used.idx up to which the dirty log has the used ring's elements (`logPublishedUsed`).
+    @usableFromInline var loggedUsed: UInt16
     @usableFromInline var usedFlags: UInt16 = 0
     /// used.idx when the guest was last considered for an interrupt (EVENT_IDX logic).
     @usableFromInline var signalledUsed: UInt16 = 0
@@ -74,6 +76,7 @@ public struct SplitVirtqueue: @unchecked Sendable {
         let current = UInt16(littleEndian: spindle_load_relaxed_u16(used + 2))
         nextUsed = current
         publishedUsed = current
+        loggedUsed = current
     }
 
     private static func mapRing(_ memory: GuestMemory, _ part: VirtqueueSetupError.Part, _ uva: UInt64,

@@ -45,4 +45,19 @@ public protocol VirtqueueRing: Sendable {
     mutating func enableGuestKicks() -> Bool
     /// Stops handing out work after a driver error.
     mutating func markBroken()
+
+    // MARK: dirty logging (live migration: what the device wrote into guest memory)
+
+    /// Marks in `log` the guest pages of the chain's device-writable buffers, all of them (a
+    /// device may write more than the used length it reports). Returns pages not marked.
+    mutating func logWritableBuffers(of chain: DescriptorChain, in log: DirtyLogBitmap) -> UInt64
+    /// Marks the ring bytes `publishUsed` made visible since the last call (or since
+    /// `beginUsedRingLog`), the ring's device-written area being logged at guest-physical
+    /// `ringLogAddress` (SET_VRING_ADDR's log_guest_addr). Call after publishing.
+    mutating func logPublishedUsed(at ringLogAddress: UInt64, in log: DirtyLogBitmap) -> UInt64
+    /// Forgets what was published before now (a log was just installed).
+    mutating func beginUsedRingLog()
+    /// Marks every ring byte the device may have written (also the ones written outside a
+    /// publish, like kick suppression fields): when the queue stops, before its base is reported.
+    func logDeviceArea(at ringLogAddress: UInt64, in log: DirtyLogBitmap) -> UInt64
 }

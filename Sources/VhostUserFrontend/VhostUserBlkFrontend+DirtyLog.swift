@@ -10,10 +10,10 @@ extension VhostUserBlkFrontend {
     /// SET_VRING_ADDR with VHOST_VRING_F_LOG and the used ring's guest-physical address for
     /// every queue (both acked with REPLY_ACK). Returns the log, also in `dirtyLog`.
     @discardableResult
-    public func startDirtyLog() throws(FrontendError) -> DirtyLog {
+    public func startDirtyLog() throws(FrontendError) -> FrontendDirtyLog {
         try requireDirtyLogging()
         guard dirtyLog == nil else { throw FrontendError("dirty logging is already on") }
-        let log = try DirtyLog(coveringUpTo: memory.guestPhysicalEnd)
+        let log = try FrontendDirtyLog(coveringUpTo: memory.guestPhysicalEnd)
         try Self.sendLogBase(log, channel: channel)
         dirtyLog = log
         try setLogAll(true)
@@ -26,7 +26,7 @@ extension VhostUserBlkFrontend {
     /// QEMU then frees the log without telling the backend. Returns that log: once the
     /// backend has handled the two messages (`synchronize()`), nothing more may be marked.
     @discardableResult
-    public func stopDirtyLog() throws(FrontendError) -> DirtyLog? {
+    public func stopDirtyLog() throws(FrontendError) -> FrontendDirtyLog? {
         try setLogAll(false, wait: false)
         try setVringLogging(false, wait: false)
         defer { dirtyLog = nil }
@@ -37,9 +37,9 @@ extension VhostUserBlkFrontend {
     /// during a migration): SET_LOG_BASE with it, waiting for the reply. QEMU then syncs the
     /// old log one last time and frees it; the old log is returned for that last harvest.
     /// The backend must mark only the new one from its reply on.
-    public func replaceDirtyLog() throws(FrontendError) -> DirtyLog {
+    public func replaceDirtyLog() throws(FrontendError) -> FrontendDirtyLog {
         guard let old = dirtyLog else { throw FrontendError("dirty logging is off: there is no log to replace") }
-        let log = try DirtyLog(coveringUpTo: memory.guestPhysicalEnd)
+        let log = try FrontendDirtyLog(coveringUpTo: memory.guestPhysicalEnd)
         try Self.sendLogBase(log, channel: channel)
         dirtyLog = log
         return old
@@ -82,7 +82,7 @@ extension VhostUserBlkFrontend {
     /// SET_LOG_BASE with `log`'s memfd, then its reply. QEMU sends it without NEED_REPLY,
     /// waits for a reply all the same and looks only at the request code: libvhost-user
     /// echoes a u64, DPDK sends no payload, so any payload is accepted.
-    static func sendLogBase(_ log: DirtyLog, channel: FrontendChannel) throws(FrontendError) {
+    static func sendLogBase(_ log: FrontendDirtyLog, channel: FrontendChannel) throws(FrontendError) {
         var reply = try channel.call(.setLogBase(log.logDescription, fd: log.fd))
         defer { reply.closeFileDescriptors() }
         let header = reply.header

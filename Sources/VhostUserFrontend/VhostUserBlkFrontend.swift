@@ -29,7 +29,7 @@ public final class VhostUserBlkFrontend {
 
     /// The log the backend marks while dirty logging is on (nil when off); see
     /// VhostUserBlkFrontend+DirtyLog.swift.
-    public internal(set) var dirtyLog: DirtyLog?
+    public internal(set) var dirtyLog: FrontendDirtyLog?
     /// VHOST_F_LOG_ALL as last sent in SET_FEATURES, VHOST_VRING_F_LOG in SET_VRING_ADDR.
     public internal(set) var logAllSent = false
     public internal(set) var vringLogFlagSent = false
@@ -186,7 +186,7 @@ public final class VhostUserBlkFrontend {
             }
         }
         // Device start during a migration (QEMU's vhost_dev_start): the log after the rings.
-        let startLog = logFromStart ? try DirtyLog(coveringUpTo: memory.guestPhysicalEnd) : nil
+        let startLog = logFromStart ? try FrontendDirtyLog(coveringUpTo: memory.guestPhysicalEnd) : nil
         if let startLog { try Self.sendLogBase(startLog, channel: channel) }
         if usesProtocolFeatures {
             for index in 0..<options.queueCount {

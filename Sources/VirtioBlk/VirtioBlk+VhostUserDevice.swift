@@ -9,11 +9,15 @@ import VhostUser
 public final class VirtioBlkVhostUserDevice: VhostUserDevice {
     public let device: VirtioBlkDevice
     public let withheldProtocolFeatures: VhostUserProtocolFeatures
+    public let marksDirtyPages: Bool
 
     /// `withheldProtocolFeatures`: e.g. INFLIGHT_SHMFD for an export without crash recovery.
-    public init(device: VirtioBlkDevice, withheldProtocolFeatures: VhostUserProtocolFeatures = []) {
+    /// `marksDirtyPages` false: the x-dirty-log=unmarked test hook.
+    public init(device: VirtioBlkDevice, withheldProtocolFeatures: VhostUserProtocolFeatures = [],
+                marksDirtyPages: Bool = true) {
         self.device = device
         self.withheldProtocolFeatures = withheldProtocolFeatures
+        self.marksDirtyPages = marksDirtyPages
     }
 
     public var deviceFeatures: UInt64 { device.offeredFeatures }

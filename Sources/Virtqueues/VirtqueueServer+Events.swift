@@ -94,10 +94,23 @@ extension VirtqueueServer {
         processAvailable()
     }
 
+    /// Publishes the batch; with a dirty log, marks the used ring's changed bytes right
+    /// after (used.idx is only in guest memory once stored: marking it earlier could let the
+    /// frontend harvest the bit and copy the page before the store lands).
     @inlinable @inline(__always)
     final func publishUsed() {
-        guard let inflightRef else { return ring.publishUsed() }
-        inflightRef._withUnsafeGuaranteedRef { ring.publishUsed(trackingIn: $0) }
+        if let inflightRef {
+            inflightRef._withUnsafeGuaranteedRef { ring.publishUsed(trackingIn: $0) }
+        } else {
+            ring.publishUsed()
+        }
+        if let bitmap = dirtyLog.bitmap { logPublishedUsed(in: bitmap) }
+    }
+
+    @usableFromInline
+    final func logPublishedUsed(in bitmap: DirtyLogBitmap) {
+        guard let address = dirtyLog.usedRingGuestAddress else { return }
+        noteDirtyLogMisses(ring.logPublishedUsed(at: address, in: bitmap))
     }
 
     @inlinable @inline(__always)

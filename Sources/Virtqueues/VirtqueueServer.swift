@@ -73,6 +73,11 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     @usableFromInline final var usedSinceSignal = false
     /// The IOThread is busy-polling this queue: leave guest kicks off until it stops.
     @usableFromInline final var polling = false
+    /// The dirty log this queue marks (live migration); `.off` unless the frontend asked for
+    /// logging and shared a log. Set before `start`, then only on the IOThread.
+    @usableFromInline final var dirtyLog = VirtqueueDirtyLog.off
+    /// Pages the device wrote that lay beyond the log (reported once).
+    @usableFromInline final var dirtyLogMissedPages: UInt64 = 0
     /// Called on the IOThread, once, when the guest corrupted this ring (the queue has
     /// stopped taking requests); the connection then tells the frontend. Set before `start`.
     public final var onBroken: (@Sendable (_ queueIndex: Int, _ reason: String) -> Void)?
@@ -198,6 +203,11 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     final func finishStop() {
         endBusyPeriodIfIdle()
         publishUsed()
+        // Before the base is reported (GET_VRING_BASE): the whole used ring, with the kick
+        // suppression fields written outside any publish.
+        if let bitmap = dirtyLog.bitmap, let address = dirtyLog.usedRingGuestAddress {
+            noteDirtyLogMisses(ring.logDeviceArea(at: address, in: bitmap))
+        }
         signalGuestIfNeeded()
         state = .stopped
         let client = asThreadClient

@@ -18,14 +18,14 @@ struct HarvestResult: Sendable {
 /// migration thread syncs it (read each u64 chunk, atomically swap the non-zero ones with 0).
 /// It runs beside the queue threads and never touches their rings; unpinned, like QEMU's.
 final class DirtyLogHarvester: @unchecked Sendable {
-    let log: DirtyLog
+    let log: FrontendDirtyLog
     let interval: UInt64
     private let stopRequested = Atomic<Bool>(false)
     /// Written by the thread only, read after `stop()` has joined it.
     private(set) var result = HarvestResult()
     private var thread = pthread_t()
 
-    init(log: DirtyLog, intervalMilliseconds: Int) {
+    init(log: FrontendDirtyLog, intervalMilliseconds: Int) {
         self.log = log
         self.interval = UInt64(intervalMilliseconds) * 1_000_000
     }

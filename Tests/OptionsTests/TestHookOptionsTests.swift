@@ -71,8 +71,20 @@ import Testing
         expectError(nullNode + exportArgs(",x-inflight=maybe"), "invalid boolean 'maybe' for 'x-inflight'")
     }
 
+    @Test func dirtyLogKey() throws {
+        #expect(try configuration(nullNode + exportArgs()).exports.first?.dirtyLogMarked == true)
+        #expect(try configuration(nullNode + exportArgs(",x-dirty-log=marked")).exports.first?.dirtyLogMarked == true)
+        #expect(try configuration(nullNode + exportArgs(",x-dirty-log=unmarked")).exports.first?.dirtyLogMarked == false)
+        let qmp = try exportOptions(fromJSONObject: OptionObject([
+            "type": .string("vhost-user-blk"), "id": .string("e0"), "node-name": .string("n0"), "x-dirty-log": .string("unmarked"),
+            "addr": .object(OptionObject(["type": .string("unix"), "path": .string("/tmp/e0.sock")])),
+        ]))
+        #expect(qmp.dirtyLogMarked == false)
+        expectError(nullNode + exportArgs(",x-dirty-log=off"), "invalid value 'off' for 'x-dirty-log' (use marked or unmarked)")
+    }
+
     @Test func helpNamesTheTestHooks() {
-        for key in DelayFilterParser.keys + ["x-delay", "x-inflight"] {
+        for key in DelayFilterParser.keys + ["x-delay", "x-inflight", "x-dirty-log"] {
             #expect(spindleHelpText.contains(key), "help lacks \(key)")
         }
     }

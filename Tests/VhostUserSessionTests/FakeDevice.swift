@@ -11,6 +11,8 @@ enum QueueEvent: Equatable, Sendable {
     case stopped(iothread: String)
     case callFDReplaced(Int32)
     case resumed
+    /// The dirty log switched to on the IOThread.
+    case dirtyLogReplaced(VirtqueueDirtyLog)
 }
 
 /// A queue that serves nothing: it records what the session asked of it.
@@ -54,6 +56,25 @@ final class FakeQueue: VhostUserDeviceQueue, @unchecked Sendable {
     }
 
     func resumeAfterDrain() { record(.resumed) }
+
+    /// Not an event: every queue gets one before it starts.
+    private let initialDirtyLog = Mutex<VirtqueueDirtyLog?>(nil)
+    func setInitialDirtyLog(_ log: VirtqueueDirtyLog) { initialDirtyLog.withLock { $0 = log } }
+
+    @ControlActor func replaceDirtyLog(_ log: VirtqueueDirtyLog, on thread: IOThread) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            thread.post { _ in
+                self.record(.dirtyLogReplaced(log))
+                continuation.resume()
+            }
+        }
+    }
+
+    /// The last dirty log the queue was given.
+    var dirtyLog: VirtqueueDirtyLog? {
+        for event in events.reversed() { if case .dirtyLogReplaced(let log) = event { return log } }
+        return initialDirtyLog.withLock { $0 }
+    }
 }
 
 /// A device with a fixed config space that makes `FakeQueue`s.
@@ -66,6 +87,7 @@ final class FakeDevice: VhostUserDevice {
 
     var deviceFeatures: UInt64 = FakeDevice.version1 | FakeDevice.flush | FakeDevice.eventIndex | FakeDevice.multiQueue
     var withheldProtocolFeatures: VhostUserProtocolFeatures = []
+    var marksDirtyPages = true
     let queueCount: Int
     let typeName = "fake"
     /// 60 bytes, shaped like virtio-blk's (capacity first, num_queues at 34).

@@ -12,6 +12,8 @@ final class RawRing: @unchecked Sendable {
     let kickFD: Int32
     let callFD: Int32
     static let size: UInt32 = 8
+    /// SET_VRING_ADDR as `start` sent it.
+    private(set) var ringAddress: VhostUserVringAddress?
 
     init() throws {
         memoryName = "session-test-\(UUID().uuidString.prefix(8))"
@@ -37,9 +39,11 @@ final class RawRing: @unchecked Sendable {
         try frontend.send(.setMemTable([VhostUserMemoryRegionFD(region: memory.regionDescription, fd: memory.fd)]))
         try frontend.send(.setVringNum(VhostUserVringState(index: 0, num: Self.size)))
         try frontend.send(.setVringBase(VhostUserVringState(index: 0, num: UInt32(base))))
-        try frontend.send(.setVringAddr(VhostUserVringAddress(
+        let address = VhostUserVringAddress(
             index: 0, flags: 0, descUserAddr: memory.userAddress(of: descriptors),
-            usedUserAddr: memory.userAddress(of: used), availUserAddr: memory.userAddress(of: available), logGuestAddr: 0)))
+            usedUserAddr: memory.userAddress(of: used), availUserAddr: memory.userAddress(of: available), logGuestAddr: 0)
+        ringAddress = address
+        try frontend.send(.setVringAddr(address))
         try frontend.send(.setVringCall(VhostUserVringFile(index: 0, fd: callFD)))
         try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickless ? nil : kickFD)))
     }

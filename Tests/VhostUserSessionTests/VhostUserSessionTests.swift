@@ -22,7 +22,7 @@ import VhostUserFrontend
             Handed(try VhostUserBlkFrontend(socketPath: path, options: FrontendOptions(queueCount: 1, replyTimeoutMilliseconds: RawFrontend.patienceMilliseconds)))
         }
         let session = try #require(fixture.session)
-        let offered = device.deviceFeatures | Self.protocolBit
+        let offered = device.deviceFeatures | Self.protocolBit | VhostUserFeatureBits.logAll
         #expect(frontend?.value.offeredFeatures == offered)
         #expect(session.negotiatedFeatures == frontend?.value.negotiatedFeatures)
         #expect(session.negotiatedFeatures == FakeDevice.version1 | FakeDevice.flush | FakeDevice.eventIndex | FakeDevice.multiQueue | Self.protocolBit)
@@ -46,7 +46,7 @@ import VhostUserFrontend
         let offered = try await onThreadOfItsOwn {
             try VhostUserReplyDecoder.u64(try frontend.call(.getFeatures), to: .getFeatures)
         }
-        #expect(offered == fixture.device.deviceFeatures | Self.protocolBit)
+        #expect(offered == fixture.device.deviceFeatures | Self.protocolBit | VhostUserFeatureBits.logAll)
         let hungUp = try await onThreadOfItsOwn {
             try frontend.send(.setFeatures(offered | 1 << 40))
             return frontend.sessionHungUp()

@@ -5,7 +5,7 @@ extension VhostUserBackendSession {
     func dispatch(_ request: VhostUserRequest, payload: [UInt8]) async -> VhostUserRequestOutcome {
         switch request {
         case .getFeatures: return getFeatures()
-        case .setFeatures(let features): return setFeatures(features)
+        case .setFeatures(let features): return await setFeatures(features)
         case .getProtocolFeatures: return getProtocolFeatures()
         case .setProtocolFeatures(let features): return setProtocolFeatures(features)
         case .setOwner: return .done
@@ -18,7 +18,7 @@ extension VhostUserBackendSession {
         case .remMemReg(let region): return await removeMemoryRegion(region)
 
         case .setVringNum(let state): return setVringNum(state)
-        case .setVringAddr(let address): return setVringAddr(address)
+        case .setVringAddr(let address): return await setVringAddr(address)
         case .setVringBase(let state): return setVringBase(state)
         case .getVringBase(let state): return await getVringBase(state)
         case .setVringKick(let file): return await setVringKick(file)
@@ -33,8 +33,9 @@ extension VhostUserBackendSession {
         case .getInflightFD(let wanted): return getInflightFD(wanted)
         case .setInflightFD(let description, let bufferFD): return await setInflightFD(description, bufferFD: bufferFD)
 
-        // Dirty logging (SET_LOG_BASE, SET_LOG_FD) will get its own handler file here.
-        case .setLogBase, .setLogFD, .vringKick, .setStatus, .getStatus:
+        case .setLogBase(let description, let fd): return await setLogBase(description, fd: fd)
+        case .setLogFD(let fd): return setLogFD(fd)
+        case .vringKick, .setStatus, .getStatus:
             request.closeFileDescriptors()
             return .fatal("\(request) needs a protocol feature Spindle did not offer")
         case .unsupported(let code):

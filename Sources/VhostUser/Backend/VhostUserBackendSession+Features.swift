@@ -1,7 +1,11 @@
 /// Feature negotiation (GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES) and device reset.
 extension VhostUserBackendSession {
-    /// The virtio features offered: the device's plus vhost-user's PROTOCOL_FEATURES bit.
-    var offeredFeatures: UInt64 { device.deviceFeatures | VhostUserFeatureBits.protocolFeatures }
+    /// The virtio features offered: the device's plus vhost-user's PROTOCOL_FEATURES bit,
+    /// and VHOST_F_LOG_ALL along with LOG_SHMFD (QEMU migrates only with both).
+    var offeredFeatures: UInt64 {
+        let logAll = offeredProtocolFeatures.contains(.logSHMFD) ? VhostUserFeatureBits.logAll : 0
+        return device.deviceFeatures | VhostUserFeatureBits.protocolFeatures | logAll
+    }
 
     var protocolFeaturesNegotiated: Bool {
         negotiatedFeatures & VhostUserFeatureBits.protocolFeatures != 0
@@ -14,12 +18,19 @@ extension VhostUserBackendSession {
     /// Exact: a bit outside GET_FEATURES' answer (e.g. a protocol feature's bit number used
     /// as a virtio bit) closes the connection. VHOST_USER_F_PROTOCOL_FEATURES is offered, so
     /// it may be set.
-    func setFeatures(_ features: UInt64) -> VhostUserRequestOutcome {
+    /// LOG_ALL switched on or off while rings run takes effect in them before this is
+    /// acknowledged (QEMU waits for the ack before it relies on the log).
+    func setFeatures(_ features: UInt64) async -> VhostUserRequestOutcome {
         let offered = offeredFeatures
         guard features & ~offered == 0 else {
             return .fatal(Self.unofferedBits(features & ~offered, offered: offered))
         }
+        let logAllChanged = (negotiatedFeatures ^ features) & VhostUserFeatureBits.logAll != 0
         negotiatedFeatures = features
+        if logAllChanged {
+            logger.info("dirty logging \(features & VhostUserFeatureBits.logAll != 0 ? "on" : "off") (VHOST_F_LOG_ALL)\(dirtyLog == nil ? "; no log shared yet" : "")")
+            await applyDirtyLogToQueues()
+        }
         return .done
     }
 
@@ -53,6 +64,7 @@ extension VhostUserBackendSession {
         for i in vrings.indices { vrings[i].closeFDs(); vrings[i] = VringSetup() }
         negotiatedFeatures = 0
         inflight = nil
+        dirtyLog = nil
         return .done
     }
 }

@@ -40,6 +40,7 @@ extension VhostUserBackendSession {
             guestBrokeQueue(i, "cannot start the ring: \(error)")
             return
         }
+        queue.setInitialDirtyLog(dirtyLogForQueue(i))
         queue.onBroken = { [weak self] index, reason in
             Task { @ControlActor in self?.guestBrokeQueue(index, "the queue stopped (\(reason))") }
         }

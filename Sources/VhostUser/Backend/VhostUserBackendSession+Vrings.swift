@@ -12,11 +12,28 @@ extension VhostUserBackendSession {
         return .done
     }
 
-    func setVringAddr(_ address: VhostUserVringAddress) -> VhostUserRequestOutcome {
+    /// Stored for the next start. On a running ring QEMU sends the same ring addresses with
+    /// only the log flag and address changed (migration starting or ending): that reaches
+    /// the running queue before the ack. New ring addresses on a running ring (not something
+    /// QEMU does) stop it, its in-flight requests complete, and it restarts on the new ring
+    /// at the same avail index, as after a memory table change.
+    func setVringAddr(_ address: VhostUserVringAddress) async -> VhostUserRequestOutcome {
         guard let i = queueIndex(address.index) else { return .failed("queue \(address.index) does not exist") }
-        vrings[i].addresses = SplitVirtqueue.RingAddresses(descriptorTable: address.descUserAddr,
-                                                            availableRing: address.availUserAddr,
-                                                            usedRing: address.usedUserAddr)
+        let addresses = SplitVirtqueue.RingAddresses(descriptorTable: address.descUserAddr,
+                                                     availableRing: address.availUserAddr,
+                                                     usedRing: address.usedUserAddr)
+        let moved = vrings[i].addresses != addresses
+        vrings[i].addresses = addresses
+        let logged = address.flags & VhostUserVringAddress.flagLog != 0
+        vrings[i].usedRingLogAddress = logged ? address.logGuestAddr : nil
+        guard let queue = vrings[i].running, let thread = vrings[i].thread else { return .done }
+        if moved {
+            logger.warning("queue \(i): SET_VRING_ADDR moved a running ring; restarting it on the new addresses after its in-flight requests complete")
+            _ = await stopQueue(i)
+            startQueueIfReady(i)
+        } else {
+            await queue.replaceDirtyLog(dirtyLogForQueue(i), on: thread)
+        }
         return .done
     }
 
@@ -24,6 +41,7 @@ extension VhostUserBackendSession {
         guard let i = queueIndex(state.index) else { return .failed("queue \(state.index) does not exist") }
         guard state.num <= UInt32(UInt16.max) else { return .failed("queue \(i): base \(state.num) is out of range") }
         vrings[i].base = UInt16(state.num)
+        logger.info("queue \(i): SET_VRING_BASE \(state.num)")
         return .done
     }
 
@@ -36,6 +54,8 @@ extension VhostUserBackendSession {
         if let call = vrings[i].callFD { Glibc.close(call) }
         vrings[i].kickFD = nil
         vrings[i].callFD = nil
+        // The queue marked everything it wrote before it reported the base (finishStop).
+        logger.info("queue \(i): GET_VRING_BASE answered \(base)")
         return .reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: UInt32(base))))
     }
 

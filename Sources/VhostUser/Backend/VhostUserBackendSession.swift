@@ -13,13 +13,13 @@ import Logging
 ///
 /// Where things go: one file per topic, routed from `dispatch` (+Dispatch.swift). Dirty
 /// logging for live migration (SET_LOG_BASE, SET_LOG_FD, the LOG_ALL feature, the per-ring
-/// log flag of SET_VRING_ADDR) will be one more: `+DirtyLog.swift`, holding the log region
-/// here and handing it to the queues it makes.
+/// log flag of SET_VRING_ADDR) is `+DirtyLog.swift`: the log is mapped here and handed to
+/// the queues.
 @ControlActor
 public final class VhostUserBackendSession {
     /// Protocol features the session implements; the device may withhold some.
     public static let implementedProtocolFeatures: VhostUserProtocolFeatures =
-        [.mq, .replyAck, .backendReq, .config, .configureMemSlots, .inflightSHMFD]
+        [.mq, .logSHMFD, .replyAck, .backendReq, .config, .configureMemSlots, .inflightSHMFD]
     /// Memory slots offered with CONFIGURE_MEM_SLOTS.
     static let maxMemorySlots: UInt64 = UInt64(GuestMemory.maximumRegions)
 
@@ -47,6 +47,8 @@ public final class VhostUserBackendSession {
     var backendChannelFD: Int32?
     /// The inflight buffer SET_INFLIGHT_FD shared (INFLIGHT_SHMFD).
     var inflight: InflightBuffer?
+    /// The dirty log SET_LOG_BASE shared (LOG_SHMFD); marked while LOG_ALL is negotiated.
+    var dirtyLog: DirtyLog?
 
     /// Takes over the connected socket `fd` (closed when the session ends) and starts reading.
     /// `onClosed` runs once the session has closed and released everything.
@@ -181,6 +183,7 @@ public final class VhostUserBackendSession {
         backendChannelFD = nil
         memory = nil
         inflight = nil
+        dirtyLog = nil  // every queue has stopped: nothing marks it any more
         for var message in pending { message.closeFileDescriptors() }
         pending.removeAll()
         Glibc.close(fd)

@@ -13,6 +13,10 @@ public protocol VhostUserDevice: AnyObject {
     /// Protocol features this device must not offer (e.g. INFLIGHT_SHMFD when crash recovery
     /// is switched off). Default: none; the session offers everything it implements.
     var withheldProtocolFeatures: VhostUserProtocolFeatures { get }
+    /// Whether the queues mark the pages they write in the frontend's dirty log. Default
+    /// true; false only for the test hook that proves a migration test can fail (the log
+    /// features are still offered and every message accepted, but nothing is marked).
+    var marksDirtyPages: Bool { get }
     /// Number of virtqueues (GET_QUEUE_NUM).
     var queueCount: Int { get }
     /// Names the device in operator messages ("vhost-user-blk").
@@ -39,6 +43,7 @@ public protocol VhostUserDevice: AnyObject {
 
 extension VhostUserDevice {
     public var withheldProtocolFeatures: VhostUserProtocolFeatures { [] }
+    public var marksDirtyPages: Bool { true }
     public func handleDeviceRequest(_ code: VhostUserRequestCode, payload: [UInt8]) async -> VhostUserRequestOutcome? { nil }
 }
 

@@ -19,4 +19,10 @@ public protocol VhostUserDeviceQueue: AnyObject, Sendable {
     @ControlActor func replaceCallFD(_ fd: Int32, on thread: IOThread) async
     /// A drain of the device's storage ended: look at the ring again. Runs on the IOThread.
     func resumeAfterDrain()
+    /// The dirty log the queue will mark once started (live migration); called on the
+    /// control thread before `start`.
+    func setInitialDirtyLog(_ log: VirtqueueDirtyLog)
+    /// Switches the dirty log on `thread`; after this returns the queue never touches the
+    /// previous one again.
+    @ControlActor func replaceDirtyLog(_ log: VirtqueueDirtyLog, on thread: IOThread) async
 }

@@ -8,6 +8,9 @@ struct VringSetup {
     var size: UInt32?
     var addresses: SplitVirtqueue.RingAddresses?
     var base: UInt16 = 0
+    /// SET_VRING_ADDR's VHOST_VRING_F_LOG flag and log_guest_addr: where the used ring is
+    /// logged (nil: the flag is off).
+    var usedRingLogAddress: UInt64?
     /// nil also after a SET_VRING_KICK with NOFD (`started` tells them apart): polled.
     var kickFD: Int32?
     var callFD: Int32?

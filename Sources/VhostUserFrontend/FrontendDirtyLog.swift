@@ -13,7 +13,7 @@ import Glibc
 /// clears it the way QEMU's log sync does, so any thread may harvest while the backend
 /// marks; only one thread should harvest at a time. Every chunk is scanned, not only those
 /// of the shared memory, so a backend that marks elsewhere is seen too.
-public final class DirtyLog: @unchecked Sendable {
+public final class FrontendDirtyLog: @unchecked Sendable {
     /// Guest-physical bytes per log bit (`VHOST_LOG_PAGE`).
     public static let pageSize: UInt64 = 4096
     public static let pageShift: UInt64 = 12

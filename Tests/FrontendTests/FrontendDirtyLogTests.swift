@@ -6,15 +6,15 @@ import VhostUser
 /// The frontend's dirty log without a backend: sizes as QEMU computes them, the bit layout a
 /// backend writes (simulated through a second mapping of the memfd), harvesting, and the
 /// features and ring addresses the frontend asks for.
-@Suite struct DirtyLogTests {
+@Suite struct FrontendDirtyLogTests {
     @Test func sizedLikeQEMU() throws {
         // One chunk covers 256 KiB; the log reaches the chunk of the last byte.
-        #expect(DirtyLog.chunkCount(coveringUpTo: 1) == 1)
-        #expect(DirtyLog.chunkCount(coveringUpTo: 256 << 10) == 1)
-        #expect(DirtyLog.chunkCount(coveringUpTo: (256 << 10) + 1) == 2)
+        #expect(FrontendDirtyLog.chunkCount(coveringUpTo: 1) == 1)
+        #expect(FrontendDirtyLog.chunkCount(coveringUpTo: 256 << 10) == 1)
+        #expect(FrontendDirtyLog.chunkCount(coveringUpTo: (256 << 10) + 1) == 2)
         let end = SharedMemoryRegion.guestPhysicalBase + (2 << 20)
-        #expect(DirtyLog.chunkCount(coveringUpTo: end) == 16384 + 8)
-        let log = try DirtyLog(coveringUpTo: end)
+        #expect(FrontendDirtyLog.chunkCount(coveringUpTo: end) == 16384 + 8)
+        let log = try FrontendDirtyLog(coveringUpTo: end)
         #expect(log.mmapSize == UInt64(16392 * 8))
         #expect(log.logDescription == VhostUserLogDescription(mmapSize: 16392 * 8, mmapOffset: 0))
         var status = stat()
@@ -26,14 +26,14 @@ import VhostUser
     }
 
     @Test func pageArithmetic() {
-        #expect(DirtyLog.pages(of: 0x1_0000_0000, length: 4096) == 0x10_0000...0x10_0000)
-        #expect(DirtyLog.pages(of: 0x1_0000_0fff, length: 2) == 0x10_0000...0x10_0001)
-        #expect(DirtyLog.pages(of: 0x1_0000_0010, length: 1) == 0x10_0000...0x10_0000)
-        #expect(DirtyLog.pages(of: 0x1_0000_0000, length: 0) == nil)
+        #expect(FrontendDirtyLog.pages(of: 0x1_0000_0000, length: 4096) == 0x10_0000...0x10_0000)
+        #expect(FrontendDirtyLog.pages(of: 0x1_0000_0fff, length: 2) == 0x10_0000...0x10_0001)
+        #expect(FrontendDirtyLog.pages(of: 0x1_0000_0010, length: 1) == 0x10_0000...0x10_0000)
+        #expect(FrontendDirtyLog.pages(of: 0x1_0000_0000, length: 0) == nil)
     }
 
     @Test func harvestTakesWhatTheBackendMarkedAndClearsIt() throws {
-        let log = try DirtyLog(coveringUpTo: SharedMemoryRegion.guestPhysicalBase + (2 << 20))
+        let log = try FrontendDirtyLog(coveringUpTo: SharedMemoryRegion.guestPhysicalBase + (2 << 20))
         // The backend's view: its own shared mapping of the memfd, marked byte-wise
         // (log[page / 8] |= 1 << page % 8), as libvhost-user and Spindle do.
         let size = Int(log.mmapSize)
