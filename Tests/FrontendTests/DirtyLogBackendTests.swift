@@ -107,6 +107,28 @@ struct DirtyLogBackendTests {
         try frontend.shutdown(finalQueues: [queue])
     }
 
+    /// Spindle's test hook `x-dirty-log=unmarked` offers logging and marks nothing: the
+    /// checks above see that (so they can fail), while the messages all succeed.
+    @Test(.enabled(if: BackendProcess.Kind.spindle.executable != nil, "spindle is not built"))
+    func unmarkedHookIsSeen() throws {
+        let backend = try BackendProcess.start(.spindle) { socket in
+            ["--blockdev", "driver=null-co,node-name=n0,size=67108864,read-zeroes=on", "--export",
+             "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=\(socket),writable=on,num-queues=1,x-dirty-log=unmarked"]
+        }
+        defer { backend.stop() }
+        let frontend = try connect(backend, .onRequest)
+        let log = try frontend.startDirtyLog()
+        var queue = frontend.queues[0]
+        #expect(try completeRequest(&queue, slot: 0, type: .read, sector: 0, bytes: 4096) == BlkStatus.ok)
+        _ = try frontend.replaceDirtyLog()
+        let second = try #require(frontend.dirtyLog)
+        #expect(try completeRequest(&queue, slot: 1, type: .read, sector: 8, bytes: 4096) == BlkStatus.ok)
+        try frontend.stopDirtyLog()
+        try frontend.synchronize()
+        #expect(log.dirtyPages().isEmpty && second.dirtyPages().isEmpty, "pages marked with x-dirty-log=unmarked")
+        try frontend.shutdown(finalQueues: [queue])
+    }
+
     /// Harvests `log` until the pages harvested hold `expected` (2 s at most) and returns them
     /// all: a backend may mark the used ring just after publishing used.idx (as Spindle and
     /// libvhost-user do), so a completion can be seen a moment before its used-ring mark.
