@@ -107,7 +107,7 @@ extension VirtqueueServer {
         if let bitmap = dirtyLog.bitmap { logPublishedUsed(in: bitmap) }
     }
 
-    @usableFromInline
+    @inlinable @inline(never)
     final func logPublishedUsed(in bitmap: DirtyLogBitmap) {
         guard let address = dirtyLog.usedRingGuestAddress else { return }
         noteDirtyLogMisses(ring.logPublishedUsed(at: address, in: bitmap))

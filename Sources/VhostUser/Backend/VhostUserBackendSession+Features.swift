@@ -19,7 +19,9 @@ extension VhostUserBackendSession {
     /// as a virtio bit) closes the connection. VHOST_USER_F_PROTOCOL_FEATURES is offered, so
     /// it may be set.
     /// LOG_ALL switched on or off while rings run takes effect in them before this is
-    /// acknowledged (QEMU waits for the ack before it relies on the log).
+    /// acknowledged (QEMU waits for the ack before it relies on the log). Switched off (a
+    /// migration ended or was cancelled), the log is unmapped once no queue uses it: QEMU
+    /// frees it without a word, and sends SET_LOG_BASE again before it switches LOG_ALL on.
     func setFeatures(_ features: UInt64) async -> VhostUserRequestOutcome {
         let offered = offeredFeatures
         guard features & ~offered == 0 else {
@@ -30,6 +32,7 @@ extension VhostUserBackendSession {
         if logAllChanged {
             logger.info("dirty logging \(features & VhostUserFeatureBits.logAll != 0 ? "on" : "off") (VHOST_F_LOG_ALL)\(dirtyLog == nil ? "; no log shared yet" : "")")
             await applyDirtyLogToQueues()
+            if features & VhostUserFeatureBits.logAll == 0 { dirtyLog = nil }
         }
         return .done
     }
