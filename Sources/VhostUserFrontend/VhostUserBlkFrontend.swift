@@ -9,6 +9,9 @@ import Glibc
 ///
 /// Every reply is checked (code, size, fds, REPLY_ACK status); any problem is a
 /// `FrontendError` with one line saying which step failed and why.
+///
+/// Dirty logging for migration (`FrontendOptions.dirtyLogging`, `startDirtyLog` and the
+/// rest in VhostUserBlkFrontend+DirtyLog.swift) follows QEMU's message orders.
 public final class VhostUserBlkFrontend {
     public let options: FrontendOptions
     /// GET_FEATURES as offered, and what SET_FEATURES accepted.

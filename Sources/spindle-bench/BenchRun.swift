@@ -28,11 +28,9 @@ enum BenchRun {
         // Logging on while the rings run (QEMU's migration start), before the first request.
         var harvester: DirtyLogHarvester?
         if options.dirtyLog {
-            do {
-                harvester = DirtyLogHarvester(log: try frontend.startDirtyLog(), intervalMilliseconds: options.harvestMilliseconds)
-            } catch {
-                throw BenchFailure(error.description)
-            }
+            let log: FrontendDirtyLog
+            do { log = try frontend.startDirtyLog() } catch { throw BenchFailure(error.description) }
+            harvester = try DirtyLogHarvester(log: log, intervalMilliseconds: options.harvestMilliseconds)
             try harvester?.start()
         }
 

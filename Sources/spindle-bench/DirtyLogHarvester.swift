@@ -1,5 +1,4 @@
 import CSpindle
-import Synchronization
 import VhostUserFrontend
 #if canImport(Glibc)
 import Glibc
@@ -16,18 +15,26 @@ struct HarvestResult: Sendable {
 
 /// `--dirty-log`'s side thread: harvests the dirty log every `interval` nanoseconds as QEMU's
 /// migration thread syncs it (read each u64 chunk, atomically swap the non-zero ones with 0).
-/// It runs beside the queue threads and never touches their rings; unpinned, like QEMU's.
+/// It runs beside the queue threads and never touches their rings; unpinned, like QEMU's. It
+/// sleeps a whole interval at a time (poll on an eventfd that `stop()` writes): waking more
+/// often would keep a CPU from idling and change what an eventfd-mode run measures.
 final class DirtyLogHarvester: @unchecked Sendable {
     let log: FrontendDirtyLog
     let interval: UInt64
-    private let stopRequested = Atomic<Bool>(false)
+    private let stopFD: Int32
     /// Written by the thread only, read after `stop()` has joined it.
     private(set) var result = HarvestResult()
     private var thread = pthread_t()
 
-    init(log: FrontendDirtyLog, intervalMilliseconds: Int) {
+    init(log: FrontendDirtyLog, intervalMilliseconds: Int) throws(BenchFailure) {
         self.log = log
         self.interval = UInt64(intervalMilliseconds) * 1_000_000
+        stopFD = eventfd(0, Int32(EFD_CLOEXEC))
+        guard stopFD >= 0 else { throw BenchFailure("eventfd for the dirty-log harvester failed: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit {
+        close(stopFD)
     }
 
     func start() throws(BenchFailure) {
@@ -45,7 +52,8 @@ final class DirtyLogHarvester: @unchecked Sendable {
 
     /// Stops the thread, waits for it, then harvests once more (QEMU's last sync).
     func stop() -> HarvestResult {
-        stopRequested.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(stopFD, &one, 8)
         pthread_join(thread, nil)
         harvestOnce()
         return result
@@ -54,12 +62,12 @@ final class DirtyLogHarvester: @unchecked Sendable {
     private func run() {
         _ = spindle_set_thread_name("bench-harvest")
         var next = monotonicNanoseconds() &+ interval
-        while !stopRequested.load(ordering: .acquiring) {
-            // Sleep in short steps so stop() does not wait a whole interval.
+        while true {
             let now = monotonicNanoseconds()
             if now < next {
-                var nap = timespec(tv_sec: 0, tv_nsec: Int(min(next - now, 5_000_000)))
-                nanosleep(&nap, nil)
+                var stop = pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)
+                let milliseconds = Int32(clamping: (next - now + 999_999) / 1_000_000)
+                if poll(&stop, 1, milliseconds) > 0 { return }
                 continue
             }
             harvestOnce()
