@@ -8,6 +8,7 @@
 #
 #   bench/callgrind-iothread.sh                    # 4 KiB randread, QD 32, eventfd
 #   RW=randwrite QD=1 MODE=poll bench/callgrind-iothread.sh
+#   BENCH_ARGS=--dirty-log bench/callgrind-iothread.sh   # more spindle-bench options
 #
 # The export's IOThread has x-sleep=poll: it sleeps in poll(2) instead of io_uring_enter;
 # valgrind 3.19 holds its global lock across io_uring_enter, which would freeze the daemon.
@@ -32,9 +33,9 @@ bench_start_backend "$WORK/valgrind.log" valgrind --tool=callgrind --separate-th
     --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1,iothread=iot0
 bench_wait_socket "$SOCK" "$backend_pid" "$WORK/valgrind.log" 30
 "$BENCH_RELEASE/spindle-bench" --socket "$SOCK" --iodepth "$QD" --bs 4k --rw "$RW" --runtime "$RUNTIME" --ramp 1 \
-    --cpus 0 --completion "$MODE" --json-only > "$WORK/bench.json"
+    --cpus 0 --completion "$MODE" ${BENCH_ARGS:-} --json-only > "$WORK/bench.json"
 bench_stop_backend   # callgrind writes its profiles as the daemon exits
 # The IOThread is the thread with the most instructions.
 PROFILE=$(for f in "$WORK"/cg-*; do echo "$(awk '/^totals:/{print $2}' "$f") $f"; done | sort -n | tail -1 | cut -d' ' -f2)
-echo "callgrind: 4 KiB $RW QD $QD $MODE on $IMAGE, commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+echo "callgrind: 4 KiB $RW QD $QD $MODE on $IMAGE${BENCH_ARGS:+ ($BENCH_ARGS)}, commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
 python3 bench/callgrind/instructions-per-request.py "$PROFILE" "${TOP:-12}"

@@ -33,12 +33,19 @@ public enum FeatureNegotiation {
             }
             wanted |= bit(VirtioFeatureBit.ringIndirectDescriptors)
         }
+        // LOG_ALL is not acked here: it goes into SET_FEATURES only while logging (as QEMU).
+        if options.dirtyLogging != .off, offered & VhostUserFeatureBits.logAll == 0 {
+            throw FrontendError("dirty logging wanted: backend does not offer VHOST_F_LOG_ALL (feature bit 26; features 0x\(String(offered, radix: 16)))")
+        }
         return offered & wanted
     }
 
-    public static func protocolFeatures(offered: UInt64, inflightTracking: Bool = false) -> VhostUserProtocolFeatures {
+    /// Also INFLIGHT_SHMFD with `inflightTracking` and LOG_SHMFD with `dirtyLogging`.
+    public static func protocolFeatures(offered: UInt64, inflightTracking: Bool = false,
+                                        dirtyLogging: Bool = false) -> VhostUserProtocolFeatures {
         var accepted = acceptedProtocolFeatures
         if inflightTracking { accepted.insert(.inflightSHMFD) }
+        if dirtyLogging { accepted.insert(.logSHMFD) }
         return VhostUserProtocolFeatures(rawValue: offered).intersection(accepted)
     }
 

@@ -46,6 +46,13 @@ final class FrontendChannel {
         guard ok else { throw FrontendError("\(request.name): backend refused it (REPLY_ACK reported failure)") }
     }
 
+    /// Sends a request without NEED_REPLY, even with REPLY_ACK, and waits for nothing (as
+    /// QEMU stops dirty logging); the backend sends no reply to it.
+    func post(_ request: VhostUserRequest) throws(FrontendError) {
+        _ = try knownCode(request)
+        try transmit(request.message(needReply: false), name: request.name)
+    }
+
     /// Sends a request that has a reply and returns the reply (still to be decoded).
     func call(_ request: VhostUserRequest) throws(FrontendError) -> VhostUserMessage {
         _ = try knownCode(request)

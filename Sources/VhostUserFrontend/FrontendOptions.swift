@@ -20,6 +20,9 @@ public struct FrontendOptions: Sendable, Hashable {
     /// Set every ring up with SET_VRING_KICK's NOFD flag (no kick eventfd sent): the backend
     /// must poll the rings. Kicks the frontend writes then reach nobody.
     public var kicklessRings = false
+    /// Dirty logging for migration (LOG_SHMFD negotiated, VHOST_F_LOG_ALL required); see
+    /// `DirtyLogging`.
+    public var dirtyLogging = DirtyLogging.off
 
     public init(queueCount: Int = 1, slotsPerQueue: Int = 32, maxRequestBytes: Int = 4096,
                 queueSize: Int? = nil, eventIndex: Bool = true, indirectDescriptors: Bool = false,
@@ -59,4 +62,17 @@ public struct FrontendOptions: Sendable, Hashable {
             throw FrontendError("queue size \(size) cannot hold \(slotsPerQueue) requests of \(ringDescriptorsPerSlot) descriptors")
         }
     }
+}
+
+/// Whether and when the frontend logs dirty pages, as QEMU does for a migration.
+public enum DirtyLogging: Sendable, Hashable {
+    /// No logging: LOG_SHMFD is not negotiated and `startDirtyLog` fails.
+    case off
+    /// Available: LOG_SHMFD negotiated, VHOST_F_LOG_ALL offered; `startDirtyLog()` starts it
+    /// while the rings run (QEMU when a migration starts).
+    case onRequest
+    /// On from device start (QEMU starting a device while a migration runs): SET_FEATURES
+    /// carries LOG_ALL, SET_VRING_ADDR the log flag, and SET_LOG_BASE follows the rings'
+    /// setup, before they are enabled.
+    case fromDeviceStart
 }

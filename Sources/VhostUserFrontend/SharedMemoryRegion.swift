@@ -65,6 +65,9 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         UInt64(UInt(bitPattern: pointer))
     }
 
+    /// The first guest-physical address past the region (what the dirty log must reach).
+    public var guestPhysicalEnd: UInt64 { Self.guestPhysicalBase + UInt64(size) }
+
     /// The memory-table entry describing the whole region.
     public var regionDescription: MemoryRegionDescription {
         MemoryRegionDescription(guestPhysAddr: Self.guestPhysicalBase, memorySize: UInt64(size),

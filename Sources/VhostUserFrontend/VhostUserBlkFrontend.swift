@@ -9,6 +9,9 @@ import Glibc
 ///
 /// Every reply is checked (code, size, fds, REPLY_ACK status); any problem is a
 /// `FrontendError` with one line saying which step failed and why.
+///
+/// Dirty logging for migration (`FrontendOptions.dirtyLogging`, `startDirtyLog` and the
+/// rest in VhostUserBlkFrontend+DirtyLog.swift) follows QEMU's message orders.
 public final class VhostUserBlkFrontend {
     public let options: FrontendOptions
     /// GET_FEATURES as offered, and what SET_FEATURES accepted.
@@ -27,7 +30,14 @@ public final class VhostUserBlkFrontend {
     public let inflightFD: Int32?
     public let inflightDescription: VhostUserInflightDescription?
 
-    private let channel: FrontendChannel
+    /// The log the backend marks while dirty logging is on (nil when off); see
+    /// VhostUserBlkFrontend+DirtyLog.swift.
+    public internal(set) var dirtyLog: FrontendDirtyLog?
+    /// VHOST_F_LOG_ALL as last sent in SET_FEATURES, VHOST_VRING_F_LOG in SET_VRING_ADDR.
+    public internal(set) var logAllSent = false
+    public internal(set) var vringLogFlagSent = false
+
+    let channel: FrontendChannel
     private let notifiers: QueueNotifiers
     private let usesProtocolFeatures: Bool
     private var isShutDown = false
@@ -74,7 +84,8 @@ public final class VhostUserBlkFrontend {
         if usesProtocolFeatures {
             let offeredProtocol = try channel.callU64(.getProtocolFeatures)
             negotiatedProtocol = FeatureNegotiation.protocolFeatures(offered: offeredProtocol,
-                                                                     inflightTracking: options.inflightTracking)
+                                                                     inflightTracking: options.inflightTracking,
+                                                                     dirtyLogging: options.dirtyLogging != .off)
             try channel.send(.setProtocolFeatures(negotiatedProtocol.rawValue))
             channel.replyAckNegotiated = negotiatedProtocol.contains(.replyAck)
         }
@@ -105,7 +116,11 @@ public final class VhostUserBlkFrontend {
         guard options.queueCount <= min(queueCount, max(deviceQueues, 1)) else {
             throw FrontendError("\(options.queueCount) queues wanted but the backend has \(min(queueCount, deviceQueues))")
         }
-        try channel.send(.setFeatures(negotiatedFeatures))
+        if options.dirtyLogging != .off, !negotiatedProtocol.contains(.logSHMFD) {
+            throw FrontendError("dirty logging wanted: backend does not offer the LOG_SHMFD protocol feature")
+        }
+        let logFromStart = options.dirtyLogging == .fromDeviceStart
+        try channel.send(.setFeatures(negotiatedFeatures | (logFromStart ? VhostUserFeatureBits.logAll : 0)))
 
         // Shared memory: all queues' rings, slots and buffers in one memfd region.
         let layout = QueueMemoryLayout(queueSize: options.effectiveQueueSize, slotCount: options.slotsPerQueue,
@@ -158,7 +173,8 @@ public final class VhostUserBlkFrontend {
         var queues: [BlkQueue] = []
         if let resuming {
             for queue in resuming.queues {
-                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory, kickless: options.kicklessRings)
+                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory,
+                                    kickless: options.kicklessRings, logging: logFromStart)
                 queues.append(queue)
             }
         } else {
@@ -167,16 +183,23 @@ public final class VhostUserBlkFrontend {
                 let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
                                          indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
                                          kickFD: fds.kick, callFD: fds.call)
-                try Self.startVring(queue, base: 0, channel: channel, memory: memory, kickless: options.kicklessRings)
+                try Self.startVring(queue, base: 0, channel: channel, memory: memory,
+                                    kickless: options.kicklessRings, logging: logFromStart)
                 queues.append(queue)
             }
         }
+        // Device start during a migration (QEMU's vhost_dev_start): the log after the rings.
+        let startLog = logFromStart ? try FrontendDirtyLog(coveringUpTo: memory.guestPhysicalEnd) : nil
+        if let startLog { try Self.sendLogBase(startLog, channel: channel) }
         if usesProtocolFeatures {
             for index in 0..<options.queueCount {
                 try channel.send(.setVringEnable(VhostUserVringState(index: UInt32(index), num: 1)))
             }
         }
         self.queues = queues
+        dirtyLog = startLog
+        logAllSent = logFromStart
+        vringLogFlagSent = logFromStart
     }
 
     deinit {
@@ -197,16 +220,11 @@ public final class VhostUserBlkFrontend {
     }
 
     private static func startVring(_ queue: BlkQueue, base: UInt16, channel: FrontendChannel,
-                                   memory: SharedMemoryRegion, kickless: Bool) throws(FrontendError) {
+                                   memory: SharedMemoryRegion, kickless: Bool, logging: Bool) throws(FrontendError) {
         let index = UInt32(queue.index)
         try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ring.size))))
         try channel.send(.setVringBase(VhostUserVringState(index: index, num: UInt32(base))))
-        try channel.send(.setVringAddr(VhostUserVringAddress(
-            index: index, flags: 0,
-            descUserAddr: memory.userAddress(of: queue.ring.descriptors),
-            usedUserAddr: memory.userAddress(of: queue.ring.used),
-            availUserAddr: memory.userAddress(of: queue.ring.available),
-            logGuestAddr: 0)))
+        try channel.send(.setVringAddr(vringAddress(of: queue, memory: memory, logging: logging)))
         try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: kickless ? nil : queue.kickFD)))
         try channel.send(.setVringCall(VhostUserVringFile(index: UInt8(queue.index), fd: queue.callFD)))
     }

@@ -27,6 +27,9 @@ struct BenchOptions: Sendable {
     var size: UInt64?
     var queueSize: Int?
     var jsonOnly = false
+    /// Dirty logging on for the whole run, harvested every `harvestMilliseconds`.
+    var dirtyLog = false
+    var harvestMilliseconds = 100
 
     static let usage = """
     usage: spindle-bench --socket PATH [options]
@@ -50,6 +53,9 @@ struct BenchOptions: Sendable {
       --backend-pid PID        sample this process's CPU time over the measured window
       --size SIZE              bytes of the device to address, from offset 0 (default: its capacity)
       --queue-size N           ring size (default: smallest power of two >= 64 that holds iodepth)
+      --dirty-log[=on|off]     dirty logging for migration on for the whole run (LOG_SHMFD, VHOST_F_LOG_ALL),
+                               harvested by a side thread as QEMU's migration thread does (default off)
+      --harvest-ms N           milliseconds between harvests with --dirty-log (default 100)
       --json-only              no summary on stderr
       --help                   this text
     """
@@ -111,6 +117,8 @@ struct BenchOptions: Sendable {
                 guard size & (size - 1) == 0 else { throw BenchUsageError("--queue-size must be a power of two") }
                 options.queueSize = size
             case "--json-only": options.jsonOnly = true
+            case "--dirty-log": options.dirtyLog = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
+            case "--harvest-ms": options.harvestMilliseconds = try integer(name, try value(), 1...60_000)
             default: throw BenchUsageError("unknown option '\(argument)' (see --help)")
             }
         }

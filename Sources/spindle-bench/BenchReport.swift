@@ -18,6 +18,8 @@ struct BenchReport {
     /// /proc/stat around the same window.
     let machineBefore: MachineCPUSample?
     let machineAfter: MachineCPUSample?
+    /// With --dirty-log: the harvester's counts.
+    let harvest: HarvestResult?
 
     private var completed: UInt64 { results.reduce(0) { $0 + $1.completed } }
     private var bytes: UInt64 { results.reduce(0) { $0 + $1.bytes } }
@@ -112,6 +114,14 @@ struct BenchReport {
         line.add("kicks_per_req", perRequest(Double(kicks)), decimals: 4)
         line.add("wakeups_per_req", perRequest(Double(wakeups)), decimals: 4)
         line.add("calls_per_req", perRequest(Double(callSignals)), decimals: 4)
+        line.add("dirty_log", options.dirtyLog)
+        if let harvest {
+            line.add("harvest_ms", options.harvestMilliseconds)
+            line.add("harvests", harvest.harvests)
+            line.add("dirty_pages_harvested", harvest.pages)
+            line.add("harvest_us_mean", harvest.harvests > 0 ? Double(harvest.totalNanoseconds) / Double(harvest.harvests) / 1000 : 0, decimals: 3)
+            line.add("harvest_us_max", Double(harvest.maxNanoseconds) / 1000, decimals: 3)
+        }
         return line.text
     }
 
@@ -133,6 +143,10 @@ struct BenchReport {
             text += ", machine busy \(f(100 * busy / window, 1)) % of one CPU"
         }
         text += "\n  per request: \(f(perRequest(Double(kicks)), 3)) kicks, \(f(perRequest(Double(wakeups)), 3)) wakeups, \(f(perRequest(Double(callSignals)), 3)) calls"
+        if let harvest {
+            let mean = harvest.harvests > 0 ? Double(harvest.totalNanoseconds) / Double(harvest.harvests) / 1000 : 0
+            text += "\n  dirty log: \(harvest.harvests) harvests every \(options.harvestMilliseconds) ms, \(harvest.pages) dirty pages, \(f(mean, 1)) us mean per harvest (max \(f(Double(harvest.maxNanoseconds) / 1000, 1)))"
+        }
         return text
     }
 

@@ -14,6 +14,7 @@ enum BenchRun {
                                               maxRequestBytes: options.blockSize, queueSize: options.queueSize,
                                               eventIndex: options.eventIndex, indirectDescriptors: options.indirect)
         frontendOptions.inflightTracking = options.inflight
+        frontendOptions.dirtyLogging = options.dirtyLog ? .onRequest : .off
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: options.socket, options: frontendOptions) } catch {
             throw BenchFailure(error.description)
@@ -22,6 +23,15 @@ enum BenchRun {
         let addressed = try addressedBytes(options, capacity: capacity, blockSize: frontend.config?.blockSize)
         if frontend.isReadOnly, options.pattern != .read, options.pattern != .randread {
             throw BenchFailure("the device is read-only (VIRTIO_BLK_F_RO); use --rw read or randread")
+        }
+
+        // Logging on while the rings run (QEMU's migration start), before the first request.
+        var harvester: DirtyLogHarvester?
+        if options.dirtyLog {
+            let log: FrontendDirtyLog
+            do { log = try frontend.startDirtyLog() } catch { throw BenchFailure(error.description) }
+            harvester = try DirtyLogHarvester(log: log, intervalMilliseconds: options.harvestMilliseconds)
+            try harvester?.start()
         }
 
         let cpus = cpuAssignment(options)
@@ -65,6 +75,10 @@ enum BenchRun {
             if let failure = frontend.waitForBackendFailure(milliseconds: 5) { abort(failure) }
         }
         threads.forEach(QueueThreads.join)
+        let harvest = harvester?.stop()
+        if harvester != nil {
+            do { try frontend.stopDirtyLog() } catch { throw BenchFailure(error.description) }
+        }
 
         for worker in workers {
             if let failure = worker.result.failure { throw BenchFailure(failure) }
@@ -81,7 +95,7 @@ enum BenchRun {
                            protocolFeatures: frontend.protocolFeatures.rawValue,
                            results: workers.map(\.result), histogram: merged,
                            backendCPUMicroseconds: backendCPU, backendWindowNanoseconds: sampledEnd &- sampledStart,
-                           machineBefore: machineBefore, machineAfter: machineAfter)
+                           machineBefore: machineBefore, machineAfter: machineAfter, harvest: harvest)
     }
 
     /// Sleeps until `deadline`, ending the run if the backend goes away meanwhile.
