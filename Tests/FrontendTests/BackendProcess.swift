@@ -57,14 +57,27 @@ struct BackendProcess {
         try process.run()
         let backend = BackendProcess(kind: kind, process: process, directory: directory)
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) {
+        // qsd's socket file appears at bind(), and a connect before its listen() is refused;
+        // wait until the kernel no longer lists the path as bound but not listening (Spindle
+        // binds under a temporary name and renames after listen(), so its path is never listed
+        // that way). No probe connection: a backend would serve it as a frontend.
+        while !FileManager.default.fileExists(atPath: socket) || Self.isBoundNotListening(socket) {
             guard process.isRunning, Date() < deadline else {
                 backend.stop()
-                throw FrontendError("\(kind) did not create its socket")
+                throw FrontendError("\(kind) did not listen on its socket")
             }
             usleep(10_000)
         }
         return backend
+    }
+
+    /// Whether /proc/net/unix lists a socket bound to `path` without __SO_ACCEPTCON (listen).
+    static func isBoundNotListening(_ path: String) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return false }
+        return table.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            return fields.count >= 8 && fields[7] == path && fields[3] != "00010000"
+        }
     }
 
     func stop() {
