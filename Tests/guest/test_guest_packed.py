@@ -18,7 +18,7 @@ import pytest
 
 import guestlib
 from guestlib import Backend, kill_process
-from interactive import GuestSession
+from interactive import GuestSession, ok
 from test_guest_restart import GUEST_SCRIPT as RESTART_SCRIPT, KILLS, assert_survived, resubmitted, wait_for_log
 
 MiB = 1024 * 1024
@@ -94,7 +94,9 @@ check_zero write-zeroes-reads-zero {WZ_OFF} {RANGE_LEN}
 
 def test_packed_ring_survives_five_kills_with_reordered_completions(tmp_path, monkeypatch):
     """As test_guest_restart's reordered run, on a packed ring: every 7th completion held
-    100 ms, the daemon SIGKILLed five times under fio verify at QD32."""
+    100 ms, the daemon SIGKILLed five times under fio verify at QD32; then the VM stopped and
+    continued (GET_VRING_BASE answers the packed base, the ring restarts on the same
+    connection from it and the region)."""
     monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
@@ -128,6 +130,15 @@ def test_packed_ring_survives_five_kills_with_reordered_completions(tmp_path, mo
             assert daemon.proc.returncode == -signal.SIGKILL
             daemon = start_daemon()
         wait_for_log(daemon.log_path, "queue started", timeout=120)
+        time.sleep(2)
+        qemu = guest.qemu()
+        before = len(daemon.log_path.read_text(errors="replace"))
+        ok(qemu, "stop")
+        time.sleep(1)
+        ok(qemu, "cont")
+        wait_for_log(daemon.log_path, "queue started", timeout=60, start=before)
+        assert "GET_VRING_BASE answered" in daemon.log_path.read_text(errors="replace")[before:]
+        assert daemon.alive()
         run = guest.finish()
     finally:
         if guest:
