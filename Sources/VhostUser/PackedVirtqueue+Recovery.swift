@@ -26,8 +26,8 @@ extension PackedVirtqueue {
     /// Restarts the ring after a previous process died: used descriptors continue at
     /// `usedPosition`/`usedWrap`; `chains` (buffer id and descriptors, in the order they will
     /// be resubmitted) are in flight again, walked from their copies; the device takes new
-    /// buffers from the ring just after the slots they occupy. False (nothing changed) if the
-    /// chains cannot be in flight together on this ring.
+    /// buffers from the ring just after the slots they occupy, whose flags it resets to "not
+    /// used". False (nothing changed) if the chains cannot be in flight together on this ring.
     mutating func restore(usedPosition: UInt16, usedWrap: Bool,
                           chains: [(id: UInt16, descriptors: [DescriptorCopy])]) -> Bool {
         guard usedPosition < size, popped == 0, !batchPending else { return false }
@@ -63,9 +63,17 @@ extension PackedVirtqueue {
         publishedPosition = usedPosition
         publishedWrap = usedWrap
         loggedPosition = usedPosition
+        // The slots the buffers occupy belong to the device. The dead process may have left
+        // used descriptors there that it never published (a batch's later ones carry their
+        // flags before the first one's are stored): once the used position reaches them the
+        // driver would take them for new ones, a buffer completed twice. Mark them unused.
         var position = usedPosition
         var wrap = usedWrap
-        for _ in 0..<slots { position = advanced(position, &wrap) }
+        for _ in 0..<slots {
+            let flags = descriptors + 16 * Int(position) + 14
+            spindle_store_release_u16(flags, PackedVirtqueueLayout.availableFlags(wrap: wrap).littleEndian)
+            position = advanced(position, &wrap)
+        }
         availPosition = position
         availWrap = wrap
         popped = chains.count

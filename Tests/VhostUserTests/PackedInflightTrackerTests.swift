@@ -224,4 +224,117 @@ import Testing
         #expect(throws: VirtqueueError.descriptorsInFlightExceedRing(queueSize: 4)) { try tracker.nextID(from: &ring) }
         #expect(ring.isBroken)
     }
+
+    /// Random work with random crashes (between operations) on rings of 8 and 16: the driver
+    /// offers chains of 1-3 descriptors whenever it has room, the device takes, completes in
+    /// random order and publishes at random; each "crash" drops the device's unpublished
+    /// state and starts a new ring from the initial base (as QEMU sends it) and a new tracker.
+    /// Every buffer comes back to the driver exactly once (this found the dead process's
+    /// unpublished used descriptors, which the driver would otherwise have read twice), and
+    /// the recovered ring's positions are the ones the dead process had.
+    @Test(arguments: [(8, 1), (16, 2), (8, 3)])
+    func randomCrashesCompleteEveryBufferOnce(size: Int, seed: UInt64) throws {
+        var random = SplitMix(seed: seed)
+        let driver = MockPackedQueue(size: size)
+        let buffer = try Self.buffer(size: size)
+        var ring = try driver.queue()
+        var tracker = try PackedInflightTracker(buffer: buffer, queue: 0, ring: &ring)
+        var taken: [UInt16] = []
+        var offered = 0, returned = 0, crashes = 0
+        let chain = DescriptorChain(capacity: 8)
+        for _ in 0..<3000 {
+            switch random.next() % 10 {
+            case 0...2:
+                let count = Int(random.next() % 3) + 1
+                let outstanding = driver.descriptorsOfID.values.reduce(0, +)
+                let free = (0..<UInt16(size)).filter { driver.descriptorsOfID[$0] == nil }
+                guard outstanding + count <= size, let id = free.randomElement(using: &random) else { continue }
+                Self.offer(driver, id: id, descriptors: count)
+                offered += 1
+            case 3...4:
+                if let id = try tracker.nextID(from: &ring) {
+                    try ring.readChain(head: id, into: chain)
+                    #expect(chain.readableSpanCount + chain.writableSpanCount == driver.descriptorsOfID[id])
+                    taken.append(id)
+                }
+            case 5...6:
+                guard !taken.isEmpty else { continue }
+                ring.addUsed(head: taken.remove(at: Int(random.next() % UInt64(taken.count))), writtenLength: 1)
+            case 7:
+                tracker.publishUsed(&ring)
+            case 8:
+                while let used = driver.takeUsed() {
+                    _ = used
+                    returned += 1
+                }
+            default:
+                if random.next() % 4 == 0 {  // crash
+                    crashes += 1
+                    let old = ring.base
+                    let oldTaken = taken
+                    ring = try PackedVirtqueue(memory: driver.memory, size: UInt32(size), addresses: driver.addresses, features: [])
+                    tracker = try PackedInflightTracker(buffer: buffer, queue: 0, ring: &ring)
+                    taken = []
+                    #expect(ring.base == old, "recovered \(ring.base), was \(old), in flight \(oldTaken), resubmit \(tracker.resubmitList)")
+                }
+            }
+            #expect(returned + driver.descriptorsOfID.count == offered, "a buffer came back twice or vanished")
+        }
+        // Finish everything.
+        while let id = try tracker.nextID(from: &ring) { taken.append(id) }
+        for id in taken { ring.addUsed(head: id, writtenLength: 1) }
+        tracker.publishUsed(&ring)
+        while driver.takeUsed() != nil { returned += 1 }
+        #expect(returned == offered && driver.descriptorsOfID.isEmpty)
+        #expect(offered > 200 && crashes > 30)
+    }
+
+    /// Random region contents never crash recovery: it throws, or yields a ring whose
+    /// positions are inside it.
+    @Test func randomRegionBytesAreRefusedOrSane() throws {
+        var random = SplitMix(seed: 7)
+        let driver = MockPackedQueue(size: 8)
+        let buffer = try Self.buffer(size: 8)
+        for round in 0..<2000 {
+            let bytes = buffer.base.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<buffer.regionStride { bytes[i] = UInt8(truncatingIfNeeded: random.next()) }
+            // Mostly plausible headers, so recovery gets past the first checks.
+            buffer.base.storeBytes(of: UInt16(1), toByteOffset: 8, as: UInt16.self)
+            buffer.base.storeBytes(of: UInt16(8), toByteOffset: 10, as: UInt16.self)
+            if round % 2 == 0 {
+                for offset in [12, 14, 16, 18] { buffer.base.storeBytes(of: UInt16(random.next() % 9), toByteOffset: offset, as: UInt16.self) }
+                for offset in [20, 21] { bytes[offset] = UInt8(random.next() % 2) }
+                for entry in 0..<8 {
+                    let state = Self.state(buffer, entry)
+                    state.storeBytes(of: UInt8(random.next() % 2), as: UInt8.self)
+                    state.storeBytes(of: UInt16(random.next() % 9), toByteOffset: 2, as: UInt16.self)
+                    state.storeBytes(of: UInt16(random.next() % 8), toByteOffset: 4, as: UInt16.self)
+                    state.storeBytes(of: UInt16(random.next() % 4), toByteOffset: 6, as: UInt16.self)
+                    state.storeBytes(of: UInt16(random.next() % 9), toByteOffset: 16, as: UInt16.self)
+                }
+            }
+            var ring = try PackedVirtqueue(memory: driver.memory, size: 8, addresses: driver.addresses, features: [])
+            guard let tracker = try? PackedInflightTracker(buffer: buffer, queue: 0, ring: &ring) else { continue }
+            #expect(tracker.recoveredCount <= 8 && ring.base.usedPosition < 8 && ring.base.availablePosition < 8)
+            let chain = DescriptorChain(capacity: 8)
+            while let id = try? tracker.nextID(from: &ring) {
+                _ = try? ring.readChain(head: id, into: chain)  // the copies' addresses may be anything
+                ring.addUsed(head: id, writtenLength: 0)
+            }
+            tracker.publishUsed(&ring)
+        }
+    }
+}
+
+/// A small deterministic generator for the randomised tests.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
