@@ -27,9 +27,9 @@ public struct VhostUserBlkExportOptions: Sendable, Equatable {
     /// `x-dirty-log=unmarked` (TEST ONLY; default `marked`): offer dirty logging and accept
     /// every message, but mark nothing, to prove a migration test can fail.
     public var dirtyLogMarked: Bool = true
-    /// `packed-ring=on`: offer VIRTIO_F_RING_PACKED (packed virtqueues, without inflight
-    /// tracking for now). Default off until a real guest has run on it.
-    public var packedRing: Bool = false
+    /// `packed-ring` (default on): offer VIRTIO_F_RING_PACKED (packed virtqueues, with the
+    /// packed inflight region); `off` withholds it, so every guest uses split rings.
+    public var packedRing: Bool = true
 
     /// Every iothread id the export names.
     public var namedIOThreads: [String] { (iothread.map { [$0] } ?? []) + iothreadMapping.map(\.iothread) }

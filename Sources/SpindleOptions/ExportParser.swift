@@ -57,7 +57,7 @@ struct ExportParser {
         export.inflightTracking = try reader.bool("x-inflight") ?? true
         // QEMU 10: on, the export may use an inactive node (requests wait until activation).
         export.allowInactive = try reader.bool("allow-inactive") ?? false
-        export.packedRing = try reader.bool("packed-ring") ?? false
+        export.packedRing = try reader.bool("packed-ring") ?? true
         // TEST ONLY: unmarked offers dirty logging but marks nothing (a migration test must fail).
         switch try reader.string("x-dirty-log") {
         case nil, "marked"?: export.dirtyLogMarked = true

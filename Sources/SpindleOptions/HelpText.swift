@@ -77,10 +77,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            off: the export activates its node, and the node
                            cannot be inactivated while the export exists)
                          packed-ring: offer packed virtqueues (VIRTIO 1.1,
-                           QEMU's packed=on) besides split ones; packed queues
-                           have no inflight tracking yet, so a daemon restart
-                           replays their requests from the used index
-                           (default off)
+                           QEMU's packed=on) besides split ones, with the same
+                           inflight tracking across daemon restarts (default
+                           on; off withholds them: guests use split rings)
                          x-inflight: FOR TESTS, off withholds the inflight
                            region (INFLIGHT_SHMFD) from the frontend (default on)
                          x-dirty-log: FOR TESTS, unmarked offers dirty logging

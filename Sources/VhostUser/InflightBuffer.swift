@@ -1,11 +1,16 @@
 import CSpindle
 import Glibc
 
-/// The split-ring layout of the shared inflight buffer (vhost-user.rst, "Inflight I/O
-/// tracking"): one region per queue, each a 16-byte header
+/// The shared inflight buffer's layout (vhost-user.rst, "Inflight I/O tracking"): one region
+/// per queue. A split ring's region is a 16-byte header
 /// `{features u64, version u16, desc_num u16, last_batch_head u16, used_idx u16}` followed by
-/// `desc_num` 16-byte descriptor states `{inflight u8, padding[5], next u16, counter u64}`,
-/// rounded up to 64 bytes.
+/// `desc_num` 16-byte descriptor states `{inflight u8, padding[5], next u16, counter u64}`; a
+/// packed ring's is a 32-byte header and 32-byte states (`PackedInflightLayout`).
+///
+/// GET_INFLIGHT_FD does not say which layout the queues will use (a guest may switch layouts
+/// across a reset while the frontend keeps the buffer), so every region Spindle allocates is
+/// big enough for the packed layout, rounded up to 64 bytes. A buffer sized for split regions
+/// only (an older Spindle's) is still accepted, and packed queues then run untracked.
 public enum InflightLayout {
     public static let headerBytes = 16
     public static let descriptorStateBytes = 16
@@ -13,13 +18,27 @@ public enum InflightLayout {
     /// The only layout version Spindle writes and accepts.
     public static let version: UInt16 = 1
 
+    /// A split ring's region.
+    public static func splitRegionBytes(queueSize: Int) -> Int {
+        aligned(headerBytes + descriptorStateBytes * queueSize)
+    }
+
+    /// A packed ring's region.
+    public static func packedRegionBytes(queueSize: Int) -> Int {
+        aligned(PackedInflightLayout.headerBytes + PackedInflightLayout.descriptorStateBytes * queueSize)
+    }
+
+    /// One queue's region in the buffers Spindle allocates: room for either layout.
     public static func queueRegionBytes(queueSize: Int) -> Int {
-        let raw = headerBytes + descriptorStateBytes * queueSize
-        return (raw + regionAlignment - 1) / regionAlignment * regionAlignment
+        max(splitRegionBytes(queueSize: queueSize), packedRegionBytes(queueSize: queueSize))
     }
 
     public static func bufferBytes(queues: Int, queueSize: Int) -> Int {
         queues * queueRegionBytes(queueSize: queueSize)
+    }
+
+    private static func aligned(_ raw: Int) -> Int {
+        (raw + regionAlignment - 1) / regionAlignment * regionAlignment
     }
 }
 
@@ -37,6 +56,10 @@ public final class InflightBuffer: @unchecked Sendable {
     public let size: Int
     public let queueCount: Int
     public let queueSize: Int
+    /// Bytes from one queue's region to the next.
+    public let regionStride: Int
+    /// Whether the regions have room for the packed layout (false: a split-only buffer).
+    public let holdsPackedRegions: Bool
 
     /// A new zero-filled memfd for GET_INFLIGHT_FD, sized for `queues` × `queueSize`. The
     /// caller sends the fd and closes it; the frontend hands it back with SET_INFLIGHT_FD.
@@ -65,7 +88,10 @@ public final class InflightBuffer: @unchecked Sendable {
         guard queues <= maxQueues else {
             throw InflightError("the inflight buffer describes \(queues) queues but the device has \(maxQueues)")
         }
-        let needed = InflightLayout.bufferBytes(queues: queues, queueSize: queueSize)
+        let full = InflightLayout.queueRegionBytes(queueSize: queueSize)
+        let splitOnly = InflightLayout.splitRegionBytes(queueSize: queueSize)
+        let stride = description.mmapSize >= UInt64(queues * full) ? full : splitOnly
+        let needed = queues * stride
         guard description.mmapSize >= UInt64(needed), description.mmapSize <= UInt64(needed) + 1 << 20 else {
             throw InflightError("inflight buffer size \(description.mmapSize) does not fit \(queues) queues of \(queueSize) (\(needed) bytes)")
         }
@@ -95,6 +121,8 @@ public final class InflightBuffer: @unchecked Sendable {
         size = needed
         queueCount = queues
         self.queueSize = queueSize
+        regionStride = stride
+        holdsPackedRegions = stride >= InflightLayout.packedRegionBytes(queueSize: queueSize)
     }
 
     deinit {
@@ -111,6 +139,6 @@ public final class InflightBuffer: @unchecked Sendable {
     /// Where queue `index`'s region starts, if the buffer has one for it.
     func queueRegion(_ index: Int) -> UnsafeMutableRawPointer? {
         guard index >= 0, index < queueCount else { return nil }
-        return base + index * InflightLayout.queueRegionBytes(queueSize: queueSize)
+        return base + index * regionStride
     }
 }

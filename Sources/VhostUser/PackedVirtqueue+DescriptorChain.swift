@@ -18,8 +18,15 @@ extension PackedVirtqueue {
         var builder = PackedChainBuilder(chain: chain, memory: memory)
         let count = Int(entry >> 16)
         var position = Int(entry & 0xffff)
+        var source = UnsafeRawPointer(descriptors)
+        if let marks = recoveredStart, let copies = recoveredDescriptors, marks[Int(id)] != 0 {
+            // Resubmitted once from its copy, contiguous (count <= size: it never wraps).
+            source = copies + 16 * Int(marks[Int(id)] - 1)
+            marks[Int(id)] = 0
+            position = 0
+        }
         for _ in 0..<count {
-            let descriptor = UnsafeRawPointer(descriptors + 16 * position)
+            let descriptor = source + 16 * position
             let address = UInt64(littleEndian: descriptor.loadUnaligned(as: UInt64.self))
             let length = UInt32(littleEndian: descriptor.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
             let flags = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 14, as: UInt16.self))

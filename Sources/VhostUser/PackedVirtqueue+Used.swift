@@ -13,6 +13,10 @@ extension PackedVirtqueue {
         let entry = buffers[Int(id)]
         guard entry != 0 else { return }
         buffers[Int(id)] = 0
+        if batchIDCount < Int(size) {
+            batchIDs[batchIDCount] = id
+            batchIDCount += 1
+        }
         let descriptor = descriptors + 16 * Int(usedPosition)
         descriptor.storeBytes(of: writtenLength.littleEndian, toByteOffset: 8, as: UInt32.self)
         descriptor.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
@@ -44,6 +48,7 @@ extension PackedVirtqueue {
         guard batchPending else { return }
         spindle_store_release_u16(descriptors + 16 * Int(batchFirstPosition) + 14, batchFirstFlags.littleEndian)
         batchPending = false
+        batchIDCount = 0
         publishedSlots &+= batchSlots
         batchSlots = 0
         publishedPosition = usedPosition

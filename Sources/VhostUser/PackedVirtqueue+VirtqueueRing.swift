@@ -1,8 +1,6 @@
-/// The packed ring as a `VirtqueueRing`. Inflight tracking (INFLIGHT_SHMFD) is not there yet
-/// for this layout: its region type cannot be instantiated, so a server for a packed ring
-/// always runs without one.
+/// The packed ring as a `VirtqueueRing`, with the packed inflight region as its tracker.
 extension PackedVirtqueue: VirtqueueRing {
-    public typealias InflightRegion = NoInflightRegion
+    public typealias InflightRegion = PackedInflightTracker
 
     public var vringBase: UInt32 { base.encoded }
 
@@ -14,17 +12,12 @@ extension PackedVirtqueue: VirtqueueRing {
     }
 
     @inline(__always)
-    public mutating func popAvailable(trackingIn region: NoInflightRegion) throws(VirtqueueError) -> UInt16? {
-        try popAvailable()
+    public mutating func popAvailable(trackingIn region: PackedInflightTracker) throws(VirtqueueError) -> UInt16? {
+        try region.nextID(from: &self)
     }
 
     @inline(__always)
-    public mutating func publishUsed(trackingIn region: NoInflightRegion) {
-        publishUsed()
+    public mutating func publishUsed(trackingIn region: PackedInflightTracker) {
+        region.publishUsed(&self)
     }
-}
-
-/// The inflight region of a ring layout without inflight tracking: no value of it exists.
-public final class NoInflightRegion {
-    private init() {}
 }

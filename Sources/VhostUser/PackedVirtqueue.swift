@@ -37,7 +37,16 @@ public struct PackedVirtqueue: @unchecked Sendable {
     public let descriptorRingGuestAddress: UInt64
     /// Per buffer id: start position | descriptor count << 16, 0 while the id is not in flight.
     @usableFromInline let buffers: UnsafeMutablePointer<UInt32>
+    /// Ids added to the used batch not yet published, for the inflight tracker (`size` at most).
+    @usableFromInline let batchIDs: UnsafeMutablePointer<UInt16>
+    @usableFromInline var batchIDCount = 0
     let bufferTable: PackedBufferTable
+    /// Chains a previous backend process left in flight, copied from the inflight region (their
+    /// ring descriptors may have been overwritten by used descriptors since): walked from here.
+    /// The walk uses the raw pointers (no reference counting); the object keeps them alive.
+    var recovered: PackedRecoveredChains?
+    var recoveredStart: UnsafeMutablePointer<UInt32>?
+    var recoveredDescriptors: UnsafeRawPointer?
 
     /// Where the device looks for the next available descriptor, and the driver's wrap
     /// counter it expects there.
@@ -94,6 +103,7 @@ public struct PackedVirtqueue: @unchecked Sendable {
         self.features = features
         bufferTable = PackedBufferTable(count: n)
         buffers = bufferTable.entries
+        batchIDs = bufferTable.batchIDs
         availPosition = base.availablePosition
         availWrap = base.availableWrap
         usedPosition = base.usedPosition
@@ -141,9 +151,15 @@ public struct PackedVirtqueue: @unchecked Sendable {
 /// The buffer id table's memory, freed with the last copy of the ring.
 final class PackedBufferTable: @unchecked Sendable {
     let entries: UnsafeMutablePointer<UInt32>
+    let batchIDs: UnsafeMutablePointer<UInt16>
     init(count: Int) {
         entries = .allocate(capacity: count)
         entries.initialize(repeating: 0, count: count)
+        batchIDs = .allocate(capacity: count)
+        batchIDs.initialize(repeating: 0, count: count)
     }
-    deinit { entries.deallocate() }
+    deinit {
+        entries.deallocate()
+        batchIDs.deallocate()
+    }
 }

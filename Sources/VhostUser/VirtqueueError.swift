@@ -39,6 +39,9 @@ public enum VirtqueueError: Error, Sendable, Equatable, CustomStringConvertible 
     case availableFlagWithoutBuffer(position: UInt16, flags: UInt16)
     /// Packed ring: an indirect descriptor inside a chain of ring descriptors.
     case indirectInChain
+    /// Packed ring: the driver made more descriptors available than the ring has entries
+    /// while earlier ones were still in flight (the inflight region cannot hold them).
+    case descriptorsInFlightExceedRing(queueSize: UInt16)
 
     public var description: String {
         switch self {
@@ -78,6 +81,8 @@ public enum VirtqueueError: Error, Sendable, Equatable, CustomStringConvertible 
             return "packed virtqueue: descriptor \(position) has flags 0x\(String(flags, radix: 16)): AVAIL flipped without an available descriptor (wrap counter confusion)"
         case .indirectInChain:
             return "packed virtqueue: indirect descriptor inside a descriptor chain"
+        case .descriptorsInFlightExceedRing(let size):
+            return "packed virtqueue: more than \(size) descriptors in flight (the driver reused ring entries the device had not used yet)"
         }
     }
 }

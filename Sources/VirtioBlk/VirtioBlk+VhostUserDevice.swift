@@ -44,8 +44,8 @@ public final class VirtioBlkVhostUserDevice: VhostUserDevice {
         switch ring {
         case .split(let split, let inflight):
             VirtioBlkQueue(device: device, index: index, ring: split, kickFD: kickFD, callFD: callFD, inflight: inflight)
-        case .packed(let packed):
-            VirtioBlkPackedQueue(device: device, index: index, ring: packed, kickFD: kickFD, callFD: callFD)
+        case .packed(let packed, let inflight):
+            VirtioBlkPackedQueue(device: device, index: index, ring: packed, kickFD: kickFD, callFD: callFD, inflight: inflight)
         }
     }
 }

@@ -221,7 +221,9 @@ struct RawVhostUserClient {
     /// GET_FEATURES / SET_FEATURES / GET_PROTOCOL_FEATURES / SET_PROTOCOL_FEATURES(REPLY_ACK).
     func negotiateReplyAck() throws {
         send(.getFeatures, payload: [], needReply: false)
-        guard let features = receive(), features.count == 8 else { throw FrontendError("no GET_FEATURES reply") }
+        guard var features = receive(), features.count == 8 else { throw FrontendError("no GET_FEATURES reply") }
+        // A split-ring frontend (QEMU without packed=on): VIRTIO_F_RING_PACKED (bit 34) not acked.
+        features[4] &= ~0x04
         send(.setFeatures, payload: features, needReply: false)
         send(.getProtocolFeatures, payload: [], needReply: false)
         guard receive() != nil else { throw FrontendError("no GET_PROTOCOL_FEATURES reply") }

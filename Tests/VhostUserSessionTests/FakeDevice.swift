@@ -133,7 +133,7 @@ final class FakeDevice: VhostUserDevice {
         case .split(let ring, _):
             queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.vringBase,
                               stopBase: UInt32(ring.lastAvailableIndex &+ requestsTakenBeforeStop))
-        case .packed(let ring):
+        case .packed(let ring, _):
             // A packed ring's stop reports its base unchanged (the fake takes no requests).
             queue = FakeQueue(index: index, kickFD: kickFD, callFD: callFD, ringBase: ring.vringBase,
                               stopBase: ring.vringBase, packed: true)

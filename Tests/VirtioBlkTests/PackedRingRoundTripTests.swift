@@ -11,16 +11,17 @@ import VirtioBlk
 
 /// Real virtio-blk requests through a `VirtioBlkPackedQueue` on an IOThread (null-co with
 /// read-zeroes): the generic server on the packed ring, with wrap-around on a ring of 3,
-/// a dirty log, and a hostile buffer id stopping the queue.
+/// a dirty log, with the packed inflight region, and a hostile buffer id stopping the queue.
 @Suite(.serialized) struct PackedRingRoundTripTests {
     @ControlActor final class Rig {
-        let driver = MockPackedQueue(size: 3)
+        let driver: MockPackedQueue
         let words = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)  // 256 pages
         let kickFD = eventfd(0, Int32(EFD_NONBLOCK)), callFD = eventfd(0, Int32(EFD_NONBLOCK))
         let thread: IOThread
         let device: VirtioBlkDevice
 
-        init(name: String) throws {
+        init(name: String, size: Int = 3) throws {
+            driver = MockPackedQueue(size: size)
             words.initialize(repeating: 0, count: 4)
             let backend = BlockBackend(name: name, permissions: [])
             _ = backend.beginQuiesce { }
@@ -103,6 +104,41 @@ import VirtioBlk
         let base = await queue.stop(on: rig.thread)
         // 7 buffers of 3 descriptors on a ring of 3: 7 laps, so avail is at 0 with wrap 0.
         #expect(base == PackedVringBase(availablePosition: 0, availableWrap: false, usedPosition: 0, usedWrap: false).encoded)
+        rig.finish()
+    }
+
+    /// The server on a packed ring with an inflight region: requests are copied in and
+    /// marked while taken, cleared once published; a process starting after a clean stop
+    /// finds nothing in flight and the region's used position equals the reported base.
+    @Test @ControlActor func inflightRegionTracksThePackedQueue() async throws {
+        let rig = try Rig(name: "packed-inflight", size: 4)
+        let driver = rig.driver
+        let (fd, description) = try InflightBuffer.allocate(queues: 1, queueSize: 4)
+        defer { close(fd) }
+        let buffer = try InflightBuffer(fd: fd, description: description, maxQueues: 1)
+        var ring = try driver.queue()
+        let tracker = try PackedInflightTracker(buffer: buffer, queue: 0, ring: &ring)
+        let queue = VirtioBlkPackedQueue(device: rig.device, index: 0, ring: ring, kickFD: rig.kickFD, callFD: rig.callFD,
+                                         inflight: tracker)
+        rig.thread.post { queue.start(on: $0) }
+        for round in 0..<6 {
+            let id = UInt16(round % 4)
+            let status = UInt64(0x50000 + 0x1000 * round)
+            rig.header(round % 2 == 0 ? 0 : 1, at: 0x20000)
+            driver.offer([(0x20000, 16, false), (0x40000, 0x1000, round % 2 == 0), (status, 1, true)], id: id)
+            rig.kick()
+            let used = try #require(try await rig.nextUsed(), "round \(round)")
+            #expect(used.id == id)
+            #expect(driver.guest.read(UInt8.self, at: status) == 0)
+        }
+        let base = PackedVringBase(encoded: await queue.stop(on: rig.thread))
+        // 6 buffers of 3 descriptors on a ring of 4: 18 slots, used at 2 in the fifth lap.
+        #expect(base == PackedVringBase(availablePosition: 2, availableWrap: true, usedPosition: 2, usedWrap: true))
+        #expect((0..<4).allSatisfy { buffer.base.load(fromByteOffset: 32 + 32 * $0, as: UInt8.self) == 0 })
+        #expect(buffer.base.load(fromByteOffset: 16, as: UInt16.self) == 2)  // used_idx
+        var next = try driver.queue()
+        #expect(try PackedInflightTracker(buffer: buffer, queue: 0, ring: &next).recoveredCount == 0)
+        #expect(next.base == base)
         rig.finish()
     }
 

@@ -4,14 +4,14 @@
 public enum QueueRing: Sendable {
     /// A split ring, with its inflight tracker when the frontend shared an inflight region.
     case split(SplitVirtqueue, inflight: InflightTracker?)
-    /// A packed ring (no inflight tracking for this layout yet).
-    case packed(PackedVirtqueue)
+    /// A packed ring, with its inflight tracker when the frontend shared an inflight region.
+    case packed(PackedVirtqueue, inflight: PackedInflightTracker?)
 
     /// Where the ring's descriptors are mapped here (to place the queue near its memory).
     public var descriptorsAddress: UnsafeRawPointer {
         switch self {
         case .split(let ring, _): ring.descriptorTableAddress
-        case .packed(let ring): ring.descriptorRingAddress
+        case .packed(let ring, _): ring.descriptorRingAddress
         }
     }
 }

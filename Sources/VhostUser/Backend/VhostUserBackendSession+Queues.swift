@@ -55,13 +55,12 @@ extension VhostUserBackendSession {
                           addresses: SplitVirtqueue.RingAddresses) throws -> QueueRing {
         let features = VirtqueueFeatures(negotiated: negotiatedFeatures)
         if packedRingNegotiated {
-            if inflight != nil {
-                logger.notice("queue \(i): packed ring without inflight tracking (not implemented for packed rings yet): requests in flight when this process dies are replayed from the used index")
-            }
             let packed = PackedVirtqueue.RingAddresses(descriptorRing: addresses.descriptorTable,
                                                        driverArea: addresses.availableRing, deviceArea: addresses.usedRing)
-            return .packed(try PackedVirtqueue(memory: memory, size: size, addresses: packed, features: features,
-                                               base: PackedVringBase(encoded: vrings[i].base)))
+            var ring = try PackedVirtqueue(memory: memory, size: size, addresses: packed, features: features,
+                                           base: PackedVringBase(encoded: vrings[i].base))
+            let tracker = packedInflightTracker(queue: i, ring: &ring)
+            return .packed(ring, inflight: tracker)
         }
         var split = try SplitVirtqueue(memory: memory, size: size, addresses: addresses, features: features,
                                        lastAvailableIndex: UInt16(truncatingIfNeeded: vrings[i].base))
@@ -81,6 +80,23 @@ extension VhostUserBackendSession {
             return tracker
         } catch {
             logger.error("queue \(i): \(error); the queue runs without inflight tracking, so requests in flight when this process dies may be lost")
+            return nil
+        }
+    }
+
+    /// The packed twin of `inflightTracker`. QEMU sends a packed ring's base as it last
+    /// learnt it (stale after a backend crash): the region's used position wins.
+    private func packedInflightTracker(queue i: Int, ring: inout PackedVirtqueue) -> PackedInflightTracker? {
+        guard let inflight else { return nil }
+        do {
+            let frontendBase = ring.base
+            let tracker = try PackedInflightTracker(buffer: inflight, queue: i, ring: &ring)
+            if tracker.recoveredCount > 0 || ring.base != frontendBase {
+                logger.notice("queue \(i): resubmitting \(tracker.recoveredCount) requests left in flight by a previous backend process; packed ring continues at \(ring.base) (the frontend's base was \(frontendBase))")
+            }
+            return tracker
+        } catch {
+            logger.error("queue \(i): \(error); the packed queue runs without inflight tracking, so requests in flight when this process dies may be lost")
             return nil
         }
     }
