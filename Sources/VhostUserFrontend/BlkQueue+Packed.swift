@@ -31,13 +31,13 @@ extension BlkQueue {
         if indirect {
             let table = base + QueueMemoryLayout.indirectTableOffset
             var entries = 0
-            DriverVirtqueue.writeDescriptor(table, entries, address: headerAddress, length: 16, flags: 0, next: 0)
+            Self.writePackedTableEntry(table, entries, address: headerAddress, length: 16, flags: 0)
             entries += 1
             if length > 0 {
-                DriverVirtqueue.writeDescriptor(table, entries, address: dataAddress, length: length, flags: dataFlags, next: 0)
+                Self.writePackedTableEntry(table, entries, address: dataAddress, length: length, flags: dataFlags)
                 entries += 1
             }
-            DriverVirtqueue.writeDescriptor(table, entries, address: statusAddress, length: 1, flags: write, next: 0)
+            Self.writePackedTableEntry(table, entries, address: statusAddress, length: 1, flags: write)
             entries += 1
             packedRing!.appendDescriptor(address: headerAddress + UInt64(QueueMemoryLayout.indirectTableOffset),
                                          length: UInt32(entries * 16), flags: VirtqueueLayout.descriptorFlagIndirect, id: id)
@@ -50,6 +50,18 @@ extension BlkQueue {
             packedRing!.appendDescriptor(address: statusAddress, length: 1, flags: write, id: id)
         }
         packedRing!.finishChain(id: id)
+    }
+
+    /// One entry of a packed indirect table: the packed layout (id @12, flags @14), which
+    /// differs from the split one (flags @12, next @14). The id is unused there.
+    @inlinable
+    static func writePackedTableEntry(_ table: UnsafeMutableRawPointer, _ index: Int, address: UInt64,
+                                      length: UInt32, flags: UInt16) {
+        let entry = table + index * PackedVirtqueueLayout.descriptorSize
+        entry.storeBytes(of: address.littleEndian, as: UInt64.self)
+        entry.storeBytes(of: length.littleEndian, toByteOffset: 8, as: UInt32.self)
+        entry.storeBytes(of: UInt16(0), toByteOffset: 12, as: UInt16.self)
+        entry.storeBytes(of: flags.littleEndian, toByteOffset: 14, as: UInt16.self)
     }
 
     /// Ring size (descriptors) of whichever layout the queue uses.
