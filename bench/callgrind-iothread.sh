@@ -9,6 +9,8 @@
 #   bench/callgrind-iothread.sh                    # 4 KiB randread, QD 32, eventfd
 #   RW=randwrite QD=1 MODE=poll bench/callgrind-iothread.sh
 #   BENCH_ARGS=--dirty-log bench/callgrind-iothread.sh   # more spindle-bench options
+#   BENCH_ARGS=--packed bench/callgrind-iothread.sh      # packed rings (export gets packed-ring=on)
+#   EXPORT_KEYS=,packed-ring=on bench/callgrind-iothread.sh  # more export keys
 #
 # The export's IOThread has x-sleep=poll: it sleeps in poll(2) instead of io_uring_enter;
 # valgrind 3.19 holds its global lock across io_uring_enter, which would freeze the daemon.
@@ -16,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RW=${RW:-randread}; QD=${QD:-32}; MODE=${MODE:-eventfd}; RUNTIME=${RUNTIME:-5}; IMAGE=${IMAGE:-null}
+EXPORT_KEYS=${EXPORT_KEYS:-}
+# A packed-ring client needs an export that offers packed rings.
+[[ " ${BENCH_ARGS:-} " == *" --packed"* ]] && [[ "$EXPORT_KEYS" != *packed-ring=* ]] && EXPORT_KEYS="$EXPORT_KEYS,packed-ring=on"
 bench_workdir WORK spindle-callgrind
 bench_build always spindle spindle-bench >/dev/null
 cp "$BENCH_RELEASE/spindle" "$WORK/spindle" && strip --strip-debug "$WORK/spindle"
@@ -30,7 +35,7 @@ fi
 SOCK=$WORK/export.sock
 bench_start_backend "$WORK/valgrind.log" valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg" \
     "$WORK/spindle" --object iothread,id=iot0,x-sleep=poll --blockdev "$NODE" \
-    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1,iothread=iot0
+    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1,iothread=iot0$EXPORT_KEYS
 bench_wait_socket "$SOCK" "$backend_pid" "$WORK/valgrind.log" 30
 "$BENCH_RELEASE/spindle-bench" --socket "$SOCK" --iodepth "$QD" --bs 4k --rw "$RW" --runtime "$RUNTIME" --ramp 1 \
     --cpus 0 --completion "$MODE" ${BENCH_ARGS:-} --json-only > "$WORK/bench.json"

@@ -13,9 +13,19 @@ import Glibc
 /// own 3-entry table. Everything is written once at setup; a request only changes the
 /// header, the data length and direction, and the status byte. A plain value owned by one
 /// thread; no allocation on any path here.
+///
+/// With a packed ring (`packedRing` set) slot `s` is buffer id `s`, and each submission
+/// writes its chain (or one INDIRECT descriptor) at the ring's next position; see
+/// BlkQueue+Packed.swift. The layout-neutral calls (`pendingCompletions`, `takeCompletion`,
+/// `requestCallOnNextCompletion`, `suppressCalls`) serve both layouts.
 public struct BlkQueue: @unchecked Sendable {
     public let index: Int
+    /// The split ring. For a packed queue only its three addresses mean anything (descriptor
+    /// ring, driver area, device area: what SET_VRING_ADDR carries); use `packedRing`.
     public var ring: DriverVirtqueue
+    /// The packed ring, for a queue set up with `RingLayout.packed`.
+    public var packedRing: PackedDriverVirtqueue?
+    public let isPacked: Bool
     public let slotCount: Int
     public let indirect: Bool
     public let maxRequestBytes: Int
@@ -24,10 +34,13 @@ public struct BlkQueue: @unchecked Sendable {
     @usableFromInline let slots: UnsafeMutableRawPointer
     @usableFromInline let data: UnsafeMutableRawPointer
     @usableFromInline let dataStride: Int
+    /// Guest-physical addresses of `slots` and `data` (a packed ring writes them per request).
+    @usableFromInline let slotAddressBase: UInt64
+    @usableFromInline let dataAddressBase: UInt64
 
     /// Carves the queue out of `memory` and writes every slot's descriptors.
-    init(index: Int, layout: QueueMemoryLayout, memory: SharedMemoryRegion, eventIndex: Bool,
-         indirect: Bool, maxRequestBytes: Int, kickFD: Int32, callFD: Int32) throws(FrontendError) {
+    init(index: Int, layout: QueueMemoryLayout, memory: SharedMemoryRegion, eventIndex: Bool, indirect: Bool,
+         maxRequestBytes: Int, kickFD: Int32, callFD: Int32, ringLayout: RingLayout = .split) throws(FrontendError) {
         let page = QueueMemoryLayout.pageSize
         let n = layout.queueSize
         let descriptors = try memory.allocate(VirtqueueLayout.descriptorTableBytes(size: n), alignment: page)
@@ -35,7 +48,15 @@ public struct BlkQueue: @unchecked Sendable {
         let used = try memory.allocate(VirtqueueLayout.usedRingBytes(size: n), alignment: page)
         slots = try memory.allocate(layout.slotCount * QueueMemoryLayout.slotStride, alignment: page)
         data = try memory.allocate(layout.slotCount * layout.dataStride, alignment: page)
-        ring = DriverVirtqueue(size: n, descriptors: descriptors, available: available, used: used, eventIndex: eventIndex)
+        isPacked = ringLayout == .packed
+        if isPacked {
+            // The avail and used pages hold the driver and device areas (4 bytes each).
+            ring = DriverVirtqueue(size: 1, descriptors: descriptors, available: available, used: used, eventIndex: eventIndex)
+            packedRing = PackedDriverVirtqueue(size: n, descriptors: descriptors, driverArea: available, deviceArea: used,
+                                               eventIndex: eventIndex, idCount: layout.slotCount)
+        } else {
+            ring = DriverVirtqueue(size: n, descriptors: descriptors, available: available, used: used, eventIndex: eventIndex)
+        }
         self.index = index
         self.slotCount = layout.slotCount
         self.indirect = indirect
@@ -43,8 +64,12 @@ public struct BlkQueue: @unchecked Sendable {
         self.dataStride = layout.dataStride
         self.kickFD = kickFD
         self.callFD = callFD
-        for slot in 0..<slotCount {
-            writeSlotDescriptors(slot, memory: memory)
+        slotAddressBase = memory.guestPhysicalAddress(of: slots)
+        dataAddressBase = memory.guestPhysicalAddress(of: data)
+        if !isPacked {
+            for slot in 0..<slotCount {
+                writeSlotDescriptors(slot, memory: memory)
+            }
         }
     }
 
@@ -103,7 +128,7 @@ public struct BlkQueue: @unchecked Sendable {
     /// The slot a used-ring id refers to, or nil if it is no head this queue ever made.
     @inlinable
     public func slot(forUsedID id: UInt32) -> Int? {
-        if indirect { return id < UInt32(slotCount) ? Int(id) : nil }
+        if indirect || isPacked { return id < UInt32(slotCount) ? Int(id) : nil }
         return id % 3 == 0 && id / 3 < UInt32(slotCount) ? Int(id / 3) : nil
     }
 
@@ -118,6 +143,10 @@ public struct BlkQueue: @unchecked Sendable {
         header.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
         header.storeBytes(of: sector.littleEndian, toByteOffset: 8, as: UInt64.self)
         statusPointer(of: slot).storeBytes(of: BlkStatus.pending, as: UInt8.self)
+        if isPacked {
+            preparePacked(slot: slot, deviceWritesData: type.deviceWritesData, byteCount: byteCount)
+            return
+        }
         let table = descriptorTable(of: slot)
         let first = firstDescriptor(of: slot)
         let next = VirtqueueLayout.descriptorFlagNext
@@ -133,7 +162,11 @@ public struct BlkQueue: @unchecked Sendable {
     /// Queues slot `slot` in the avail ring (visible to the device after `publish`).
     @inlinable
     public mutating func submit(slot: Int) {
-        ring.pushAvailable(head: head(of: slot))
+        if isPacked {
+            submitPacked(slot: slot)
+        } else {
+            ring.pushAvailable(head: head(of: slot))
+        }
     }
 
     /// Publishes the avail index and kicks the backend if it asked for it.
@@ -141,7 +174,8 @@ public struct BlkQueue: @unchecked Sendable {
     @inlinable
     @discardableResult
     public mutating func publish() -> Bool {
-        guard ring.publishAvailable() else { return false }
+        let needsKick = isPacked ? packedRing!.publish() : ring.publishAvailable()
+        guard needsKick else { return false }
         kick()
         return true
     }

@@ -33,6 +33,12 @@ public enum FeatureNegotiation {
             }
             wanted |= bit(VirtioFeatureBit.ringIndirectDescriptors)
         }
+        if options.ringLayout == .packed {
+            guard offered & bit(VirtioFeatureBit.ringPacked) != 0 else {
+                throw FrontendError("packed rings wanted: backend does not offer VIRTIO_F_RING_PACKED (feature bit 34; features 0x\(String(offered, radix: 16))); use split rings, or for Spindle set packed-ring=on on the export")
+            }
+            wanted |= bit(VirtioFeatureBit.ringPacked)
+        }
         // LOG_ALL is not acked here: it goes into SET_FEATURES only while logging (as QEMU).
         if options.dirtyLogging != .off, offered & VhostUserFeatureBits.logAll == 0 {
             throw FrontendError("dirty logging wanted: backend does not offer VHOST_F_LOG_ALL (feature bit 26; features 0x\(String(offered, radix: 16)))")
@@ -65,4 +71,5 @@ public enum VirtioFeatureBit {
     public static let ringIndirectDescriptors: UInt64 = 28
     public static let ringEventIndex: UInt64 = 29
     public static let version1: UInt64 = 32
+    public static let ringPacked: UInt64 = 34
 }

@@ -23,6 +23,8 @@ public struct FrontendOptions: Sendable, Hashable {
     /// Dirty logging for migration (LOG_SHMFD negotiated, VHOST_F_LOG_ALL required); see
     /// `DirtyLogging`.
     public var dirtyLogging = DirtyLogging.off
+    /// Split (default) or packed rings; packed needs VIRTIO_F_RING_PACKED from the backend.
+    public var ringLayout = RingLayout.split
 
     public init(queueCount: Int = 1, slotsPerQueue: Int = 32, maxRequestBytes: Int = 4096,
                 queueSize: Int? = nil, eventIndex: Bool = true, indirectDescriptors: Bool = false,
@@ -40,6 +42,7 @@ public struct FrontendOptions: Sendable, Hashable {
     public var ringDescriptorsPerSlot: Int { indirectDescriptors ? 1 : 3 }
 
     /// The ring size used: the explicit one, or the smallest power of two ≥ 64 that fits.
+    /// (A packed ring may have any size; split rings need a power of two.)
     public var effectiveQueueSize: Int {
         if let queueSize { return queueSize }
         var size = 64
@@ -55,13 +58,25 @@ public struct FrontendOptions: Sendable, Hashable {
             throw FrontendError("block size \(maxRequestBytes) must be a multiple of 512 between 512 and 64 MiB")
         }
         let size = effectiveQueueSize
-        guard size >= 1, size <= 32768, size & (size - 1) == 0 else {
-            throw FrontendError("queue size \(size) must be a power of two up to 32768")
+        if ringLayout == .packed {
+            guard size >= 1, size <= 32768 else { throw FrontendError("packed queue size \(size) must be between 1 and 32768") }
+        } else {
+            guard size >= 1, size <= 32768, size & (size - 1) == 0 else {
+                throw FrontendError("queue size \(size) must be a power of two up to 32768")
+            }
         }
         guard slotsPerQueue * ringDescriptorsPerSlot <= size else {
             throw FrontendError("queue size \(size) cannot hold \(slotsPerQueue) requests of \(ringDescriptorsPerSlot) descriptors")
         }
     }
+}
+
+/// The virtqueue layout the frontend drives.
+public enum RingLayout: String, Sendable, Hashable {
+    /// Descriptor table, avail ring, used ring (virtio 1.0).
+    case split
+    /// One descriptor ring plus two event suppression areas (virtio 1.1, VIRTIO_F_RING_PACKED).
+    case packed
 }
 
 /// Whether and when the frontend logs dirty pages, as QEMU does for a migration.

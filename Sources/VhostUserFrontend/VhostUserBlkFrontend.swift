@@ -173,7 +173,7 @@ public final class VhostUserBlkFrontend {
         var queues: [BlkQueue] = []
         if let resuming {
             for queue in resuming.queues {
-                try Self.startVring(queue, base: queue.ring.backendUsedIndex, channel: channel, memory: memory,
+                try Self.startVring(queue, base: Self.resumeBase(of: queue), channel: channel, memory: memory,
                                     kickless: options.kicklessRings, logging: logFromStart)
                 queues.append(queue)
             }
@@ -182,8 +182,8 @@ public final class VhostUserBlkFrontend {
                 let fds = try notifiers.makePair()
                 let queue = try BlkQueue(index: index, layout: layout, memory: memory, eventIndex: eventIndex,
                                          indirect: options.indirectDescriptors, maxRequestBytes: options.maxRequestBytes,
-                                         kickFD: fds.kick, callFD: fds.call)
-                try Self.startVring(queue, base: 0, channel: channel, memory: memory,
+                                         kickFD: fds.kick, callFD: fds.call, ringLayout: options.ringLayout)
+                try Self.startVring(queue, base: Self.initialBase(of: queue), channel: channel, memory: memory,
                                     kickless: options.kicklessRings, logging: logFromStart)
                 queues.append(queue)
             }
@@ -219,11 +219,25 @@ public final class VhostUserBlkFrontend {
         return config
     }
 
-    private static func startVring(_ queue: BlkQueue, base: UInt16, channel: FrontendChannel,
+    /// SET_VRING_BASE for a fresh ring: 0, or for a packed ring both positions 0 with both
+    /// wrap counters 1.
+    static func initialBase(of queue: BlkQueue) -> UInt32 {
+        queue.isPacked ? PackedVringBase.initial.encoded : 0
+    }
+
+    /// SET_VRING_BASE after a reconnect: the used index (QEMU's rewind when GET_VRING_BASE
+    /// failed); for a packed ring the used position and wrap counter in both halves.
+    static func resumeBase(of queue: BlkQueue) -> UInt32 {
+        guard let packed = queue.packedRing else { return UInt32(queue.ring.backendUsedIndex) }
+        return PackedVringBase(availablePosition: packed.usedPosition, availableWrap: packed.usedWrap,
+                               usedPosition: packed.usedPosition, usedWrap: packed.usedWrap).encoded
+    }
+
+    private static func startVring(_ queue: BlkQueue, base: UInt32, channel: FrontendChannel,
                                    memory: SharedMemoryRegion, kickless: Bool, logging: Bool) throws(FrontendError) {
         let index = UInt32(queue.index)
-        try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ring.size))))
-        try channel.send(.setVringBase(VhostUserVringState(index: index, num: UInt32(base))))
+        try channel.send(.setVringNum(VhostUserVringState(index: index, num: UInt32(queue.ringSize))))
+        try channel.send(.setVringBase(VhostUserVringState(index: index, num: base)))
         try channel.send(.setVringAddr(vringAddress(of: queue, memory: memory, logging: logging)))
         try channel.send(.setVringKick(VhostUserVringFile(index: UInt8(queue.index), fd: kickless ? nil : queue.kickFD)))
         try channel.send(.setVringCall(VhostUserVringFile(index: UInt8(queue.index), fd: queue.callFD)))
@@ -281,9 +295,16 @@ public final class VhostUserBlkFrontend {
                 guard state.index == index else {
                     throw FrontendError("GET_VRING_BASE: asked for queue \(index), reply is for queue \(state.index)")
                 }
-                let expected = UInt32(queue.ring.publishedAvailableIndex)
-                guard state.num == expected else {
-                    throw FrontendError("GET_VRING_BASE: queue \(index) base is \(state.num) but the driver made \(expected) available")
+                if let packed = queue.packedRing {
+                    let expected = packed.base
+                    guard state.num == expected.encoded else {
+                        throw FrontendError("GET_VRING_BASE: packed queue \(index) base is \(PackedVringBase(encoded: state.num)) but the driver is at \(expected)")
+                    }
+                } else {
+                    let expected = UInt32(queue.ring.publishedAvailableIndex)
+                    guard state.num == expected else {
+                        throw FrontendError("GET_VRING_BASE: queue \(index) base is \(state.num) but the driver made \(expected) available")
+                    }
                 }
             } catch {
                 if firstError == nil { firstError = error }

@@ -22,6 +22,8 @@ struct BenchOptions: Sendable {
     var completion = CompletionMode.eventfd
     var eventIndex = true
     var indirect = false
+    /// Packed rings (VIRTIO_F_RING_PACKED) instead of split ones.
+    var packed = false
     var inflight = false
     var backendPID: Int32?
     var size: UInt64?
@@ -49,10 +51,13 @@ struct BenchOptions: Sendable {
       --completion MODE        eventfd (block on the call eventfd) or poll (spin on used.idx) (default eventfd)
       --event-idx on|off       negotiate VIRTIO_F_RING_EVENT_IDX (default on)
       --indirect on|off        use indirect descriptor tables (default off)
+      --packed[=on|off]        packed virtqueues (VIRTIO_F_RING_PACKED) instead of split ones (default off;
+                               Spindle offers them on exports with packed-ring=on)
       --inflight on|off        share an inflight buffer (INFLIGHT_SHMFD) as QEMU does (default off)
       --backend-pid PID        sample this process's CPU time over the measured window
       --size SIZE              bytes of the device to address, from offset 0 (default: its capacity)
-      --queue-size N           ring size (default: smallest power of two >= 64 that holds iodepth)
+      --queue-size N           ring size, a power of two for split rings, any for packed ones
+                               (default: smallest power of two >= 64 that holds iodepth)
       --dirty-log[=on|off]     dirty logging for migration on for the whole run (LOG_SHMFD, VHOST_F_LOG_ALL),
                                harvested by a side thread as QEMU's migration thread does (default off)
       --harvest-ms N           milliseconds between harvests with --dirty-log (default 100)
@@ -114,9 +119,10 @@ struct BenchOptions: Sendable {
                 options.size = bytes
             case "--queue-size":
                 let size = try integer(name, try value(), 1...32768)
-                guard size & (size - 1) == 0 else { throw BenchUsageError("--queue-size must be a power of two") }
+                // Split rings need a power of two; the frontend's own check says so.
                 options.queueSize = size
             case "--json-only": options.jsonOnly = true
+            case "--packed": options.packed = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
             case "--dirty-log": options.dirtyLog = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
             case "--harvest-ms": options.harvestMilliseconds = try integer(name, try value(), 1...60_000)
             default: throw BenchUsageError("unknown option '\(argument)' (see --help)")

@@ -64,6 +64,7 @@ struct BenchReport {
         line.add("completion", options.completion.rawValue)
         line.add("event_idx", options.eventIndex)
         line.add("indirect", options.indirect)
+        line.add("ring", options.packed ? "packed" : "split")
         line.add("queue_size", queueSize)
         line.add("runtime_s", options.runtimeSeconds, decimals: 3)
         line.add("ramp_s", options.rampSeconds, decimals: 3)
@@ -127,7 +128,7 @@ struct BenchReport {
 
     var summary: String {
         let f = JSONLine.fixed
-        var text = "spindle-bench: \(options.pattern.rawValue) bs=\(options.blockSize) iodepth=\(options.iodepth) queues=\(options.queues) completion=\(options.completion.rawValue) event-idx=\(options.eventIndex ? "on" : "off") indirect=\(options.indirect ? "on" : "off")\n"
+        var text = "spindle-bench: \(options.pattern.rawValue) bs=\(options.blockSize) iodepth=\(options.iodepth) queues=\(options.queues) completion=\(options.completion.rawValue) event-idx=\(options.eventIndex ? "on" : "off") indirect=\(options.indirect ? "on" : "off") ring=\(options.packed ? "packed" : "split")\n"
         text += "  \(f(iops / 1000, 1)) kIOPS, \(f(megabytesPerSecond, 1)) MB/s, \(completed) requests in \(f(durationSeconds, 2)) s, \(failed) errors\n"
         text += "  latency us: min \(f(micro(histogram.minimum), 2)) mean \(f(histogram.mean / 1000, 2)) p50 \(f(micro(histogram.percentile(50)), 2)) p99 \(f(micro(histogram.percentile(99)), 2)) p99.9 \(f(micro(histogram.percentile(99.9)), 2)) max \(f(micro(histogram.maximum), 2))\n"
         let clientSeconds = Double(clientCPUNanoseconds) / 1e9

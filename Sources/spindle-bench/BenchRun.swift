@@ -14,6 +14,7 @@ enum BenchRun {
                                               maxRequestBytes: options.blockSize, queueSize: options.queueSize,
                                               eventIndex: options.eventIndex, indirectDescriptors: options.indirect)
         frontendOptions.inflightTracking = options.inflight
+        frontendOptions.ringLayout = options.packed ? .packed : .split
         frontendOptions.dirtyLogging = options.dirtyLog ? .onRequest : .off
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: options.socket, options: frontendOptions) } catch {

@@ -92,7 +92,7 @@ final class QueueWorker: @unchecked Sendable {
             queue.submit(slot: slot)
         }
 
-        if polling { queue.ring.suppressCalls() } else { queue.makeCallBlocking() }
+        if polling { queue.suppressCalls() } else { queue.makeCallBlocking() }
         var now = monotonicNanoseconds()
         for slot in 0..<depth { issue(slot, at: now) }
         if queue.publish() { kicks &+= 1 }
@@ -100,22 +100,22 @@ final class QueueWorker: @unchecked Sendable {
 
         while inFlight > 0 {
             // Wait for at least one used entry.
-            guard var pending = queue.ring.pendingUsedCount() else {
-                result.failure = "queue \(queue.index): backend moved used.idx by more than the ring size"
+            guard var pending = queue.pendingCompletions() else {
+                result.failure = "queue \(queue.index): backend broke the used ring (split: used.idx moved by more than the ring size; packed: a used descriptor names an id not in flight)"
                 break
             }
             if pending == 0 {
                 if polling {
-                    repeat { pending = queue.ring.pendingUsedCount() ?? 1 } while pending == 0
+                    repeat { pending = queue.pendingCompletions() ?? 1 } while pending == 0
                 } else {
-                    while !queue.ring.requestCallOnNextUsed() {
+                    while !queue.requestCallOnNextCompletion() {
                         let signals = queue.waitForCall()
                         wakeups &+= 1
                         callSignals &+= signals
                     }
                 }
-                guard let count = queue.ring.pendingUsedCount() else {
-                    result.failure = "queue \(queue.index): backend moved used.idx by more than the ring size"
+                guard let count = queue.pendingCompletions() else {
+                    result.failure = "queue \(queue.index): backend broke the used ring (split: used.idx moved by more than the ring size; packed: a used descriptor names an id not in flight)"
                     break
                 }
                 pending = count
@@ -142,7 +142,7 @@ final class QueueWorker: @unchecked Sendable {
             // Harvest, then reuse each slot at once unless the window is over.
             var broken = false
             for _ in 0..<pending {
-                let entry = queue.ring.popUsed()
+                let entry = queue.takeCompletion()
                 guard let slot = queue.slot(forUsedID: entry.id) else {
                     result.failure = "queue \(queue.index): backend returned descriptor id \(entry.id), which is no request head"
                     broken = true
@@ -164,7 +164,7 @@ final class QueueWorker: @unchecked Sendable {
                 }
             }
             if broken { break }
-            if polling { queue.ring.suppressCalls() }
+            if polling { queue.suppressCalls() }
             if queue.publish() { kicks &+= 1 }
         }
         if phase != .draining, result.failure == nil {

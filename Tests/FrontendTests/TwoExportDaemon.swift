@@ -16,7 +16,10 @@ struct TwoExportDaemon {
 
     static var executable: String? { BackendProcess.Kind.spindle.executable }
 
-    static func start() throws -> TwoExportDaemon {
+    /// `victimKeys` are added to the victim export's options (e.g. ",packed-ring=on");
+    /// `holdVictimMilliseconds` puts an x-delay filter holding every completion that long
+    /// over the victim's node (so its requests stay in flight).
+    static func start(victimKeys: String = "", holdVictimMilliseconds: Int? = nil) throws -> TwoExportDaemon {
         guard let executable else { throw FrontendError("spindle is not built") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hostile-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -30,11 +33,14 @@ struct TwoExportDaemon {
             "type=vhost-user-blk,id=\(id),node-name=\(id),addr.type=unix,addr.path=\(directory.path)/\(id).sock,"
                 + "writable=on,num-queues=1,iothread=io0"
         }
-        let arguments = [
-            "--blockdev", "driver=null-co,node-name=victim,size=67108864,read-zeroes=on",
+        let victimNode = holdVictimMilliseconds.map { milliseconds in
+            ["--blockdev", "driver=null-co,node-name=victim-base,size=67108864,read-zeroes=on",
+             "--blockdev", "driver=x-delay,node-name=victim,file=victim-base,hold-every=1,hold-ms=\(milliseconds)"]
+        } ?? ["--blockdev", "driver=null-co,node-name=victim,size=67108864,read-zeroes=on"]
+        let arguments = victimNode + [
             "--blockdev", "driver=file,node-name=bystander,filename=\(image.path)",
             "--object", "iothread,id=io0",
-            "--export", export("victim"), "--export", export("bystander"),
+            "--export", export("victim") + victimKeys, "--export", export("bystander"),
             "--chardev", "socket,id=qmp0,path=\(directory.path)/qmp.sock,server=on,wait=off",
             "--monitor", "chardev=qmp0",
         ]
