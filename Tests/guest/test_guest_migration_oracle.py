@@ -37,8 +37,9 @@ never crashed: qsd: a kthread returning to RIP 0x1 (rcu_preempt, corrupt stack) 
 list_del corruption BUG in fio on a per-CPU address; none (QEMU's own virtio-blk-pci, no
 vhost-user at all): an oops in the timer interrupt (__sysvec_apic_timer_interrupt) jumping
 to a garbage RIP inside the per-CPU area (GS base + 0x1fdc0, NX): the signature seen with
-Spindle. So the crash does not need Spindle nor vhost-user: QEMU 7.2 TCG loses guest CPU
-writes (per-CPU data, kernel stacks) across a multi-pass migration.
+Spindle. So the crash needs neither Spindle nor vhost-user: it is QEMU 7.2 TCG's migration
+(most likely lost guest CPU writes to per-CPU data and kernel stacks; not proven). Few runs:
+the rates (2/9 vs 1/21) do not tell whether vhost-user makes it more likely.
 """
 
 from __future__ import annotations
