@@ -29,6 +29,11 @@
 #   --timeout S               cancel if not completed after S seconds (default 900)
 #   --cancel-at-switchover    (tests) hand the image over at pre-switchover, then cancel:
 #                             exercises the way back after A was inactivated
+#   --no-handover             no image handover: never asks the daemons anything (no node
+#                             checks, no blockdev-set-active, also on the way back); their QMP
+#                             arguments are ignored ("-" will do). For backends that share the
+#                             image without it (qemu-storage-daemon 7.2 with locking=off) and
+#                             disks QEMU serves itself (QEMU hands those over on its own)
 # Environment: PYTHON (default python3) runs qmp.py, the one-command QMP helper next to this.
 # Exit status: 0 completed (or cancelled, for "cancel"); 1 failed and cancelled (the guest
 # still runs on A); 2 usage; 3 cancelled on request (--cancel-at-switchover, a signal).
@@ -39,7 +44,7 @@ say() { echo "migrate.sh: $*" >&2; }
 usage() { sed -n '6,7p' "$0" | sed 's/^# */usage: /' >&2; exit 2; }
 
 node="" max_bw="" downtime="" finish_after="" finish_bw=1073741824 finish_dt=1000
-timeout=900 cancel_at_switchover=0
+timeout=900 cancel_at_switchover=0 handover=1
 while [ $# -gt 0 ]; do
     case $1 in
         --node) node=$2; shift 2 ;;
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
         --finish-downtime) finish_dt=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --cancel-at-switchover) cancel_at_switchover=1; shift ;;
+        --no-handover) handover=0; shift ;;
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --*) say "unknown option $1"; usage ;;
         *) break ;;
@@ -104,10 +110,12 @@ undo_and_cancel() {  # undo_and_cancel REASON
         # RAM copy still running: nothing was handed over; stop the copy first.
         qmp "$src_qemu" migrate_cancel >/dev/null
     fi
-    [ "$(node_active "$dst_spindle")" = false ] || set_active "$dst_spindle" false "Spindle B" ||
-        say "Spindle B still holds the image: fix that before the guest on A can write (blockdev-set-active false on $dst_spindle)"
-    [ "$(node_active "$src_spindle")" = true ] || set_active "$src_spindle" true "Spindle A" ||
-        say "Spindle A's node is inactive: the guest's disk I/O waits until it is activated (blockdev-set-active true on $src_spindle)"
+    if [ $handover = 1 ]; then
+        [ "$(node_active "$dst_spindle")" = false ] || set_active "$dst_spindle" false "Spindle B" ||
+            say "Spindle B still holds the image: fix that before the guest on A can write (blockdev-set-active false on $dst_spindle)"
+        [ "$(node_active "$src_spindle")" = true ] || set_active "$src_spindle" true "Spindle A" ||
+            say "Spindle A's node is inactive: the guest's disk I/O waits until it is activated (blockdev-set-active true on $src_spindle)"
+    fi
     [ "$st" = pre-switchover ] && qmp "$src_qemu" migrate_cancel >/dev/null
     local deadline=$((SECONDS + 60))
     while st=$(status); do
@@ -130,13 +138,15 @@ trap 'undo_and_cancel "interrupted"; exit 3' INT TERM
 
 [ "$(qmp --get status "$dst_qemu" query-status)" = inmigrate ] ||
     { say "QEMU B ($dst_qemu) is not waiting for a migration: start it with -incoming $uri"; exit 1; }
-case $(node_active "$dst_spindle") in
-    false) ;;
-    true) say "Spindle B's node ${node:-(some node)} is active: start it with active=off (the source holds the image)"; exit 1 ;;
-    *) say "cannot read the nodes of Spindle B ($dst_spindle)"; exit 1 ;;
-esac
-[ "$(node_active "$src_spindle")" = true ] ||
-    { say "Spindle A's node ${node:-(some node)} is not active: nothing to hand over"; exit 1; }
+if [ $handover = 1 ]; then
+    case $(node_active "$dst_spindle") in
+        false) ;;
+        true) say "Spindle B's node ${node:-(some node)} is active: start it with active=off (the source holds the image)"; exit 1 ;;
+        *) say "cannot read the nodes of Spindle B ($dst_spindle)"; exit 1 ;;
+    esac
+    [ "$(node_active "$src_spindle")" = true ] ||
+        { say "Spindle A's node ${node:-(some node)} is not active: nothing to hand over"; exit 1; }
+fi
 
 caps='{"capabilities": [{"capability": "events", "state": true}, {"capability": "pause-before-switchover", "state": true}]}'
 qmp "$src_qemu" migrate-set-capabilities "$caps" >/dev/null || exit 1
@@ -177,9 +187,13 @@ while :; do
 done
 
 # pre-switchover: the guest is stopped and QEMU A has stopped the rings (GET_VRING_BASE).
-say "pre-switchover after $((SECONDS - start)) s: handing the image over"
-set_active "$src_spindle" false "Spindle A" || fail "Spindle A cannot release the image (does its export have allow-inactive=on?)"
-set_active "$dst_spindle" true "Spindle B" || fail "Spindle B cannot take the image"
+if [ $handover = 1 ]; then
+    say "pre-switchover after $((SECONDS - start)) s: handing the image over"
+    set_active "$src_spindle" false "Spindle A" || fail "Spindle A cannot release the image (does its export have allow-inactive=on?)"
+    set_active "$dst_spindle" true "Spindle B" || fail "Spindle B cannot take the image"
+else
+    say "pre-switchover after $((SECONDS - start)) s: no handover (--no-handover)"
+fi
 if [ $cancel_at_switchover = 1 ]; then
     undo_and_cancel "--cancel-at-switchover"
     exit 3

@@ -88,6 +88,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def attach_args(self) -> list[str]:
+        """attach-guest.sh's arguments for this disk (SOCK, then any extra QEMU args)."""
+        return [str(self.sock)]
+
     def node_active(self) -> bool:
         nodes = qmp(self.qmp_path, "query-named-block-nodes")
         return next(n for n in nodes if n.get("node-name") == "disk0").get("active")
@@ -98,8 +102,9 @@ class Daemon:
 
 class Qemu:
     """One QEMU of the migrating guest: same machine, kernel, script and disk line every time,
-    attached to `daemon`'s socket; `incoming` (a unix: URI) makes it a migration destination.
-    Two monitors: `qmp_path` for migrate.sh, `test_qmp` for the test."""
+    attached to `daemon`'s socket (its attach_args(); any object with attach_args() and a
+    name ending in the side's letter will do); `incoming` (a unix: URI) makes it a
+    migration destination. Two monitors: `qmp_path` for migrate.sh, `test_qmp` for the test."""
 
     def __init__(self, workdir: Path, name: str, daemon: Daemon, script: Path, append: str,
                  incoming: str | None = None):
@@ -108,7 +113,7 @@ class Qemu:
         self.qmp_path = workdir / f"{name}-qmp.sock"
         self.test_qmp = workdir / f"{name}-test-qmp.sock"
         self.serial_log = workdir / f"{name}-serial.log"
-        argv = [str(ATTACH_GUEST), str(daemon.sock), *guestlib.guest_qemu_args(script, kernel, initrd, append),
+        argv = [str(ATTACH_GUEST), *daemon.attach_args(), *guestlib.guest_qemu_args(script, kernel, initrd, append),
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-qmp", f"unix:{self.test_qmp},server=on,wait=off",
                 # Which side the guest runs on (guest-lib.sh host_side): read from the QEMU

@@ -147,3 +147,18 @@ def test_refuses_an_active_destination_before_starting(rig):
     r = migrate(rig)
     assert r.returncode == 1 and "active=off" in r.stderr
     assert journal == [] and "status" not in qmp(rig / "qemu-a-test.qmp", "query-migrate")
+
+
+def test_no_handover_migrates_without_touching_the_daemons(rig):
+    """--no-handover (qsd 7.2 without blockdev-set-active, disks QEMU serves itself): no node
+    check (B's node is active here, which would stop the script otherwise) and no
+    blockdev-set-active (test_guest_migration_oracle.py passes "-" for the monitors)."""
+    journal: list = []
+    daemons(rig, journal, b_active=True)
+    r = migrate(rig, "--no-handover")
+    assert r.returncode == 0, r.stderr
+    assert "no handover" in r.stderr
+    assert journal == []
+    assert qmp(rig / "qemu-a-test.qmp", "query-migrate")["status"] == "completed"
+    assert qmp(rig / "qemu-b-test.qmp", "query-status")["status"] == "running"
+
