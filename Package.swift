@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "VirtqueuesTests", dependencies: ["SpindleTestSupport", "Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler,
         // and the device as the vhost-user session sees it.
-        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log], swiftSettings: hotPath),
+        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log, "BlockCommon"], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
