@@ -60,7 +60,7 @@ let package = Package(
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["SpindleTestSupport", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser", "BlockIO", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser", "BlockIO", "IOThreads", "ControlThread", "CSpindle", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
