@@ -75,16 +75,19 @@ def test_bad_arguments_get_qemus_errors(daemon):
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench beside spindle")
-def test_a_benchmark_run_adds_up_per_queue_and_per_node(daemon):
-    """Two queues on two IOThreads under randrw: every figure is the sum of the queues', every
-    request was 4 KiB, none failed, nothing is left in flight once the client is gone."""
+@pytest.mark.parametrize("ring", ["split", "packed"])
+def test_a_benchmark_run_adds_up_per_queue_and_per_node(daemon, ring):
+    """Two queues on two IOThreads under randrw, on either ring layout: every figure is the
+    sum of the queues', every request was 4 KiB, none failed, nothing is left in flight once
+    the client is gone."""
     client, sock = daemon
     bench = subprocess.run([str(BENCH), "--socket", str(sock), "--queues", "2", "--cpus", "none", "--iodepth", "8",
-                            "--bs", "4k", "--rw", "randrw", "--runtime", "1", "--ramp", "0", "--json-only"],
+                            "--bs", "4k", "--rw", "randrw", "--runtime", "1", "--ramp", "0", "--json-only",
+                            *(["--packed"] if ring == "packed" else [])],
                            capture_output=True, text=True, timeout=120)
     assert bench.returncode == 0, bench.stderr
     result = json.loads(bench.stdout)
-    assert result["errors"] == 0 and result["ios"] > 100, result
+    assert result["errors"] == 0 and result["ios"] > 100 and result["ring"] == ring, result
     [entry] = ok(client, "query-blockstats", **{"x-latency-histograms": True})
     stats = entry["stats"]
     # The client counts completions in its measured window; the daemon also those after it.
