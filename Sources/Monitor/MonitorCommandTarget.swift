@@ -36,6 +36,9 @@ public protocol MonitorCommandTarget: AnyObject {
     func queryBlockExports() -> [BlockExportInfo]
     func queryNamedBlockNodes() -> [BlockNodeInfo]
     func queryIOThreads() -> [IOThreadInfo]
+    /// query-blockstats (and metrics): every export's and every named node's request
+    /// statistics now, per queue (see BlockCommon/BlockStatsSnapshot.swift).
+    func queryBlockStats() -> BlockStatsReport
     /// quit: shut the daemon down (after the reply is sent).
     func quit()
 }

@@ -95,6 +95,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            a disk to a new image, pivot on job-complete),
                            query-jobs, job-pause, job-resume, job-cancel,
                            job-complete, job-finalize, job-dismiss (README)
+                         statistics: query-blockstats (QEMU's shape: one entry
+                           per export, per-queue figures in x-queues; query-nodes
+                           for one per node; x-latency-histograms) (README)
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>][,x-sleep=io_uring|poll]
