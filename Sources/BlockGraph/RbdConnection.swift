@@ -102,7 +102,14 @@ struct RbdConnection {
         case EACCES, EPERM:
             cause = "authentication as \(user) failed (wrong key, or key-secret/keyring for another user)"
         case ETIMEDOUT:
-            cause = "no monitor answered within \(mountTimeoutSeconds) s (check server.N.host/port or mon_host in the conf, and that the monitors run)"
+            switch RbdMonitorProbe.anyListening(options.servers) {
+            case true?:
+                cause = "the monitor answers but did not let \(user) in within \(mountTimeoutSeconds) s (wrong key in key-secret, or a key for another user?)"
+            case false?:
+                cause = "no monitor answered within \(mountTimeoutSeconds) s at \(options.servers.map { "\($0.host):\($0.port)" }.joined(separator: ", ")) (check server.N.host/port, and that the monitors run)"
+            case nil:
+                cause = "no monitor let \(user) in within \(mountTimeoutSeconds) s (check mon_host in the conf and that the monitors run, and the key)"
+            }
         case ENOENT:
             cause = "no monitor address or no key for \(user) (give server.N.host/port or conf=, and key-secret= or a keyring in the conf)"
         default:
