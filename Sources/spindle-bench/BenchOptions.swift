@@ -47,7 +47,8 @@ struct BenchOptions: Sendable {
       --cpus LIST|none         CPUs for the queue threads, e.g. 0,1 or 2-3 (default: queue i on CPU i)
       --iodepth N              requests in flight per queue (default 32)
       --bs SIZE                block size, with k/M suffix (default 4k)
-      --rw PATTERN             read|write|randread|randwrite|randrw (default randread)
+      --rw PATTERN             read|write|randread|randwrite|randrw (default randread), or
+                               discard|write-zeroes (sequential, one block each; for data checks)
       --rwmixread PCT          reads in percent for randrw (default 50)
       --runtime S              measured seconds (default 5)
       --ramp S                 warm-up seconds, excluded from the results (default 1)

@@ -16,6 +16,7 @@ enum BenchRun {
         frontendOptions.inflightTracking = options.inflight
         frontendOptions.ringLayout = options.packed ? .packed : .split
         frontendOptions.dirtyLogging = options.dirtyLog ? .onRequest : .off
+        frontendOptions.discardAndWriteZeroes = options.pattern == .discard || options.pattern == .writeZeroes
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: options.socket, options: frontendOptions) } catch {
             throw BenchFailure(error.description)

@@ -96,7 +96,16 @@ final class QueueWorker: @unchecked Sendable {
 
         @inline(__always) func issue(_ slot: Int, at now: UInt64) {
             let request = generator.next()
-            queue.prepare(slot: slot, type: request.type, sector: request.sector, byteCount: blockSize)
+            if request.type == .discard || request.type == .writeZeroes {
+                // One segment covering the block: sector, sector count, flags (0: no unmap).
+                let segment = queue.data(of: slot)
+                segment.storeBytes(of: request.sector.littleEndian, as: UInt64.self)
+                segment.storeBytes(of: UInt32(blockSize / 512).littleEndian, toByteOffset: 8, as: UInt32.self)
+                segment.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
+                queue.prepare(slot: slot, type: request.type, sector: 0, byteCount: 16)
+            } else {
+                queue.prepare(slot: slot, type: request.type, sector: request.sector, byteCount: blockSize)
+            }
             reading[slot] = request.type == .read
             if let fill, request.type == .write { queue.data(of: slot).initializeMemory(as: UInt8.self, repeating: fill, count: blockSize) }
             startTimes[slot] = now
