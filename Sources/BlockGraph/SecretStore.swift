@@ -11,6 +11,8 @@ public final class SecretStore {
     public static let shared = SecretStore()
     private var secrets: [String: [UInt8]] = [:]
 
+    public init() {}
+
     public var ids: [String] { secrets.keys.sorted() }
 
     public func contains(_ id: String) -> Bool { secrets[id] != nil }
