@@ -82,8 +82,13 @@ final class RbdDriver: BlockDriver {
         logger.info("closed rbd image", metadata: ["node": "\(node)", "image": "\(options.displayName)"])
     }
 
-    /// RBD writes are on the cluster once acknowledged; what librbd caches goes with a flush.
-    func flushToDisk() throws(BlockError) {}
+    /// What librbd's cache holds goes to the cluster (before another process takes over).
+    func flushToDisk() throws(BlockError) {
+        let rc = spindle_rbd_flush(connection.image)
+        guard rc == 0 else {
+            throw BlockError(errno: -rc, "node '\(node)': flushing '\(options.displayName)' failed: \(String(cString: strerror(-rc)))")
+        }
+    }
 
     func refreshLength() -> Bool {
         var size: UInt64 = 0

@@ -37,7 +37,7 @@ int spindle_rbd_load(const char *librbd, const char *librados, char *error, size
     RESOLVE(rados_create); RESOLVE(rados_conf_read_file); RESOLVE(rados_conf_set); RESOLVE(rados_connect);
     RESOLVE(rados_shutdown); RESOLVE(rados_ioctx_create); RESOLVE(rados_ioctx_destroy);
     RESOLVE(rados_ioctx_set_namespace); RESOLVE(rbd_open); RESOLVE(rbd_open_read_only); RESOLVE(rbd_close);
-    RESOLVE(rbd_get_size); RESOLVE(rbd_resize); RESOLVE(rbd_set_image_notification); RESOLVE(rbd_poll_io_events);
+    RESOLVE(rbd_get_size); RESOLVE(rbd_resize); RESOLVE(rbd_flush); RESOLVE(rbd_set_image_notification); RESOLVE(rbd_poll_io_events);
     RESOLVE(rbd_aio_create_completion); RESOLVE(rbd_aio_readv); RESOLVE(rbd_aio_writev); RESOLVE(rbd_aio_flush);
     RESOLVE(rbd_aio_discard); RESOLVE(rbd_aio_write_zeroes); RESOLVE(rbd_aio_get_return_value);
     RESOLVE(rbd_aio_get_arg); RESOLVE(rbd_aio_release);

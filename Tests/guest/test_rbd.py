@@ -266,6 +266,9 @@ def test_qmp_adds_resizes_and_deletes_an_rbd_node(tmp_path, ceph, image):
         assert "in use by node 'r0'" in reply["error"]["desc"], reply
         ok(client, "block_resize", **{"node-name": "r0", "size": 128 * MiB})
         assert '"size": 134217728' in rbd(ceph, "info", "--format", "json", "--pretty-format", f"rbd/{image}")
+        # Inactivation flushes librbd's cache (rbd_flush); the lock handover itself is not there yet.
+        ok(client, "blockdev-set-active", **{"node-name": "r0", "active": False})
+        ok(client, "blockdev-set-active", **{"node-name": "r0", "active": True})
         ok(client, "blockdev-del", **{"node-name": "r0"})
         ok(client, "object-del", id="sec0")
         client.close()

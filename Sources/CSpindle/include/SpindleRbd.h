@@ -32,6 +32,7 @@ struct spindle_rbd_api {
     int (*rbd_close)(spindle_rbd_image_t image);
     int (*rbd_get_size)(spindle_rbd_image_t image, uint64_t *size);
     int (*rbd_resize)(spindle_rbd_image_t image, uint64_t size);
+    int (*rbd_flush)(spindle_rbd_image_t image);
     int (*rbd_set_image_notification)(spindle_rbd_image_t image, int fd, int type);
     int (*rbd_poll_io_events)(spindle_rbd_image_t image, spindle_rbd_completion_t *comps, int numcomp);
     int (*rbd_aio_create_completion)(void *arg, void (*cb)(spindle_rbd_completion_t, void *), spindle_rbd_completion_t *c);
@@ -66,6 +67,7 @@ static inline int spindle_rbd_open(spindle_rados_ioctx_t io, const char *name, s
 }
 static inline int spindle_rbd_close(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_close(image); }
 static inline int spindle_rbd_get_size(spindle_rbd_image_t image, uint64_t *size) { return spindle_rbd_table.rbd_get_size(image, size); }
+static inline int spindle_rbd_flush(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_flush(image); }
 static inline int spindle_rbd_resize(spindle_rbd_image_t image, uint64_t size) { return spindle_rbd_table.rbd_resize(image, size); }
 static inline int spindle_rbd_set_image_notification(spindle_rbd_image_t image, int fd) {
     return spindle_rbd_table.rbd_set_image_notification(image, fd, SPINDLE_RBD_EVENT_TYPE_EVENTFD);
