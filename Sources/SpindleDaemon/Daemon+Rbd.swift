@@ -79,6 +79,15 @@ extension Daemon {
         throw QMPError(.genericError, "export '\(exportID)' is on rbd node '\(io.nodeName)', whose queues all run on one IOThread (one image handle); x-queue-move is not supported for it")
     }
 
+    /// A mirror job does its I/O from its own thread and ring, which an rbd node's completion
+    /// watcher cannot route to: refused until completions are routed per thread.
+    func refuseRbdMirror(source: NodeName, target: NodeName) throws(QMPError) {
+        for (role, name) in [("source", source), ("target", target)] {
+            guard let node = graph.nodes[name], let io = Self.rbdIO(below: node.io) else { continue }
+            throw QMPError(.genericError, "blockdev-mirror with an rbd \(role) (node '\(io.nodeName)') is not supported yet")
+        }
+    }
+
     /// Creates the `secret` objects of the command line (before any node opens).
     func addSecrets(_ secrets: [SecretObjectOptions]) throws {
         for secret in secrets {

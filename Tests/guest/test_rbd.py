@@ -266,6 +266,9 @@ def test_qmp_adds_resizes_and_deletes_an_rbd_node(tmp_path, ceph, image):
         assert "in use by node 'r0'" in reply["error"]["desc"], reply
         ok(client, "block_resize", **{"node-name": "r0", "size": 128 * MiB})
         assert '"size": 134217728' in rbd(ceph, "info", "--format", "json", "--pretty-format", f"rbd/{image}")
+        ok(client, "blockdev-add", **{"driver": "null-co", "node-name": "n0", "size": 128 * MiB})
+        reply = client.cmd_raw("blockdev-mirror", {"job-id": "m", "device": "r0", "target": "n0", "sync": "full"})
+        assert "rbd source (node 'r0') is not supported yet" in reply["error"]["desc"], reply
         # Inactivation flushes librbd's cache (rbd_flush); the lock handover itself is not there yet.
         ok(client, "blockdev-set-active", **{"node-name": "r0", "active": False})
         ok(client, "blockdev-set-active", **{"node-name": "r0", "active": True})
