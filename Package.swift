@@ -84,7 +84,7 @@ let package = Package(
         .target(name: "SpindleTestSupport", dependencies: ["VhostUser", "CSpindle"], path: "Tests/SpindleTestSupport", swiftSettings: gnuSource),
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
-        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
+        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log, "BlockIO"], swiftSettings: gnuSource),
         .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
