@@ -16,6 +16,13 @@ extension PackedVirtqueue: VirtqueueRing {
         try region.nextID(from: &self)
     }
 
+    /// `takeAvailable(into:)` (one walk) with the inflight region kept up to date.
+    @inline(__always)
+    public mutating func takeAvailable(into chain: DescriptorChain,
+                                       trackingIn region: PackedInflightTracker) throws(VirtqueueError) -> UInt16? {
+        try region.nextID(from: &self, into: chain)
+    }
+
     @inline(__always)
     public mutating func publishUsed(trackingIn region: PackedInflightTracker) {
         region.publishUsed(&self)

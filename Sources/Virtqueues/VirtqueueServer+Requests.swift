@@ -59,9 +59,11 @@ extension VirtqueueServer {
                     _ = ring.enableGuestKicks()
                     return
                 }
+                // The request is walked straight into the slot it will get.
+                let slot = slots.nextFree
                 let head: UInt16?
                 do {
-                    head = try takeHead()
+                    head = try takeRequest(into: slot)
                 } catch {
                     retireRequest()
                     markBroken("\(error)")
@@ -71,7 +73,7 @@ extension VirtqueueServer {
                     retireRequest()
                     break
                 }
-                startRequest(head: head)
+                startRequest(slot: slots.take(head: head), head: head)
                 taken += 1
             }
             if !slots.hasFree {
@@ -86,14 +88,21 @@ extension VirtqueueServer {
         }
     }
 
-    /// The next head: with an inflight region, requests a previous process left in flight
-    /// come first and taken heads are marked there.
+    /// Takes the next request off the ring and walks it into `slot`'s chain (the slot is
+    /// still free: taken only once there is a request). With an inflight region, requests a
+    /// previous process left in flight come first and taken heads are marked there.
     @inlinable @inline(__always)
-    final func takeHead() throws(VirtqueueError) -> UInt16? {
-        guard let inflightRef else { return try ring.popAvailable() }
-        let taken: Result<UInt16?, VirtqueueError> = inflightRef._withUnsafeGuaranteedRef { region in
+    final func takeRequest(into slot: Int) throws(VirtqueueError) -> UInt16? {
+        let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
             do throws(VirtqueueError) {
-                return .success(try ring.popAvailable(trackingIn: region))
+                guard let inflightRef else { return .success(try ring.takeAvailable(into: chain)) }
+                return inflightRef._withUnsafeGuaranteedRef { region in
+                    do throws(VirtqueueError) {
+                        return .success(try ring.takeAvailable(into: chain, trackingIn: region))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
             } catch {
                 return .failure(error)
             }
@@ -101,17 +110,11 @@ extension VirtqueueServer {
         return try taken.get()
     }
 
+    /// Has the handler start the request walked into `slot`.
     @inlinable
-    final func startRequest(head: UInt16) {
-        let slot = slots.take(head: head)
+    final func startRequest(slot: Int, head: UInt16) {
         let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
-            do throws(VirtqueueError) {
-                try ring.readChain(head: head, into: chain)
-            } catch {
-                corruptChain(slot: slot, head: head, error)
-                return nil
-            }
-            return onContext { handler.start(slot: slot, chain: chain, on: $0) }
+            onContext { handler.start(slot: slot, chain: chain, on: $0) }
         }
         switch started {
         case nil: return
@@ -124,13 +127,6 @@ extension VirtqueueServer {
             retireRequest()
             markBroken("\(why)")
         }
-    }
-
-    @usableFromInline
-    final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
-        slots.release(slot)
-        retireRequest()
-        markBroken("descriptor chain at head \(head): \(error)")
     }
 
     /// Puts the request in `slot` on the used ring and frees the slot. A slot that is not
