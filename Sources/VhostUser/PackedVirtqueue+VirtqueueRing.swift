@@ -4,6 +4,10 @@ extension PackedVirtqueue: VirtqueueRing {
 
     public var vringBase: UInt32 { base.encoded }
 
+    /// The server takes buffers with `takeAvailable(into:)`: the id is at the chain's end.
+    @inlinable
+    public static var walksWhileTaking: Bool { true }
+
     /// `walkBuffer` on a ring held in place (a non-mutating call on a ring behind a pointer
     /// would copy the struct and retain its GuestMemory per request).
     @inlinable @inline(__always)

@@ -32,9 +32,11 @@ public protocol VirtqueueRing: Sendable {
     /// Walks the chain at `head` into `chain` (host spans). `mutating` only so that a ring
     /// held behind a pointer is used in place, never copied.
     mutating func readChain(head: UInt16, into chain: DescriptorChain) throws(VirtqueueError)
-    /// Takes the next available request and walks it into `chain`: what the server calls. A
-    /// layout whose walk finds the head at the end of the chain (packed: the buffer id is in
-    /// the last descriptor) does both in one walk; the default is `popAvailable` + `readChain`.
+    /// Whether the server takes requests with `takeAvailable(into:)` (one walk: packed, whose
+    /// buffer id is in the chain's last descriptor) rather than `popAvailable` + `readChain`
+    /// (split, whose head comes first). A constant: the specialised server keeps one way.
+    static var walksWhileTaking: Bool { get }
+    /// Takes the next available request and walks it into `chain`; nil if there is none.
     mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16?
     /// `takeAvailable(into:)` with the inflight region kept up to date (as `popAvailable(trackingIn:)`).
     mutating func takeAvailable(into chain: DescriptorChain, trackingIn region: InflightRegion) throws(VirtqueueError) -> UInt16?
@@ -69,21 +71,4 @@ public protocol VirtqueueRing: Sendable {
     /// Marks every ring byte the device may have written (also the ones written outside a
     /// publish, like kick suppression fields): when the queue stops, before its base is reported.
     func logDeviceArea(at ringLogAddress: UInt64, in log: DirtyLogBitmap) -> UInt64
-}
-
-extension VirtqueueRing {
-    @inlinable @inline(__always)
-    public mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
-        guard let head = try popAvailable() else { return nil }
-        try readChain(head: head, into: chain)
-        return head
-    }
-
-    @inlinable @inline(__always)
-    public mutating func takeAvailable(into chain: DescriptorChain,
-                                       trackingIn region: InflightRegion) throws(VirtqueueError) -> UInt16? {
-        guard let head = try popAvailable(trackingIn: region) else { return nil }
-        try readChain(head: head, into: chain)
-        return head
-    }
 }

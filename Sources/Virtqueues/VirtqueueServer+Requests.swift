@@ -59,11 +59,13 @@ extension VirtqueueServer {
                     _ = ring.enableGuestKicks()
                     return
                 }
-                // The request is walked straight into the slot it will get.
-                let slot = slots.nextFree
+                // A layout that walks while taking (packed) walks the request straight into
+                // the slot it will get; split takes the head, then walks into its slot.
+                let oneWalk = Ring.walksWhileTaking
+                let slot = oneWalk ? slots.nextFree : 0
                 let head: UInt16?
                 do {
-                    head = try takeRequest(into: slot)
+                    head = oneWalk ? try takeRequest(into: slot) : try takeHead()
                 } catch {
                     retireRequest()
                     markBroken("\(error)")
@@ -73,7 +75,11 @@ extension VirtqueueServer {
                     retireRequest()
                     break
                 }
-                startRequest(slot: slots.take(head: head), head: head)
+                if oneWalk {
+                    startRequest(slot: slots.take(head: head), head: head)
+                } else {
+                    startRequest(head: head)
+                }
                 taken += 1
             }
             if !slots.hasFree {
@@ -86,6 +92,45 @@ extension VirtqueueServer {
             if polling { return }
             if !ring.enableGuestKicks() { return }
         }
+    }
+
+    /// The next head: with an inflight region, requests a previous process left in flight
+    /// come first and taken heads are marked there.
+    @inlinable @inline(__always)
+    final func takeHead() throws(VirtqueueError) -> UInt16? {
+        guard let inflightRef else { return try ring.popAvailable() }
+        let taken: Result<UInt16?, VirtqueueError> = inflightRef._withUnsafeGuaranteedRef { region in
+            do throws(VirtqueueError) {
+                return .success(try ring.popAvailable(trackingIn: region))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try taken.get()
+    }
+
+    /// Takes a slot for the request at `head`, walks its chain into it and has the handler
+    /// start it.
+    @inlinable
+    final func startRequest(head: UInt16) {
+        let slot = slots.take(head: head)
+        let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
+            do throws(VirtqueueError) {
+                try ring.readChain(head: head, into: chain)
+            } catch {
+                corruptChain(slot: slot, head: head, error)
+                return nil
+            }
+            return onContext { handler.start(slot: slot, chain: chain, on: $0) }
+        }
+        handleStart(started, slot: slot)
+    }
+
+    @usableFromInline
+    final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
+        slots.release(slot)
+        retireRequest()
+        markBroken("descriptor chain at head \(head): \(error)")
     }
 
     /// Takes the next request off the ring and walks it into `slot`'s chain (the slot is
@@ -116,6 +161,12 @@ extension VirtqueueServer {
         let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
             onContext { handler.start(slot: slot, chain: chain, on: $0) }
         }
+        handleStart(started, slot: slot)
+    }
+
+    /// What the handler's start says: running, done at once, or impossible to answer.
+    @inlinable @inline(__always)
+    final func handleStart(_ started: VirtqueueRequestStart<Handler.Unanswerable>?, slot: Int) {
         switch started {
         case nil: return
         case .started?: return
