@@ -3,7 +3,8 @@ import VhostUser
 /// Input: byte 0 = ring size - 1 (1...256, any size), byte 1 = features (bit 0 indirect,
 /// bit 1 event index, bit 2 notify on empty), bytes 2-5 = SET_VRING_BASE value (positions
 /// taken modulo the size), byte 6 = span capacity, byte 7 = completion order (bit 0: complete
-/// each pass in reverse, bit 1: publish once per pass instead of per buffer), then the guest's
+/// each pass in reverse, bit 1: publish once per pass instead of per buffer, bit 2: take
+/// buffers in one walk, `takeAvailable(into:)`, as the server does), then the guest's
 /// 64 KiB of memory (descriptor ring at gpa 0x0, driver area 0x1000, device area 0x2000).
 func fuzzPackedDescriptorChain(_ input: UnsafeRawBufferPointer) {
     var bytes = FuzzBytes(input)
@@ -23,24 +24,28 @@ func fuzzPackedDescriptorChain(_ input: UnsafeRawBufferPointer) {
     passes: while handled <= Int(size) {
         taken.removeAll(keepingCapacity: true)
         while taken.count < chains.count {
+            let chain = chains[taken.count]
             let id: UInt16?
             do throws(VirtqueueError) {
-                id = try ring.popAvailable()
+                id = order & 4 != 0 ? try ring.takeAvailable(into: chain) : try ring.popAvailable()
             } catch {
                 precondition(ring.isBroken, "a ring that reported an error must stop")
+                precondition(chain.readableSpanCount == 0 && chain.writableSpanCount == 0, "a failed walk left spans behind")
                 break passes
             }
             guard let id else { break }
             precondition(id < size, "a buffer id at or above the ring size was handed out")
             precondition(!taken.contains(id), "a buffer id was handed out twice while in flight")
-            let chain = chains[taken.count]
-            do throws(VirtqueueError) {
-                try ring.readChain(head: id, into: chain)
-            } catch {
-                precondition(chain.readableSpanCount == 0 && chain.writableSpanCount == 0, "a failed walk left spans behind")
-                ring.markBroken()
-                break passes
+            if order & 4 == 0 {
+                do throws(VirtqueueError) {
+                    try ring.readChain(head: id, into: chain)
+                } catch {
+                    precondition(chain.readableSpanCount == 0 && chain.writableSpanCount == 0, "a failed walk left spans behind")
+                    ring.markBroken()
+                    break passes
+                }
             }
+            precondition(chain.head == id, "the chain names another buffer")
             precondition(guest.holds(chain.readableSpans) && guest.holds(chain.writableSpans), "a span points outside guest memory")
             precondition(chain.readableSpans.reduce(0, { $0 + $1.iov_len }) == chain.readableLength, "readable length disagrees with its spans")
             precondition(chain.writableSpans.reduce(0, { $0 + $1.iov_len }) == chain.writableLength, "writable length disagrees with its spans")

@@ -97,6 +97,21 @@ public final class PackedInflightTracker: @unchecked Sendable {
         return id
     }
 
+    /// `nextID(from:)` with the buffer walked into `chain`: a resubmission from its copy, a
+    /// new buffer in the ring's one walk (`takeAvailable(into:)`).
+    @inline(__always)
+    public func nextID(from ring: inout PackedVirtqueue, into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
+        if resubmitNext < resubmitList.count {
+            let id = resubmitList[resubmitNext]
+            resubmitNext += 1
+            try ring.walkBuffer(id: id, into: chain)
+            return id
+        }
+        guard let id = try ring.takeAvailable(into: chain) else { return nil }
+        try track(id: id, ring: &ring)
+        return id
+    }
+
     /// Copies buffer `id`'s ring descriptors into free entries and marks its head in flight.
     private func track(id: UInt16, ring: inout PackedVirtqueue) throws(VirtqueueError) {
         let entry = ring.buffers[Int(id)]

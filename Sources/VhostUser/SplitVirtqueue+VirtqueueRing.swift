@@ -17,6 +17,26 @@ extension SplitVirtqueue: VirtqueueRing {
         try walkChain(head: head, into: chain)
     }
 
+    /// The server pops the head, then walks the chain from it (two steps cost nothing extra).
+    @inlinable
+    public static var walksWhileTaking: Bool { false }
+
+    /// `popAvailable` + `walkChain`.
+    @inlinable @inline(__always)
+    public mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
+        guard let head = try popAvailable() else { return nil }
+        try walkChain(head: head, into: chain)
+        return head
+    }
+
+    @inline(__always)
+    public mutating func takeAvailable(into chain: DescriptorChain,
+                                       trackingIn region: InflightTracker) throws(VirtqueueError) -> UInt16? {
+        guard let head = try region.nextHead(from: &self) else { return nil }
+        try walkChain(head: head, into: chain)
+        return head
+    }
+
     @inline(__always)
     public mutating func publishUsed(trackingIn region: InflightTracker) {
         region.publishUsed(&self)

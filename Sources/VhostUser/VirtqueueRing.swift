@@ -32,6 +32,14 @@ public protocol VirtqueueRing: Sendable {
     /// Walks the chain at `head` into `chain` (host spans). `mutating` only so that a ring
     /// held behind a pointer is used in place, never copied.
     mutating func readChain(head: UInt16, into chain: DescriptorChain) throws(VirtqueueError)
+    /// Whether the server takes requests with `takeAvailable(into:)` (one walk: packed, whose
+    /// buffer id is in the chain's last descriptor) rather than `popAvailable` + `readChain`
+    /// (split, whose head comes first). A constant: the specialised server keeps one way.
+    static var walksWhileTaking: Bool { get }
+    /// Takes the next available request and walks it into `chain`; nil if there is none.
+    mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16?
+    /// `takeAvailable(into:)` with the inflight region kept up to date (as `popAvailable(trackingIn:)`).
+    mutating func takeAvailable(into chain: DescriptorChain, trackingIn region: InflightRegion) throws(VirtqueueError) -> UInt16?
 
     /// Records a finished request; invisible to the driver until `publishUsed`.
     mutating func addUsed(head: UInt16, writtenLength: UInt32)

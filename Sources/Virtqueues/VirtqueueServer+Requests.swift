@@ -59,9 +59,13 @@ extension VirtqueueServer {
                     _ = ring.enableGuestKicks()
                     return
                 }
+                // A layout that walks while taking (packed) walks the request straight into
+                // the slot it will get; split takes the head, then walks into its slot.
+                let oneWalk = Ring.walksWhileTaking
+                let slot = oneWalk ? slots.nextFree : 0
                 let head: UInt16?
                 do {
-                    head = try takeHead()
+                    head = oneWalk ? try takeRequest(into: slot) : try takeHead()
                 } catch {
                     retireRequest()
                     markBroken("\(error)")
@@ -71,7 +75,11 @@ extension VirtqueueServer {
                     retireRequest()
                     break
                 }
-                startRequest(head: head)
+                if oneWalk {
+                    startRequest(slot: slots.take(head: head), head: head)
+                } else {
+                    startRequest(head: head)
+                }
                 taken += 1
             }
             if !slots.hasFree {
@@ -101,6 +109,8 @@ extension VirtqueueServer {
         return try taken.get()
     }
 
+    /// Takes a slot for the request at `head`, walks its chain into it and has the handler
+    /// start it.
     @inlinable
     final func startRequest(head: UInt16) {
         let slot = slots.take(head: head)
@@ -113,6 +123,50 @@ extension VirtqueueServer {
             }
             return onContext { handler.start(slot: slot, chain: chain, on: $0) }
         }
+        handleStart(started, slot: slot)
+    }
+
+    @usableFromInline
+    final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
+        slots.release(slot)
+        retireRequest()
+        markBroken("descriptor chain at head \(head): \(error)")
+    }
+
+    /// Takes the next request off the ring and walks it into `slot`'s chain (the slot is
+    /// still free: taken only once there is a request). With an inflight region, requests a
+    /// previous process left in flight come first and taken heads are marked there.
+    @inlinable @inline(__always)
+    final func takeRequest(into slot: Int) throws(VirtqueueError) -> UInt16? {
+        let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
+            do throws(VirtqueueError) {
+                guard let inflightRef else { return .success(try ring.takeAvailable(into: chain)) }
+                return inflightRef._withUnsafeGuaranteedRef { region in
+                    do throws(VirtqueueError) {
+                        return .success(try ring.takeAvailable(into: chain, trackingIn: region))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try taken.get()
+    }
+
+    /// Has the handler start the request walked into `slot`.
+    @inlinable
+    final func startRequest(slot: Int, head: UInt16) {
+        let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
+            onContext { handler.start(slot: slot, chain: chain, on: $0) }
+        }
+        handleStart(started, slot: slot)
+    }
+
+    /// What the handler's start says: running, done at once, or impossible to answer.
+    @inlinable @inline(__always)
+    final func handleStart(_ started: VirtqueueRequestStart<Handler.Unanswerable>?, slot: Int) {
         switch started {
         case nil: return
         case .started?: return
@@ -124,13 +178,6 @@ extension VirtqueueServer {
             retireRequest()
             markBroken("\(why)")
         }
-    }
-
-    @usableFromInline
-    final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
-        slots.release(slot)
-        retireRequest()
-        markBroken("descriptor chain at head \(head): \(error)")
     }
 
     /// Puts the request in `slot` on the used ring and frees the slot. A slot that is not

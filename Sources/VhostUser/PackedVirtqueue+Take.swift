@@ -1,0 +1,70 @@
+import CSpindle
+
+/// Taking the next available buffer off the packed ring and walking it into host spans in
+/// one pass over its descriptors: the server's hot path.
+///
+/// The chain's last descriptor holds the buffer id, so finding the id and collecting the
+/// spans is one walk: each descriptor is read once (address, length, flags; the id from the
+/// last one), validated and translated as it is read. The two-step `popAvailable()` +
+/// `walkBuffer(id:into:)` does the same work in two walks (the flags twice) and is kept for
+/// tools and tests that want the id before the spans.
+extension PackedVirtqueue {
+    /// The next available buffer's id with its spans in `chain` (device-readable first, then
+    /// device-writable), or nil if there is none (or the ring is broken). Checks, in order of
+    /// reading: the head's AVAIL/USED bits against the driver's wrap counter, every
+    /// descriptor's buffer (in guest memory, no wrap-around, readable before writable, total
+    /// below 4 GiB, fits the chain), INDIRECT only on a lone descriptor (its table walked
+    /// one level deep), the chain no longer than the ring, and the id (in range, not in
+    /// flight). On error `chain` is empty and the ring is broken; on nil the ring is unchanged.
+    /// Out of line, like the split ring's walk: one call per request, none per descriptor.
+    public mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
+        if broken { return nil }
+        do {
+            return try walkAvailable(into: chain)
+        } catch {
+            broken = true
+            chain.clear()
+            throw error
+        }
+    }
+
+    @inline(__always)
+    mutating func walkAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
+        let start = availPosition
+        var descriptor = UnsafeRawPointer(descriptors + 16 * Int(start))
+        // Acquire: the rest of the chain was written before the head's flags.
+        var flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptor + 14))
+        guard try headIsAvailable(flags) else { return nil }
+        var writer = PackedSpanWriter(chain: chain, memory: memory)
+        var position = start
+        var wrap = availWrap
+        var count: UInt16 = 1
+        while true {
+            let address = UInt64(littleEndian: descriptor.loadUnaligned(as: UInt64.self))
+            let length = UInt32(littleEndian: descriptor.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            if flags & VirtqueueLayout.descriptorFlagIndirect != 0 {
+                guard count == 1 else { throw .indirectInChain }
+                guard flags & VirtqueueLayout.descriptorFlagNext == 0 else { throw .indirectWithNext }
+                try walkIndirect(address: address, length: length, into: &writer)
+            } else {
+                try writer.append(address: address, length: length,
+                                  writable: flags & VirtqueueLayout.descriptorFlagWrite != 0, memory: memory)
+            }
+            guard flags & VirtqueueLayout.descriptorFlagNext != 0 else { break }
+            guard count < size else { throw .chainTooLong(tableSize: UInt32(size)) }
+            position = advanced(position, &wrap)
+            descriptor = UnsafeRawPointer(descriptors + 16 * Int(position))
+            flags = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
+            count += 1
+        }
+        let id = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+        guard id < size else { throw .bufferIdOutOfRange(id: id, queueSize: size) }
+        guard buffers[Int(id)] == 0 else { throw .bufferIdInUse(id: id) }
+        buffers[Int(id)] = UInt32(start) | UInt32(count) << 16
+        availPosition = advanced(position, &wrap)
+        availWrap = wrap
+        popped += 1
+        writer.finish(chain, head: id)
+        return id
+    }
+}
