@@ -4,12 +4,15 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case null(NullOptions)
     /// TEST ONLY: the delay/fault-injection filter (QEMU's blkdebug, in short).
     case delay(DelayFilterOptions)
+    /// The I/O-limits filter (QEMU's throttle driver), over a node, in a throttle group.
+    case throttle(ThrottleFilterOptions)
 
     public var driverName: String {
         switch self {
         case .file: return "file"
         case .null: return "null-co"
         case .delay: return "x-delay"
+        case .throttle: return "throttle"
         }
     }
 
@@ -18,6 +21,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         switch self {
         case .file, .null: return []
         case .delay(let delay): return [delay.child]
+        case .throttle(let throttle): return [throttle.child]
         }
     }
 }
@@ -77,6 +81,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .file(let f): return f.readOnly
         case .null(let n): return n.readOnly
         case .delay: return false  // a filter is as writable as its child
+        case .throttle: return false
         }
     }
 }

@@ -12,6 +12,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var blockdevs: [BlockdevOptions] = []
     public var exports: [VhostUserBlkExportOptions] = []
     public var iothreads: [IOThreadObjectOptions] = []
+    /// `--object throttle-group`, before the throttle nodes that use them.
+    public var throttleGroups: [ThrottleGroupOptions] = []
     /// Every `--chardev`, including the ones `--qmp` creates (their ids start with `#`).
     public var chardevs: [SocketChardevOptions] = []
     /// QMP monitors, each with its chardev already looked up.
