@@ -129,8 +129,9 @@ extension BlockGraph {
         return child
     }
 
-    /// Throttle nodes built on `node`: a resize of `node` changes their size too.
-    func throttleParents(of node: BlockNode) -> [BlockNode] {
+    /// Throttle nodes built on `node`: a resize of `node` changes their size too, and a
+    /// mirror of `node` would miss the writes that go through them.
+    public func throttleParents(of node: BlockNode) -> [BlockNode] {
         node.parents.compactMap { nodes[$0] }.filter { $0.driver is ThrottleDriver }
     }
 }

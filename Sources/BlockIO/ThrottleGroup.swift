@@ -15,7 +15,7 @@ import Synchronization
 /// each queue with waiters has one timer, an io_uring timeout on its head request, armed
 /// for when the buckets will let the head go (at most `maxTimerNanoseconds`, so that new
 /// limits take effect soon; a queue waiting for another thread's older request looks again
-/// after `turnTimerNanoseconds`).
+/// when the buckets would allow a request, and at least `turnTimerNanoseconds` later).
 ///
 /// The state is behind a pthread mutex of this group only, held for a few bucket updates;
 /// nothing is allocated per request (the queues are lists through the requests' slots).
@@ -192,7 +192,10 @@ public final class ThrottleGroup: @unchecked Sendable {
     // MARK: under the mutex
 
     private func timer(for index: Int, isOldest: Bool, isWrite: Bool) -> Timer {
-        var wait = isOldest ? core.pointee.buckets.waitNanoseconds(isWrite: isWrite) : Self.turnTimerNanoseconds
+        // Nothing goes before the buckets allow it: a queue waiting for its turn need not look
+        // sooner, but then soon after (the oldest request may be released by then).
+        var wait = core.pointee.buckets.waitNanoseconds(isWrite: isWrite)
+        if !isOldest { wait = max(wait, Self.turnTimerNanoseconds) }
         wait = min(max(wait, Self.minTimerNanoseconds), Self.maxTimerNanoseconds)
         timeouts[index] = __kernel_timespec(tv_sec: Int64(wait / 1_000_000_000), tv_nsec: Int64(wait % 1_000_000_000))
         return Timer(request: queues[index].head!, timeout: timeouts + index)

@@ -151,6 +151,11 @@ def test_block_set_io_throttle_adds_and_removes_an_implicit_node(tmp_path):
                                                                 **throttle_args(device="exp0", iops=1))["desc"]
         # Revoked under a limit: both nodes close, the image (here null-co) is free.
         ok(client, "block_set_io_throttle", **throttle_args(iops=100))
+        # A mirror of the node under the limit would miss the writes through it: refused.
+        ok(client, "blockdev-add", driver="null-co", **{"node-name": "n9", "size": 64 << 20})
+        assert "is the file of throttle node '#throttle-exp0'" in error(client, "blockdev-mirror", **{
+            "job-id": "m0", "device": "n0", "target": "n9", "sync": "full"})["desc"]
+        ok(client, "blockdev-del", **{"node-name": "n9"})
         ok(client, "block-export-revoke", id="exp0")
         assert ok(client, "query-named-block-nodes") == []
     finally:
