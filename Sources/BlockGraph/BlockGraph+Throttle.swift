@@ -106,6 +106,11 @@ extension BlockGraph {
 
     private func removeImplicitThrottle(_ node: BlockNode, of backend: BlockBackend, below served: BlockNode) async throws(BlockError) {
         let group = (node.driver as? ThrottleDriver)?.group.name
+        // The drain waits for the requests the group holds back: an implicit group only this
+        // node uses lets them go first, so that lifting a too low limit never waits for it.
+        if let group, implicitThrottleGroups.contains(group), throttleNodes(inGroup: group) == [node.name] {
+            throttleGroups[group]?.setLimits(ThrottleLimits())
+        }
         try await withDrained([backend]) { () throws(BlockError) in try moveBackends([backend], from: node.name, to: served.name) }
         try closeNode(node.name)
         if let group { dropImplicitGroupIfUnused(group) }

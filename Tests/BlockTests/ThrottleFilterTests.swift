@@ -149,6 +149,30 @@ import Testing
     }
 }
 
+/// block_set_io_throttle with zero limits while requests wait at a very low limit: the
+/// implicit group lets them go before the drain, so the change does not wait for the limit.
+@Suite(.serialized) struct ThrottleRemovalTests {
+    @Test @ControlActor func zeroLimitsReleaseWaitingRequestsBeforeTheDrain() async throws {
+        let graph = BlockGraph()
+        try graph.openNode(BlockdevOptions(nodeName: NodeName("n"), driver: .null(NullOptions())))
+        let backend = try graph.createBackend(name: "exp0", node: NodeName("n"), permissions: [.consistentRead, .write])
+        try await graph.setIOThrottle(ThrottleFilterTests.iops(1), for: backend, group: nil)
+        let group = try #require(graph.throttleGroups["exp0"])
+        let thread = try IOThread(id: "t-throttle-remove", cpu: nil)
+        thread.start()
+        // At 1 per second these 8 would take about 8 s.
+        let handler = BatchHandler(backend: backend, context: thread.context, count: 8)
+        thread.post { thread in handler.start(id: thread.register(handler), operation: .read) }
+        while group.waitingRequests < 6 { usleep(1000) }
+        try await graph.setIOThrottle(ThrottleLimits(), for: backend, group: nil)
+        #expect(handler.completions.withLock { $0.map(\.slot) } == Array(0..<8))
+        #expect(graph.rootNode(of: backend)?.name == NodeName("n") && graph.throttleGroups.isEmpty)
+        await graph.deleteBackend(backend)
+        try graph.closeNode(NodeName("n"))
+        thread.stop()
+    }
+}
+
 extension ThrottleLimits {
     /// Invalid on purpose: a total and a read limit at once.
     var withTotalAndRead: ThrottleLimits {
