@@ -6,6 +6,8 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case delay(DelayFilterOptions)
     /// The I/O-limits filter (QEMU's throttle driver), over a node, in a throttle group.
     case throttle(ThrottleFilterOptions)
+    /// A Ceph RBD image (librbd, loaded at run time).
+    case rbd(RbdOptions)
 
     public var driverName: String {
         switch self {
@@ -13,13 +15,14 @@ public enum BlockDriverOptions: Sendable, Equatable {
         case .null: return "null-co"
         case .delay: return "x-delay"
         case .throttle: return "throttle"
+        case .rbd: return "rbd"
         }
     }
 
     /// Nodes this one is built on (a filter's `file`); they must exist when it opens.
     public var childNodeNames: [NodeName] {
         switch self {
-        case .file, .null: return []
+        case .file, .null, .rbd: return []
         case .delay(let delay): return [delay.child]
         case .throttle(let throttle): return [throttle.child]
         }
@@ -82,6 +85,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .null(let n): return n.readOnly
         case .delay: return false  // a filter is as writable as its child
         case .throttle: return false
+        case .rbd(let r): return r.readOnly
         }
     }
 }

@@ -68,6 +68,7 @@ extension BlockNode {
         case .delay(let delay): driver = try DelayFilterDriver.open(delay, node: name, nodes: nodes)
         case .throttle(let throttle):
             driver = try ThrottleDriver.open(throttle, node: name, nodes: nodes, groups: throttleGroups)
+        case .rbd(let rbd): driver = try RbdDriver.open(rbd, node: name, nodes: nodes)
         }
         if options.active {
             do throws(BlockError) {

@@ -39,6 +39,8 @@ public struct BlockRequest {
     public var throttleStage: UInt8 = 0
     public var throttleTicket: UInt64 = 0
     public var throttleNext: UnsafeMutablePointer<BlockRequest>? = nil
+    /// The rbd driver's: the result librbd gave, carried to `complete` by a NOP CQE.
+    public var driverResult: Int32 = 0
     public var bounce: UnsafeMutableRawPointer? = nil
     public var bounceCapacity = 0
     public var bounceInUse = false

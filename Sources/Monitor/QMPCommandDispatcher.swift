@@ -17,6 +17,7 @@ struct QMPCommandDispatcher {
         "blockdev-mirror", "query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete",
         "job-finalize", "job-dismiss", "blockdev-set-active",
         "qom-get", "qom-set", "block_set_io_throttle",
+        "query-blockstats",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -50,6 +51,7 @@ struct QMPCommandDispatcher {
         case "query-block-exports": return try commands.queryBlockExports(&arguments)
         case "query-named-block-nodes": return try commands.queryNamedBlockNodes(&arguments)
         case "query-iothreads": return try commands.queryIOThreads(&arguments)
+        case "query-blockstats": return try QMPStatsCommands(target: target).queryBlockStats(&arguments)
         case "object-add": return try commands.objectAdd(request.arguments)
         case "object-del": return try commands.objectDel(&arguments)
         case "x-queue-move": return try await commands.moveQueue(&arguments)

@@ -93,6 +93,10 @@ struct QMPTargetCommands {
         if arguments["qom-type"] == .string("throttle-group") {
             return try QMPThrottleCommands(target, command: "object-add").objectAdd(arguments)
         }
+        if case .string("secret")? = arguments["qom-type"] {
+            try target.secretAdd(try optionsFromJSON(arguments, with: secretObjectOptions))
+            return .emptyObject
+        }
         let options = try optionsFromJSON(arguments, with: iothreadObjectOptions)
         try target.objectAdd(options)
         return .emptyObject

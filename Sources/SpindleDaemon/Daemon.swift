@@ -29,6 +29,8 @@ public final class Daemon {
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
+    /// Each open rbd node's IOThread and completion watcher (Daemon+Rbd.swift keeps it).
+    var rbdBindings: [ObjectIdentifier: RbdBinding] = [:]
 
     /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
     ///   make the owner call `shutdown()`.
@@ -53,6 +55,7 @@ public final class Daemon {
                                                      pollGrow: object.pollGrow, pollShrink: object.pollShrink, sleepsInPoll: object.sleepsInPoll)
         }
         try addThrottleGroups(configuration)
+        try addSecrets(configuration.secrets)
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
         }

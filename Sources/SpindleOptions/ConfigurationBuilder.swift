@@ -66,15 +66,27 @@ struct ConfigurationBuilder {
     }
 
     mutating func addObject(_ text: String) throws(CommandLineError) {
+        if SecretParser.isSecret(text) { return try addSecret(text) }
         let object = try ObjectParser.parseAny(OptionReader(option: ObjectParser.option, text: text, impliedKey: "qom-type"))
         guard !configuration.iothreads.contains(where: { $0.id == object.id }),
-              !configuration.throttleGroups.contains(where: { $0.id == object.id }) else {
+              !configuration.throttleGroups.contains(where: { $0.id == object.id }),
+              !configuration.secrets.contains(where: { $0.id == object.id }) else {
             throw CommandLineError(option: ObjectParser.option, "object id '\(object.id)' is already used by an earlier --object (pick another id)")
         }
         switch object {
         case .iothread(let iothread): configuration.iothreads.append(iothread)
         case .throttleGroup(let group): configuration.throttleGroups.append(group)
         }
+    }
+
+    mutating func addSecret(_ text: String) throws(CommandLineError) {
+        let secret = try SecretParser.parse(text)
+        guard !configuration.secrets.contains(where: { $0.id == secret.id }),
+              !configuration.iothreads.contains(where: { $0.id == secret.id }),
+              !configuration.throttleGroups.contains(where: { $0.id == secret.id }) else {
+            throw CommandLineError(option: ObjectParser.option, "object id '\(secret.id)' is already used by an earlier --object (pick another id)")
+        }
+        configuration.secrets.append(secret)
     }
 
     mutating func addChardev(_ text: String) throws(CommandLineError) {

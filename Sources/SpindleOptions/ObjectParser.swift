@@ -20,7 +20,7 @@ struct ObjectParser {
             throw reader.missing("qom-type", hint: "write --object iothread,id=ID")
         }
         guard type == "iothread" else {
-            throw reader.error("unsupported object type '\(type)' (Spindle supports iothread and throttle-group, e.g. --object iothread,id=iot0)")
+            throw reader.error("unsupported object type '\(type)' (Spindle supports iothread, throttle-group and secret, e.g. --object iothread,id=iot0)")
         }
         try reader.rejectUnknownKeys(allowed: iothreadKeys, context: "iothread")
         var iothread = IOThreadObjectOptions(id: try reader.identifier("id", hint: "name the thread, e.g. id=iot0"))
