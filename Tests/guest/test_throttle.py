@@ -126,6 +126,9 @@ def test_block_set_io_throttle_adds_and_removes_an_implicit_node(tmp_path):
         nodes = {n["node-name"]: n["drv"] for n in ok(client, "query-named-block-nodes")}
         assert nodes == {"n0": "null-co", "#throttle-exp0": "throttle"}
         assert ok(client, "query-block-exports")[0]["node-name"] == "n0"
+        # query-blockstats names the node the export serves, as QEMU (legacy limits are no node).
+        [stats] = ok(client, "query-blockstats")
+        assert stats["node-name"] == "n0", stats
         assert limits_of(client, "exp0")["iops-total-max"] == 200
         result = bench(sock)
         assert result["errors"] == 0
