@@ -7,6 +7,8 @@
 #
 #   bench/malloc-count.sh                      # null-co, randread+randwrite, eventfd, QD 32
 #   IMAGE=file bench/malloc-count.sh           # a 256 MiB raw file on ext4 (page cache)
+#   THROTTLE=100000 bench/malloc-count.sh      # through a throttle node capped at that many
+#                                              # IOPS (requests wait in the group's queue)
 # Writes bench/results/malloc-count.md (OUT=... to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ RUNTIME=${RUNTIME:-8}
 IMAGE=${IMAGE:-null}
 OUT=${OUT:-bench/results/malloc-count.md}
 MIN_REQUESTS=${MIN_REQUESTS:-1000000}
+THROTTLE=${THROTTLE:-}
 bench_workdir WORK spindle-malloc-count
 
 bench_build always spindle spindle-bench >/dev/null
@@ -28,12 +31,18 @@ if [ "$IMAGE" = file ]; then
 else
     NODE="driver=null-co,node-name=n0,size=1G"
 fi
+EXPORTED=n0
+EXTRA=()
+if [ -n "$THROTTLE" ]; then
+    EXTRA=(--object "throttle-group,id=tg0,x-iops-total=$THROTTLE" --blockdev "driver=throttle,node-name=t0,throttle-group=tg0,file=n0")
+    EXPORTED=t0
+fi
 SOCK=$WORK/export.sock
 TABLE=$WORK/counts
 bench_start_backend "$WORK/spindle.log" \
     env MALLOC_COUNT_FILE="$TABLE" LD_PRELOAD="$WORK/malloc-count.so" taskset -c 1 "$BENCH_RELEASE/spindle" \
-    --blockdev "$NODE" \
-    --export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1
+    --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
+    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1
 bench_wait_socket "$SOCK" "$backend_pid" "$WORK/spindle.log" 5
 
 iothread_count() {
@@ -44,7 +53,7 @@ iothread_count() {
 {
 echo "# Heap allocations per request on the I/O path"
 echo
-echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
+echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME${THROTTLE:+, THROTTLE=$THROTTLE}), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
 echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
 echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
 echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."

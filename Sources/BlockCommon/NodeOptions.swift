@@ -4,6 +4,8 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case null(NullOptions)
     /// TEST ONLY: the delay/fault-injection filter (QEMU's blkdebug, in short).
     case delay(DelayFilterOptions)
+    /// The I/O-limits filter (QEMU's throttle driver), over a node, in a throttle group.
+    case throttle(ThrottleFilterOptions)
     /// A Ceph RBD image (librbd, loaded at run time).
     case rbd(RbdOptions)
 
@@ -12,6 +14,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         case .file: return "file"
         case .null: return "null-co"
         case .delay: return "x-delay"
+        case .throttle: return "throttle"
         case .rbd: return "rbd"
         }
     }
@@ -21,6 +24,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         switch self {
         case .file, .null, .rbd: return []
         case .delay(let delay): return [delay.child]
+        case .throttle(let throttle): return [throttle.child]
         }
     }
 }
@@ -80,6 +84,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .file(let f): return f.readOnly
         case .null(let n): return n.readOnly
         case .delay: return false  // a filter is as writable as its child
+        case .throttle: return false
         case .rbd(let r): return r.readOnly
         }
     }

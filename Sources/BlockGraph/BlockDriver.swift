@@ -57,7 +57,8 @@ public struct BlockNodeDisplay: Sendable, Equatable {
 
 extension BlockNode {
     /// Opens a node with the driver its options name (GS: control thread only).
-    static func open(_ options: BlockdevOptions, nodes: [NodeName: BlockNode]) throws(BlockError) -> BlockNode {
+    static func open(_ options: BlockdevOptions, nodes: [NodeName: BlockNode],
+                     throttleGroups: [String: ThrottleGroup] = [:]) throws(BlockError) -> BlockNode {
         ControlActor.preconditionOnControlThread("BlockNode.open")
         let name = options.nodeName
         let driver: any BlockDriver
@@ -65,6 +66,8 @@ extension BlockNode {
         case .file(let file): driver = try FileDriver.open(file, node: name, nodes: nodes)
         case .null(let null): driver = try NullDriver.open(null, node: name, nodes: nodes)
         case .delay(let delay): driver = try DelayFilterDriver.open(delay, node: name, nodes: nodes)
+        case .throttle(let throttle):
+            driver = try ThrottleDriver.open(throttle, node: name, nodes: nodes, groups: throttleGroups)
         case .rbd(let rbd): driver = try RbdDriver.open(rbd, node: name, nodes: nodes)
         }
         if options.active {

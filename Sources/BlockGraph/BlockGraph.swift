@@ -41,6 +41,10 @@ public final class BlockGraph {
     /// if the capacity changed meanwhile (BlockGraph+Activation.swift).
     var heldWhileInactive: [ObjectIdentifier: UInt64] = [:]
     private let logger = Logger(label: "spindle.block")
+    /// Throttle groups by id (BlockGraph+Throttle.swift).
+    public internal(set) var throttleGroups: [String: ThrottleGroup] = [:]
+    /// Groups block_set_io_throttle made; they go with their last throttle node.
+    var implicitThrottleGroups: Set<String> = []
 
     public init() {}
 
@@ -53,7 +57,7 @@ public final class BlockGraph {
         guard nodes[options.nodeName] == nil else {
             throw BlockError(errno: EEXIST, "node name '\(options.nodeName)' is already in use; choose another node-name")
         }
-        let node = try BlockNode.open(options, nodes: nodes)
+        let node = try BlockNode.open(options, nodes: nodes, throttleGroups: throttleGroups)
         nodes[options.nodeName] = node
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
         return node
@@ -125,6 +129,7 @@ public final class BlockGraph {
         guard let nodeName = attachments.removeValue(forKey: ObjectIdentifier(backend)) else { return }
         backend.setRoot(nil, permissions: [])
         nodes[nodeName]?.removeUser(backend)
+        closeImplicitThrottleIfUnused(nodeName)
         // Detached, its requests fail at once instead of waiting for an activation: the
         // caller's drain (still held) is the one whose end lets the queues run again.
         if heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) != nil { _ = backend.endQuiesce() }
@@ -153,7 +158,9 @@ public final class BlockGraph {
         ControlActor.preconditionOnControlThread("resize")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
         if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
-        try checkNoFilters(on: node, action: "resize")
+        // Throttle filters above it only pass its size on: their users are drained too.
+        let throttles = throttleParents(of: node)
+        if throttles.count != node.parents.count { try checkNoFilters(on: node, action: "resize") }
         guard node.isActive else {
             throw BlockError(errno: EPERM, "Permission 'resize' unavailable on inactive node '\(name)' (activate it first with blockdev-set-active)")
         }
@@ -164,7 +171,7 @@ public final class BlockGraph {
             below += below[index].children
             index += 1
         }
-        let affected = below.flatMap { self.users(of: $0.name) }
+        let affected = (below + throttles).flatMap { self.users(of: $0.name) }
         let oldSize = node.length
         try await withDrained(affected) { () throws(BlockError) in try node.resize(to: size) }
         var notified: [String] = []
@@ -188,7 +195,8 @@ public final class BlockGraph {
     @discardableResult
     public func revoke(_ backend: BlockBackend) async -> NodeName? {
         ControlActor.preconditionOnControlThread("revoke")
-        let nodeName = attachments[ObjectIdentifier(backend)]
+        // The node it serves: below its implicit throttle node (which detach closes) if any.
+        let nodeName = servedNode(of: backend)?.name ?? attachments[ObjectIdentifier(backend)]
         let closed = await withDrained([backend]) { () -> NodeName? in
             detach(backend)
             guard let nodeName, nodes[nodeName]?.userCount == 0, (try? closeNode(nodeName)) != nil else { return nil }

@@ -33,6 +33,12 @@ public struct BlockRequest {
     /// mirror filter can sit above an x-delay node.
     public var holdStage: UInt8 = 0
     public var heldResult: Int32 = 0
+    /// The throttle filter's own: where the request is (waiting, its timer, released), its
+    /// place in the group's arrival order, and the next request waiting on the same IOThread
+    /// (the wait queue is a list through the requests' slots: nothing allocated).
+    public var throttleStage: UInt8 = 0
+    public var throttleTicket: UInt64 = 0
+    public var throttleNext: UnsafeMutablePointer<BlockRequest>? = nil
     /// The rbd driver's: the result librbd gave, carried to `complete` by a NOP CQE.
     public var driverResult: Int32 = 0
     public var bounce: UnsafeMutableRawPointer? = nil

@@ -50,6 +50,10 @@ public final class MirrorJob {
             throw JobError("Node '\(node.name)' is busy: \(node.blocker!)")
         }
         guard source !== target else { throw JobError("Can't mirror node into itself") }
+        // Writes through a throttle node above the source would bypass the mirror's filter.
+        if let filter = graph.throttleParents(of: source).first {
+            throw JobError("Node '\(source.name)' is the file of throttle node '\(filter.name)'; mirror '\(filter.name)' instead")
+        }
         let targetUsers = graph.users(of: target.name)
         guard targetUsers.isEmpty else {
             // Someone else writing the target would be overwritten by the copy, or corrupt it.

@@ -20,7 +20,11 @@ func fuzzQMP(_ input: UnsafeRawBufferPointer) {
         switch command {
         case "blockdev-add": _ = try? blockdevOptions(fromJSONObject: arguments)
         case "block-export-add": _ = try? exportOptions(fromJSONObject: arguments)
-        case "object-add": _ = try? iothreadObjectOptions(fromJSONObject: arguments)
+        case "object-add":
+            _ = try? iothreadObjectOptions(fromJSONObject: arguments)
+            _ = try? objectOptions(fromJSONObject: arguments)
+        case "qom-set":
+            if case .object(let value)? = arguments["value"] { _ = try? throttleLimits(fromJSONObject: value) }
         default: break
         }
     }

@@ -16,6 +16,7 @@ struct QMPCommandDispatcher {
         "human-monitor-command", "object-add", "object-del", "x-queue-move",
         "blockdev-mirror", "query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete",
         "job-finalize", "job-dismiss", "blockdev-set-active",
+        "qom-get", "qom-set", "block_set_io_throttle",
         "query-blockstats",
     ]
 
@@ -59,6 +60,10 @@ struct QMPCommandDispatcher {
         case let name where JobCommand(rawValue: name) != nil:
             return try QMPJobCommands(target: target).job(JobCommand(rawValue: name)!, &arguments)
         case "human-monitor-command": return try await HumanMonitorCommand.run(&arguments, target: target)
+        case "qom-get": return try QMPThrottleCommands(target, command: request.command).qomGet(&arguments)
+        case "qom-set": return try QMPThrottleCommands(target, command: request.command).qomSet(&arguments)
+        case "block_set_io_throttle":
+            return try await QMPThrottleCommands(target, command: request.command).blockSetIOThrottle(&arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

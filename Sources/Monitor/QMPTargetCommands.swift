@@ -90,6 +90,9 @@ struct QMPTargetCommands {
     /// object-add: QEMU's shape, {"qom-type": "iothread", "id": ..., poll-max-ns ...}.
     func objectAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
         for key in ["qom-type", "id"] { try requireString(key, in: arguments) }
+        if arguments["qom-type"] == .string("throttle-group") {
+            return try QMPThrottleCommands(target, command: "object-add").objectAdd(arguments)
+        }
         if case .string("secret")? = arguments["qom-type"] {
             try target.secretAdd(try optionsFromJSON(arguments, with: secretObjectOptions))
             return .emptyObject

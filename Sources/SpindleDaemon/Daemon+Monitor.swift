@@ -60,7 +60,7 @@ extension Daemon: MonitorCommandTarget {
             guard graph.nodes[node] != nil else { throw QMPError(.genericError, "Cannot find device='' nor node-name='\(name)'") }
         case .device(let id):
             guard let export = export(id: id) else { throw QMPError(.deviceNotFound, "Device '\(id)' not found") }
-            guard let root = graph.rootNode(of: export.backend) else {
+            guard let root = graph.servedNode(of: export.backend) else {
                 throw QMPError(.genericError, "Device '\(id)' has no medium (it was revoked)")
             }
             node = root.name
@@ -83,7 +83,7 @@ extension Daemon: MonitorCommandTarget {
     public func queryBlockExports() -> [BlockExportInfo] {
         // The node each export uses now (a mirror's pivot moves it), else the one it was given.
         exports.map { export in
-            let node = graph.rootNode(of: export.backend)?.name ?? export.options.nodeName
+            let node = graph.servedNode(of: export.backend)?.name ?? export.options.nodeName
             return BlockExportInfo(id: export.options.id, nodeName: "\(node)", shuttingDown: export.isShuttingDown)
         }
     }
@@ -98,7 +98,7 @@ extension Daemon: MonitorCommandTarget {
     }
 
     public func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError) {
-        guard iothreads[options.id] == nil else { throw QMPError(.genericError, "attempt to add duplicate property '\(options.id)' to object (type 'container')") }
+        guard iothreads[options.id] == nil, graph.throttleGroups[options.id] == nil else { throw QMPError(.genericError, "attempt to add duplicate property '\(options.id)' to object (type 'container')") }
         do {
             iothreads[options.id] = try startIOThread(id: options.id, cpu: options.cpu, pollMaxNs: options.pollMaxNs,
                                                       pollGrow: options.pollGrow, pollShrink: options.pollShrink, sleepsInPoll: options.sleepsInPoll)
@@ -108,6 +108,7 @@ extension Daemon: MonitorCommandTarget {
     }
 
     public func objectDel(id: String) throws(QMPError) {
+        if try deleteThrottleGroupObject(id: id) { return }
         if try secretDel(id: id) { return }
         guard let thread = iothreads[id] else { throw QMPError(.genericError, "object '\(id)' not found") }
         if let user = exports.first(where: { $0.options.namedIOThreads.contains(id) }) {

@@ -16,7 +16,7 @@ extension Daemon {
                 BlockQueueStats(queue: index, iothread: placements.placement(of: QueueKey(export: id, queue: index))?.thread,
                                 stats: stats)
             }
-            return BlockExportStats(exportID: id, nodeName: graph.rootNode(of: export.backend).map { "\($0.name)" },
+            return BlockExportStats(exportID: id, nodeName: graph.servedNode(of: export.backend).map { "\($0.name)" },
                                     queues: queues)
         }
         let nodeStats = graph.nodes.values.map { "\($0.name)" }.sorted().map { name in

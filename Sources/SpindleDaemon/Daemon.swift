@@ -54,6 +54,7 @@ public final class Daemon {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
                                                      pollGrow: object.pollGrow, pollShrink: object.pollShrink, sleepsInPoll: object.sleepsInPoll)
         }
+        try addThrottleGroups(configuration)
         try addSecrets(configuration.secrets)
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)

@@ -46,8 +46,10 @@ struct BlockdevParser {
             return Result(blockdev: try RbdParser.parse(reader, nodeNameHint: nodeNameHint))
         case "x-delay":
             return Result(blockdev: try DelayFilterParser.parse(reader, nodeNameHint: nodeNameHint))
+        case "throttle":
+            return Result(blockdev: try ThrottleFilterParser.parse(reader, nodeNameHint: nodeNameHint))
         default:
-            throw reader.error("unsupported driver '\(driver)' (Spindle supports \(OptionReader.orList(drivers)), and x-delay for tests)")
+            throw reader.error("unsupported driver '\(driver)' (Spindle supports \(OptionReader.orList(drivers)), the throttle filter, and x-delay for tests)")
         }
     }
 

@@ -29,6 +29,10 @@ struct ConfigurationBuilder {
             throw CommandLineError(option: BlockdevParser.option, subject: "node-name=\(name)",
                                    "node '\(child)' does not exist (define it with an earlier --blockdev)")
         }
+        if case .throttle(let throttle) = result.blockdev.driver, !configuration.throttleGroups.contains(where: { $0.id == throttle.group }) {
+            throw CommandLineError(option: BlockdevParser.option, subject: "node-name=\(name)",
+                                   "throttle group '\(throttle.group)' does not exist (define it with an earlier --object throttle-group,id=\(throttle.group))")
+        }
         configuration.blockdevs.append(result.blockdev)
         configuration.notes += result.notes
     }
@@ -63,20 +67,23 @@ struct ConfigurationBuilder {
 
     mutating func addObject(_ text: String) throws(CommandLineError) {
         if SecretParser.isSecret(text) { return try addSecret(text) }
-        let iothread = try ObjectParser.parse(text)
-        guard !configuration.iothreads.contains(where: { $0.id == iothread.id }) else {
-            throw CommandLineError(option: ObjectParser.option, "object id '\(iothread.id)' is already used by an earlier --object (pick another id)")
+        let object = try ObjectParser.parseAny(OptionReader(option: ObjectParser.option, text: text, impliedKey: "qom-type"))
+        guard !configuration.iothreads.contains(where: { $0.id == object.id }),
+              !configuration.throttleGroups.contains(where: { $0.id == object.id }),
+              !configuration.secrets.contains(where: { $0.id == object.id }) else {
+            throw CommandLineError(option: ObjectParser.option, "object id '\(object.id)' is already used by an earlier --object (pick another id)")
         }
-        guard !configuration.secrets.contains(where: { $0.id == iothread.id }) else {
-            throw CommandLineError(option: ObjectParser.option, "object id '\(iothread.id)' is already used by an earlier --object (pick another id)")
+        switch object {
+        case .iothread(let iothread): configuration.iothreads.append(iothread)
+        case .throttleGroup(let group): configuration.throttleGroups.append(group)
         }
-        configuration.iothreads.append(iothread)
     }
 
     mutating func addSecret(_ text: String) throws(CommandLineError) {
         let secret = try SecretParser.parse(text)
         guard !configuration.secrets.contains(where: { $0.id == secret.id }),
-              !configuration.iothreads.contains(where: { $0.id == secret.id }) else {
+              !configuration.iothreads.contains(where: { $0.id == secret.id }),
+              !configuration.throttleGroups.contains(where: { $0.id == secret.id }) else {
             throw CommandLineError(option: ObjectParser.option, "object id '\(secret.id)' is already used by an earlier --object (pick another id)")
         }
         configuration.secrets.append(secret)

@@ -12,6 +12,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var blockdevs: [BlockdevOptions] = []
     public var exports: [VhostUserBlkExportOptions] = []
     public var iothreads: [IOThreadObjectOptions] = []
+    /// `--object throttle-group`, before the throttle nodes that use them.
+    public var throttleGroups: [ThrottleGroupOptions] = []
     /// `--object secret,...` (keys for rbd nodes), created before any node opens.
     public var secrets: [SecretObjectOptions] = []
     /// Every `--chardev`, including the ones `--qmp` creates (their ids start with `#`).

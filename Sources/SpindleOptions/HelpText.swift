@@ -57,6 +57,13 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            ENOSPC, EINVAL, ENOMEM, EROFS, EPERM, EACCES,
                            ETIMEDOUT, ENOTSUP or EDQUOT
 
+  --blockdev driver=throttle,node-name=<name>,throttle-group=<id>,file=<node>
+                         I/O limits: a filter over node <node> (defined before)
+                           whose reads and writes share the limits of
+                           --object throttle-group <id> with every other
+                           throttle node of that group; over the limit they
+                           wait in order (flushes are not limited)
+
   --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
                          a UNIX socket for a QMP monitor (--monitor);
                          wait=on (the default, as QEMU) blocks startup until a
@@ -110,6 +117,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            block jobs: blockdev-mirror (sync=full, live move of
                            a disk to a new image, pivot on job-complete),
                            query-jobs, job-pause, job-resume, job-cancel,
+                           job-complete, job-finalize, job-dismiss (README);
+                           I/O limits: qom-get/qom-set of a throttle group's
+                           limits, block_set_io_throttle (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes
@@ -125,6 +135,15 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            grows and shrinks (default 2 and reset to 0)
                          x-sleep=poll: sleep in poll(2), not io_uring_enter
                            (for profiling under valgrind only)
+  --object [qom-type=]throttle-group,id=<id>[,limits.<limit>=<n>...]
+                         I/O limits shared by the throttle nodes of group <id>
+                           (QEMU's names; also x-<limit>=<n>); <limit> is
+                           iops-total, iops-read, iops-write (operations/s),
+                           bps-total, bps-read, bps-write (bytes/s), each with
+                           -max (burst rate) and -max-length (seconds of burst,
+                           default 1), and iops-size (larger requests count as
+                           several operations); 0 or absent: no limit.
+                           Changed at run time with QMP qom-set (README)
 
   --object [qom-type=]secret,id=<id>,data=<text>|file=<path>[,format=raw|base64]
                          a secret (an rbd key-secret), as QEMU's; format=base64

@@ -16,6 +16,22 @@ public func iothreadObjectOptions(fromJSONObject object: OptionObject) throws(Co
     try parseJSONObject(object, with: ObjectParser.parse)
 }
 
+/// object-add's JSON: an iothread or a throttle group.
+public func objectOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> ObjectOptions {
+    try parseJSONObject(object, with: ObjectParser.parseAny)
+}
+
+/// qom-set's `limits` value on a throttle group: the `limits` object's keys, each replacing
+/// the member of `base` it names (as QEMU's throttle_group_set_limits); the result checked.
+public func throttleLimits(fromJSONObject object: OptionObject, over base: ThrottleLimits = ThrottleLimits()) throws(CommandLineError) -> ThrottleLimits {
+    try parseJSONObject(object) { reader throws(CommandLineError) in
+        try reader.rejectUnknownKeys(allowed: ThrottleGroupParser.limitKeys(prefix: ""), context: "limits")
+        let limits = try ThrottleGroupParser.parseLimits(reader, prefix: "", over: base)
+        if let problem = limits.validationError { throw reader.error(problem) }
+        return limits
+    }
+}
+
 /// object-add with qom-type secret.
 public func secretObjectOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> SecretObjectOptions {
     try parseJSONObject(object, with: SecretParser.parse)

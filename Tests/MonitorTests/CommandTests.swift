@@ -186,7 +186,7 @@ import Testing
             (#"{"execute": "query-iothreads", "arguments": {"x": 1}}"#, Self.error("Parameter 'x' is unexpected")),
             (#"{"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "io1", "poll-max-ns": 0}}"#, #"{"return": {}}"#),
             (#"{"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "m"}}"#,
-             Self.error("unsupported object type 'memory-backend-ram' (Spindle supports only iothread, e.g. --object iothread,id=iot0)")),
+             Self.error("unsupported object type 'memory-backend-ram' (Spindle supports iothread, throttle-group and secret, e.g. --object iothread,id=iot0)")),
             (#"{"execute": "object-add", "arguments": {"qom-type": "iothread"}}"#, Self.error("Parameter 'id' is missing")),
             (#"{"execute": "object-del", "arguments": {"id": "io1"}}"#, #"{"return": {}}"#),
         ])
