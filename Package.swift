@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "FrontendTests", dependencies: ["SpindleTestSupport", "VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         // One entry point per fuzz target (hostile-input parsers); Fuzz/ wraps them for libFuzzer,
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
-        .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
+        .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle", "Qcow2Format"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
         // What the test suites share (only test targets depend on it): a driver-side mock of a
         // split virtqueue in test memory, a QMP line client, temporary directories, threads for
@@ -86,6 +86,10 @@ let package = Package(
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
         .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        // qcow2's on-disk format, pure: header, extensions, features, table layout checks, L1/L2
+        // and refcount entry decoding. Below BlockIO and BlockGraph, which both read images.
+        .target(name: "Qcow2Format"),
+        .testTarget(name: "Qcow2FormatTests", dependencies: ["Qcow2Format"]),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],
