@@ -36,7 +36,7 @@ let package = Package(
         // block layer: it knows nothing of block devices.
         .target(name: "IOThreads", dependencies: ["ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
-        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads"], swiftSettings: hotPath),
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads", "Qcow2Format", "CQcow2Zlib"], swiftSettings: hotPath),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings, and the
         // device-agnostic backend session (control thread) with its device and queue protocols.
         .target(name: "VhostUser", dependencies: ["IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
@@ -49,7 +49,7 @@ let package = Package(
         // and the device as the vhost-user session sees it.
         .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
-        .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", "Qcow2Format", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
         .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", "IOThreads", log], swiftSettings: gnuSource),
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
@@ -90,6 +90,8 @@ let package = Package(
         // and refcount entry decoding. Below BlockIO and BlockGraph, which both read images.
         .target(name: "Qcow2Format"),
         .testTarget(name: "Qcow2FormatTests", dependencies: ["Qcow2Format"]),
+        // zlib's raw inflate for compressed qcow2 clusters, allocating from a caller's arena.
+        .target(name: "CQcow2Zlib", linkerSettings: [.linkedLibrary("z")]),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],

@@ -4,12 +4,14 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case null(NullOptions)
     /// TEST ONLY: the delay/fault-injection filter (QEMU's blkdebug, in short).
     case delay(DelayFilterOptions)
+    case qcow2(Qcow2Options)
 
     public var driverName: String {
         switch self {
         case .file: return "file"
         case .null: return "null-co"
         case .delay: return "x-delay"
+        case .qcow2: return "qcow2"
         }
     }
 
@@ -18,6 +20,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         switch self {
         case .file, .null: return []
         case .delay(let delay): return [delay.child]
+        case .qcow2(let qcow2): return qcow2.childNodeNames
         }
     }
 }
@@ -77,6 +80,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .file(let f): return f.readOnly
         case .null(let n): return n.readOnly
         case .delay: return false  // a filter is as writable as its child
+        case .qcow2(let q): return q.readOnly
         }
     }
 }
