@@ -52,6 +52,12 @@ public struct BlockNodeDisplay: Sendable, Equatable {
     public var file: String
     public var cacheDirect = false
     public var cacheNoFlush = false
+    /// An image format's own (qcow2): its cluster size, and its backing file (as opened),
+    /// that file's format and the depth of the chain below the node.
+    public var clusterSize: UInt64?
+    public var backingFile: String?
+    public var backingFormat: String?
+    public var backingDepth = 0
     public init(file: String) { self.file = file }
 }
 

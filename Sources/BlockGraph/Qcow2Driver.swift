@@ -156,5 +156,12 @@ final class Qcow2Driver: BlockDriver {
     func flushToDisk() throws(BlockError) {}
     func refreshLength() -> Bool { false }
 
-    var display: BlockNodeDisplay { BlockNodeDisplay(file: filename) }
+    var display: BlockNodeDisplay {
+        var shown = BlockNodeDisplay(file: filename)
+        shown.clusterSize = header.clusterSize
+        shown.backingFile = backingDisplay?.filename
+        shown.backingFormat = backingDisplay?.format
+        shown.backingDepth = backingDisplay?.depth ?? 0
+        return shown
+    }
 }

@@ -235,3 +235,41 @@ def test_hostile_l2_entry_gives_an_io_error_not_a_crash(tmp_path):
         assert backend.alive()
     finally:
         backend.stop()
+
+
+def test_blockdev_add_over_qmp_shows_the_chain_and_releases_it(tmp_path):
+    from interactive import ok, spindle_qmp, wait_event
+
+    base = create(tmp_path / "base.qcow2", size=4 * MiB)
+    mid = create(tmp_path / "mid.qcow2", size=4 * MiB, backing=base)
+    top = create(tmp_path / "top.qcow2", size=4 * MiB, backing=mid, cluster_size=4096)
+    qmp = tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle-qmp")
+    try:
+        backend.start(["--qmp", str(qmp)], qmp)
+        client = spindle_qmp(qmp)
+        reply = client.cmd_raw("blockdev-add", {"driver": "qcow2", "node-name": "d0",
+                                                "file": {"driver": "file", "filename": str(top)}})
+        assert "writing qcow2 images is not implemented yet" in reply["error"]["desc"]
+        ok(client, "blockdev-add", **{"driver": "qcow2", "node-name": "d0", "read-only": True,
+                                      "file": {"driver": "file", "filename": str(top)}})
+        node = {n["node-name"]: n for n in ok(client, "query-named-block-nodes")}["d0"]
+        assert node["drv"] == "qcow2" and node["ro"] is True and node["file"] == str(top)
+        assert node["image"]["virtual-size"] == 4 * MiB and node["image"]["cluster-size"] == 4096
+        assert node["backing_file"] == str(mid) and node["backing_file_depth"] == 2
+        assert node["image"]["backing-filename-format"] == "qcow2"
+        # While exported, every image of the chain is locked against writers (as QEMU's).
+        sock = tmp_path / "e0.sock"
+        ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "d0",
+                                           "addr": {"type": "unix", "path": str(sock)}})
+        for image in (top, mid, base):
+            denied = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write 0 4k", str(image)], capture_output=True, text=True)
+            assert denied.returncode != 0 and "lock" in denied.stderr, f"{image.name}: {denied.stdout}{denied.stderr}"
+        ok(client, "block-export-del", id="e0")
+        wait_event(client, "BLOCK_EXPORT_DELETED")
+        ok(client, "blockdev-del", **{"node-name": "d0"})
+        assert ok(client, "query-named-block-nodes") == []
+        write(base, "write -P 0x1 0 4k")  # the chain's locks went with the node
+        client.close()
+    finally:
+        backend.stop()
