@@ -273,3 +273,34 @@ def test_blockdev_add_over_qmp_shows_the_chain_and_releases_it(tmp_path):
         client.close()
     finally:
         backend.stop()
+
+
+def test_two_iothreads_share_a_tiny_l2_cache(tmp_path):
+    """Two exports of one node on two IOThreads, read at once: every request misses the
+    four-table cache and both threads fill and read the same slots; both reads must still
+    equal qemu-img's."""
+    image = create(tmp_path / "shared.qcow2", cluster_size=512)  # 256 L2 tables for 8 MiB
+    patterns(image, 512)
+    write(image, f"write -P 0x77 {5 * MiB} 1M")
+    ref = reference(image, tmp_path)
+    socks = [tmp_path / "a.sock", tmp_path / "b.sock"]
+    backend = Backend(SPINDLE, tmp_path, "spindle-shared")
+    blockdev = json.dumps({"driver": "qcow2", "node-name": "d0", "read-only": True, "l2-cache-size": 2048,
+                           "file": {"driver": "file", "filename": str(image)}})
+    try:
+        backend.start(["--object", "iothread,id=iot0", "--object", "iothread,id=iot1", "--blockdev", blockdev,
+                       "--export", f"vhost-user-blk,id=a,node-name=d0,iothread=iot0,addr.type=unix,addr.path={socks[0]}",
+                       "--export", f"vhost-user-blk,id=b,node-name=d0,iothread=iot1,addr.type=unix,addr.path={socks[1]}"],
+                      socks[1])
+        dumps = [tmp_path / "a.dump", tmp_path / "b.dump"]
+        readers = [subprocess.Popen([str(BENCH), "--socket", str(sock), "--dump", str(out), "--bs", str(bs)],
+                                    stderr=subprocess.PIPE, text=True)
+                   for sock, out, bs in zip(socks, dumps, (64 * KiB, 36 * KiB))]
+        for reader in readers:
+            _, err = reader.communicate(timeout=300)
+            assert reader.returncode == 0, err
+        assert backend.alive()
+    finally:
+        backend.stop()
+    for dump in dumps:
+        assert_same(dump.read_bytes(), ref)
