@@ -61,7 +61,12 @@ final class Qcow2Driver: BlockDriver {
             guard let cache = Qcow2L2Cache(bytes: cacheBytes, tableBytes: Int(read.layout.clusterSize)) else {
                 throw BlockError(errno: ENOMEM, "\(subject): cannot map \(cacheBytes) bytes for the L2 cache (lower l2-cache-size)")
             }
-            let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache, backing: backing.io)
+            let logger = chain.logger
+            let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,
+                             backing: backing.io) { [subject, filename] guestOffset, problem in
+                // Called once, from the IOThread that met it; later ones are only counted.
+                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); reads there fail with EIO, further errors are not logged; check the image with qemu-img check")
+            }
             driver = Qcow2Driver(node: node, file: file, backing: backing.child, image: io, filename: filename,
                                  header: read.header, backingDisplay: backing.display)
             if read.corruptL1Entries > 0 {

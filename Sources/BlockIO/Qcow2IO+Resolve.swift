@@ -8,7 +8,7 @@ enum Qcow2Piece {
     /// The L2 table at `tableOffset` of the layer `depth` must be read first.
     case loadTable(depth: UInt8, fd: Int32, l1Index: UInt64, tableOffset: UInt64)
     case compressed(fd: Int32, clusterBits: UInt32, hostOffset: UInt64, byteCount: UInt64, offsetInCluster: UInt64, count: UInt64)
-    case corrupt
+    case corrupt(Qcow2EntryProblem)
 }
 
 extension Qcow2IO {
@@ -31,7 +31,7 @@ extension Qcow2IO {
                     if position >= size { return .zeroes(count: limit) }
                     return .read(fd: file.fd, hostOffset: position, count: min(limit, size - position))
                 case .qcow2(let next):
-                    guard depth < UInt8.max - 1 else { return .corrupt }  // chains are limited far below this at open
+                    guard depth < UInt8.max - 1 else { return .corrupt(.corruptL1Entry) }  // chains are limited far below this at open
                     depth += 1
                     switch next.resolveHere(position, span: limit, depth: depth, request: request) {
                     case .piece(let piece): return piece
@@ -64,7 +64,7 @@ extension Qcow2IO {
         let inFirstCluster = min(wanted, clusterSize - offsetInCluster)
         let l1Index = position >> (clusterBits + UInt64(layout.l2Bits))
         let tableOffset = l2TableOffset(l1Index)
-        if tableOffset == Self.corruptL1 { return .piece(.corrupt) }
+        if tableOffset == Self.corruptL1 { return .piece(.corrupt(.corruptL1Entry)) }
         if tableOffset == 0 { return .belowThisLayer(count: inFirstCluster) }
         let index = Int((position >> clusterBits) & ((1 << UInt64(layout.l2Bits)) - 1))
         guard let raw = l2Entry(l1Index: l1Index, index: index, depth: depth, request: request) else {
@@ -92,8 +92,8 @@ extension Qcow2IO {
             return .piece(.compressed(fd: fd, clusterBits: layout.clusterBits, hostOffset: hostOffset,
                                       byteCount: min(byteCount, layout.fileLength - hostOffset),
                                       offsetInCluster: offsetInCluster, count: inFirstCluster))
-        case .corrupt:
-            return .piece(.corrupt)
+        case .corrupt(let problem):
+            return .piece(.corrupt(problem))
         }
     }
 

@@ -30,14 +30,18 @@ public final class Qcow2IO: BlockDriverIO {
     nonisolated(unsafe) private let l1: UnsafeMutablePointer<UInt64>
     public let cache: Qcow2L2Cache
     public let backing: Qcow2Backing
-    /// How many requests failed on corrupt metadata (the GS side reports it).
+    /// How many requests failed on corrupt metadata; the first one is reported (logged by
+    /// the GS side's closure: once per image, so the error path allocates once at most).
     public let corruptionsSeen = Atomic<UInt64>(0)
+    private let reportCorruption: @Sendable (_ guestOffset: UInt64, _ problem: Qcow2EntryProblem) -> Void
 
     public static let corruptL1: UInt64 = .max
     /// The largest cluster of the qcow2 layers from here down: the scratch regions' size.
     let chainClusterSize: Int
 
-    public init(layout: Qcow2Layout, fd: Int32, l2TableOffsets: [UInt64], cache: Qcow2L2Cache, backing: Qcow2Backing) {
+    public init(layout: Qcow2Layout, fd: Int32, l2TableOffsets: [UInt64], cache: Qcow2L2Cache, backing: Qcow2Backing,
+                reportCorruption: @escaping @Sendable (_ guestOffset: UInt64, _ problem: Qcow2EntryProblem) -> Void) {
+        self.reportCorruption = reportCorruption
         self.layout = layout
         self.fd = fd
         l1 = .allocate(capacity: max(1, l2TableOffsets.count))
@@ -89,11 +93,11 @@ public final class Qcow2IO: BlockDriverIO {
             request.pointee.formatDone += piece
         case Self.stageLoadingTable:
             guard let layer = layer(at: request.pointee.formatTableDepth), UInt64(result) == layer.layout.clusterSize else {
-                return corruption()
+                return corruption(request, .pastEndOfFile)
             }
             layer.cache.insert(l1Index: request.pointee.formatTableIndex, table: Qcow2Pieces.table(request))
         case Self.stageReadingCompressed:
-            guard inflateCluster(request, compressedBytes: Int(result)) else { return corruption() }
+            guard inflateCluster(request, compressedBytes: Int(result)) else { return corruption(request, .compressedDataInvalid) }
         default:
             return -EIO  // a CQE we did not ask for
         }
@@ -121,15 +125,18 @@ public final class Qcow2IO: BlockDriverIO {
                 request.pointee.formatClusterBits = UInt8(clusterBits)
                 return submitCompressedRead(request, fd: dataFD, hostOffset: hostOffset, byteCount: byteCount,
                                             offsetInCluster: offsetInCluster, count: count, on: context)
-            case .corrupt:
-                return .done(corruption())
+            case .corrupt(let problem):
+                return .done(corruption(request, problem))
             }
         }
         return .done(Int32(truncatingIfNeeded: total))
     }
 
-    private func corruption() -> Int32 {
-        corruptionsSeen.wrappingAdd(1, ordering: .relaxed)
+    /// Fails the request with EIO; the image's first such failure is reported.
+    private func corruption(_ request: UnsafeMutablePointer<BlockRequest>, _ problem: Qcow2EntryProblem) -> Int32 {
+        if corruptionsSeen.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
+            reportCorruption(request.pointee.offset + request.pointee.formatDone, problem)
+        }
         return -EIO
     }
 

@@ -22,6 +22,10 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
     case pointsIntoHeader
     case pointsIntoMetadata
     case pastEndOfFile
+    /// Found on the data path rather than in an entry: an L1 entry already refused at open,
+    /// compressed bytes that do not inflate to a whole cluster.
+    case corruptL1Entry
+    case compressedDataInvalid
 
     public var description: String {
         switch self {
@@ -30,6 +34,8 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
         case .pointsIntoHeader: return "it points into the header cluster"
         case .pointsIntoMetadata: return "it points into the L1 or refcount table"
         case .pastEndOfFile: return "it points past the end of the file"
+        case .corruptL1Entry: return "the L1 entry mapping it is corrupt"
+        case .compressedDataInvalid: return "its compressed data does not inflate to a whole cluster"
         }
     }
 }

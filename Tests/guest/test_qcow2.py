@@ -233,6 +233,8 @@ def test_hostile_l2_entry_gives_an_io_error_not_a_crash(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and "status 1" in result.stderr  # VIRTIO_BLK_S_IOERR
         assert backend.alive()
+        log = (tmp_path / "spindle-hostile.log").read_text()
+        assert "qcow2 node 'd0'" in log and "corrupt metadata at guest offset 0" in log and "L1 or refcount table" in log, log
     finally:
         backend.stop()
 
