@@ -36,7 +36,7 @@ let package = Package(
         // block layer: it knows nothing of block devices.
         .target(name: "IOThreads", dependencies: ["ControlThread", "CSpindle", log], swiftSettings: hotPath),
         // I/O API: callable from any IOThread. Never imports BlockGraph.
-        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads"], swiftSettings: hotPath),
+        .target(name: "BlockIO", dependencies: ["BlockCommon", "ControlThread", "CSpindle", "IOThreads", "Qcow2Format", "CQcow2Zlib"], swiftSettings: hotPath),
         // vhost-user protocol: message codec, fd passing, guest memory, split rings, and the
         // device-agnostic backend session (control thread) with its device and queue protocols.
         .target(name: "VhostUser", dependencies: ["IOThreads", "ControlThread", "CSpindle", log], swiftSettings: hotPath),
@@ -49,7 +49,7 @@ let package = Package(
         // and the device as the vhost-user session sees it.
         .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log, "BlockCommon"], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
-        .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
+        .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", "Qcow2Format", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
         .target(name: "BlockJobs", dependencies: ["BlockGraph", "BlockIO", "BlockCommon", "ControlThread", "CSpindle", "IOThreads", log], swiftSettings: gnuSource),
         .testTarget(name: "BlockJobsTests", dependencies: ["BlockJobs", "BlockGraph", "BlockIO", "BlockCommon", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "FrontendTests", dependencies: ["SpindleTestSupport", "VhostUserFrontend", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
         // One entry point per fuzz target (hostile-input parsers); Fuzz/ wraps them for libFuzzer,
         // FuzzRegressionTests replays the seed corpus and every crash ever found through them.
-        .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle"], swiftSettings: gnuSource),
+        .target(name: "FuzzEntryPoints", dependencies: ["VhostUser", "VirtioBlk", "Monitor", "SpindleOptions", "CSpindle", "Qcow2Format"], swiftSettings: gnuSource),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzEntryPoints"], swiftSettings: gnuSource),
         // What the test suites share (only test targets depend on it): a driver-side mock of a
         // split virtqueue in test memory, a QMP line client, temporary directories, threads for
@@ -86,6 +86,12 @@ let package = Package(
         // monitors), the monitor's command target and the queue placement record.
         .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log, "BlockIO"], swiftSettings: gnuSource),
         .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        // qcow2's on-disk format, pure: header, extensions, features, table layout checks, L1/L2
+        // and refcount entry decoding. Below BlockIO and BlockGraph, which both read images.
+        .target(name: "Qcow2Format"),
+        .testTarget(name: "Qcow2FormatTests", dependencies: ["Qcow2Format"]),
+        // zlib's raw inflate for compressed qcow2 clusters, allocating from a caller's arena.
+        .target(name: "CQcow2Zlib", linkerSettings: [.linkedLibrary("z")]),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
     ],

@@ -26,6 +26,8 @@ let package = Package(
         fuzzTarget("fuzz-virtio-blk-request"),
         fuzzTarget("fuzz-qmp"),
         fuzzTarget("fuzz-command-line"),
+        fuzzTarget("fuzz-qcow2-header"),
+        fuzzTarget("fuzz-qcow2-l2-entry"),
     ],
     swiftLanguageModes: [.v6]
 )

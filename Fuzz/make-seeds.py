@@ -169,3 +169,35 @@ cmd = {
 }
 for name, args in cmd.items():
     write("command-line", name, b"\0".join(a.encode() for a in args))
+
+# qcow2 header: a whole small image (512-byte clusters: header, refcount table, L1, spare),
+# v3 with extensions and a backing file name, and v2.
+def qcow2(version=3, extensions=b"", backing=b"", incompat=0):
+    cluster = 512
+    header_len = 112 if version == 3 else 72
+    ext_end = header_len + len(extensions) + 8
+    head = struct.pack(">IIQIIQIIQQIIQ", 0x514649FB, version, ext_end if backing else 0, len(backing), 9,
+                       32 * 1024, 0, 1, 1024, 512, 1, 0, 0)
+    if version == 3:
+        head += struct.pack(">QQQII", incompat, 1, 0, 4, header_len) + bytes(8)
+    image = bytearray(head + extensions + bytes(8) + backing)
+    image += bytes(4 * cluster - len(image))
+    struct.pack_into(">Q", image, 512, 1536)           # refcount block in cluster 3
+    return bytes(image)
+
+
+def ext(kind, data):
+    return struct.pack(">II", kind, len(data)) + data + bytes(-len(data) % 8)
+
+
+write("qcow2-header", "v3-plain", qcow2())
+write("qcow2-header", "v2-plain", qcow2(version=2))
+write("qcow2-header", "v3-backing", qcow2(extensions=ext(0xE2792ACA, b"qcow2") + ext(0x6803F857, bytes([0, 0]) + b"dirty".ljust(46, b"\0")),
+                                          backing=b"base.qcow2"))
+write("qcow2-header", "v3-unknown-bit", qcow2(incompat=1 << 9))
+
+# qcow2 L2 entries: cluster_bits selector (value % 13 + 9), then little-endian entries.
+entries = [0, 1, 0x8000000000050000, 0x50000, 0x4000000000000000 | (3 << 54) | 0x40123, 0x50200, 1 << 57 | 0x50000]
+write("qcow2-l2-entry", "64k", bytes([7]) + b"".join(struct.pack("<Q", e) for e in entries))
+write("qcow2-l2-entry", "512", bytes([0]) + b"".join(struct.pack("<Q", e) for e in entries))
+write("qcow2-l2-entry", "2m", bytes([12]) + b"".join(struct.pack("<Q", e) for e in entries))

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
 shift || true
-ALL=(vhost-user-message guest-memory descriptor-chain packed-descriptor-chain virtio-blk-request qmp command-line)
+ALL=(vhost-user-message guest-memory descriptor-chain packed-descriptor-chain virtio-blk-request qmp command-line qcow2-header qcow2-l2-entry)
 TARGETS=("${@:-${ALL[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 PARALLEL=${FUZZ_PARALLEL:-2}

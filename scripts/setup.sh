@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Spindle needs on a fresh Debian 12 machine (idempotent; quick when all is there).
 set -euo pipefail
-packages=(liburing-dev libnuma-dev qemu-system-x86 qemu-utils fio busybox-static cpio kmod util-linux)
+packages=(liburing-dev libnuma-dev qemu-system-x86 qemu-utils fio busybox-static cpio kmod util-linux zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

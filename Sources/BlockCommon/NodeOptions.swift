@@ -8,6 +8,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case throttle(ThrottleFilterOptions)
     /// A Ceph RBD image (librbd, loaded at run time).
     case rbd(RbdOptions)
+    case qcow2(Qcow2Options)
 
     public var driverName: String {
         switch self {
@@ -16,6 +17,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         case .delay: return "x-delay"
         case .throttle: return "throttle"
         case .rbd: return "rbd"
+        case .qcow2: return "qcow2"
         }
     }
 
@@ -25,6 +27,7 @@ public enum BlockDriverOptions: Sendable, Equatable {
         case .file, .null, .rbd: return []
         case .delay(let delay): return [delay.child]
         case .throttle(let throttle): return [throttle.child]
+        case .qcow2(let qcow2): return qcow2.childNodeNames
         }
     }
 }
@@ -86,6 +89,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .delay: return false  // a filter is as writable as its child
         case .throttle: return false
         case .rbd(let r): return r.readOnly
+        case .qcow2(let q): return q.readOnly
         }
     }
 }

@@ -52,6 +52,12 @@ public struct BlockNodeDisplay: Sendable, Equatable {
     public var file: String
     public var cacheDirect = false
     public var cacheNoFlush = false
+    /// An image format's own (qcow2): its cluster size, and its backing file (as opened),
+    /// that file's format and the depth of the chain below the node.
+    public var clusterSize: UInt64?
+    public var backingFile: String?
+    public var backingFormat: String?
+    public var backingDepth = 0
     public init(file: String) { self.file = file }
 }
 
@@ -69,6 +75,7 @@ extension BlockNode {
         case .throttle(let throttle):
             driver = try ThrottleDriver.open(throttle, node: name, nodes: nodes, groups: throttleGroups)
         case .rbd(let rbd): driver = try RbdDriver.open(rbd, node: name, nodes: nodes)
+        case .qcow2(let qcow2): driver = try Qcow2Driver.open(qcow2, node: name, nodes: nodes)
         }
         if options.active {
             do throws(BlockError) {

@@ -45,6 +45,15 @@ public struct BlockRequest {
     public var bounceCapacity = 0
     public var bounceInUse = false
     public var bounceIOV = iovec()
+    /// An image format driver's own (qcow2): guest bytes of the request done so far, the
+    /// length of the piece in flight, and which L2 table (chain depth, L1 index) its
+    /// scratch holds (depth 0xff: none).
+    public var formatDone: UInt64 = 0
+    public var formatPiece: UInt64 = 0
+    public var formatPieceOffset: UInt64 = 0
+    public var formatTableDepth: UInt8 = 0xff
+    public var formatTableIndex: UInt64 = 0
+    public var formatClusterBits: UInt8 = 0
 
     public init() {}
 

@@ -9,6 +9,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case virtioBlkRequest = "virtio-blk-request"
     case qmp = "qmp"
     case commandLine = "command-line"
+    case qcow2Header = "qcow2-header"
+    case qcow2L2Entry = "qcow2-l2-entry"
 
     public func run(_ input: UnsafeRawBufferPointer) {
         switch self {
@@ -19,6 +21,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .virtioBlkRequest: fuzzVirtioBlkRequest(input)
         case .qmp: fuzzQMP(input)
         case .commandLine: fuzzCommandLine(input)
+        case .qcow2Header: fuzzQcow2Header(input)
+        case .qcow2L2Entry: fuzzQcow2L2Entry(input)
         }
     }
 

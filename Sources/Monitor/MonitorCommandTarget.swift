@@ -94,6 +94,11 @@ public struct BlockNodeInfo: Sendable, Equatable {
     public var cacheNoFlush: Bool
     /// False while the node is inactive (blockdev-set-active).
     public var active: Bool
+    /// Image formats (qcow2): cluster size, backing file and its format, chain depth.
+    public var clusterSize: UInt64?
+    public var backingFile: String?
+    public var backingFormat: String?
+    public var backingFileDepth = 0
     public init(nodeName: String, driver: String, file: String, readOnly: Bool, virtualSize: UInt64,
                 cacheDirect: Bool = false, cacheNoFlush: Bool = false, active: Bool = true) {
         self.nodeName = nodeName

@@ -12,6 +12,23 @@ enum QMPQueryShapes {
 
     /// BlockDeviceInfo with the members QEMU always sends; throttling is never configured.
     static func node(_ info: BlockNodeInfo) -> JSONValue {
+        let shape = nodeShape(info)
+        guard info.clusterSize != nil || info.backingFile != nil, case .object(var node) = shape,
+              case .object(var image)? = node["image"] else { return shape }
+        // An image format's extras, as QEMU's BlockDeviceInfo and ImageInfo name them.
+        if let size = info.clusterSize { image["cluster-size"] = .integer(size) }
+        if let backing = info.backingFile {
+            node["backing_file"] = .string(backing)
+            image["backing-filename"] = .string(backing)
+            image["full-backing-filename"] = .string(backing)
+            if let format = info.backingFormat { image["backing-filename-format"] = .string(format) }
+        }
+        node["backing_file_depth"] = .integer(info.backingFileDepth)
+        node["image"] = .object(image)
+        return .object(node)
+    }
+
+    private static func nodeShape(_ info: BlockNodeInfo) -> JSONValue {
         .object([
             "node-name": .string(info.nodeName),
             "drv": .string(info.driver),

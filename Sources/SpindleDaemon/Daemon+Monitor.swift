@@ -91,9 +91,14 @@ extension Daemon: MonitorCommandTarget {
     public func queryNamedBlockNodes() -> [BlockNodeInfo] {
         graph.nodes.values.sorted { $0.name.rawValue < $1.name.rawValue }.map { node in
             let shown = node.display  // what the node's driver shows
-            return BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: shown.file, readOnly: node.readOnly,
-                                 virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush,
-                                 active: node.isActive)
+            var info = BlockNodeInfo(nodeName: node.name.rawValue, driver: node.driverName, file: shown.file, readOnly: node.readOnly,
+                                     virtualSize: node.length, cacheDirect: shown.cacheDirect, cacheNoFlush: shown.cacheNoFlush,
+                                     active: node.isActive)
+            info.clusterSize = shown.clusterSize
+            info.backingFile = shown.backingFile
+            info.backingFormat = shown.backingFormat
+            info.backingFileDepth = shown.backingDepth
+            return info
         }
     }
 

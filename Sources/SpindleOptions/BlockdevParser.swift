@@ -3,7 +3,7 @@ import BlockCommon
 /// Turns one `--blockdev` value into `BlockdevOptions` (no cross-option checks here).
 struct BlockdevParser {
     static let option = "--blockdev"
-    static let drivers = ["file", "null-co", "rbd"]
+    static let drivers = ["file", "null-co", "qcow2", "rbd"]
     // Listed in error messages in this order: the most useful keys first.
     static let fileKeys = ["filename", "node-name", "cache.direct", "cache.no-flush", "aio", "read-only",
                            "locking", "discard", "driver"] + commonKeys
@@ -33,7 +33,7 @@ struct BlockdevParser {
         var reader = reader
         if let name = try? reader.string("node-name"), NodeName.isValid(name) { reader.subject = "node-name=\(name)" }
         guard let driver = try reader.string("driver") else {
-            throw reader.missing("driver", hint: "use driver=file or driver=null-co")
+            throw reader.missing("driver", hint: "use driver=file, driver=null-co or driver=qcow2")
         }
         switch driver {
         case "file":
@@ -48,6 +48,8 @@ struct BlockdevParser {
             return Result(blockdev: try DelayFilterParser.parse(reader, nodeNameHint: nodeNameHint))
         case "throttle":
             return Result(blockdev: try ThrottleFilterParser.parse(reader, nodeNameHint: nodeNameHint))
+        case "qcow2":
+            return Result(blockdev: try Qcow2Parser.parse(reader, nodeNameHint: nodeNameHint))
         default:
             throw reader.error("unsupported driver '\(driver)' (Spindle supports \(OptionReader.orList(drivers)), the throttle filter, and x-delay for tests)")
         }

@@ -64,6 +64,19 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            throttle node of that group; over the limit they
                            wait in order (flushes are not limited)
 
+  --blockdev driver=qcow2,node-name=<name>,file=<node>,read-only=on
+             [,backing=<node>|null][,l2-cache-size=<bytes>]
+                         a qcow2 image in file node <node> (or, in JSON, an
+                           inline "file": {"driver": "file", "filename": ...};
+                           keyval file.driver=file,file.filename=<path>)
+                         read-only=on is required: writing qcow2 images is not
+                           implemented yet (auto-read-only=on also does)
+                         backing: a qcow2 or file node under the image, or null
+                           for none (default: the chain the image's header
+                           names, opened read-only)
+                         l2-cache-size: L2 table cache (default: the whole
+                           image's tables, at most 32M)
+
   --chardev socket,id=<id>,path=<socket-path>,server=on[,wait=on|off]
                          a UNIX socket for a QMP monitor (--monitor);
                          wait=on (the default, as QEMU) blocks startup until a

@@ -11,6 +11,17 @@ func printError(_ message: String) {
 // A backend that disappears mid-run must produce an error, not kill us with SIGPIPE.
 signal(SIGPIPE, SIG_IGN)
 
+// The dump mode (tests' reference reads): the whole disk into a file.
+if CommandLine.arguments.contains("--dump") {
+    do {
+        try DiskDump.run(Array(CommandLine.arguments.dropFirst()))
+        exit(0)
+    } catch {
+        printError(error.description)
+        exit(1)
+    }
+}
+
 let options: BenchOptions
 do {
     options = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()))

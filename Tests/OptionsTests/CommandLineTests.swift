@@ -84,7 +84,7 @@ import Testing
             if case .unsupported = option.kind { continue }
             #expect(spindleHelpText.contains(option.longName), "help lacks \(option.longName)")
         }
-        let keys = BlockdevParser.fileKeys + BlockdevParser.nullKeys + DelayFilterParser.keys + ExportParser.keys
+        let keys = BlockdevParser.fileKeys + BlockdevParser.nullKeys + DelayFilterParser.keys + ExportParser.keys + Qcow2Parser.keys
             + ObjectParser.iothreadKeys + ChardevParser.keys.filter { $0 != "backend" } + MonitorParser.keys
         // "key.*" stands for a list (key.0, key.1, ...): the help must name the key itself.
         for key in keys.map({ $0.hasSuffix(".*") ? String($0.dropLast(2)) : $0 }) {

@@ -24,7 +24,9 @@ def typecheck(source: str, tmp_path: Path) -> subprocess.CompletedProcess:
     f.write_text(source)
     return subprocess.run(
         ["swiftc", "-typecheck", "-swift-version", "6", str(f), "-I", str(BUILD / "Modules"),
-         "-Xcc", "-D_GNU_SOURCE", "-Xcc", f"-fmodule-map-file={BUILD / 'CSpindle.build' / 'module.modulemap'}"],
+         "-Xcc", "-D_GNU_SOURCE"]
+        # Every C target's module map (CSpindle, CQcow2Zlib, ...): the Swift modules need them.
+        + [arg for m in sorted(BUILD.glob("*.build/module.modulemap")) for arg in ("-Xcc", f"-fmodule-map-file={m}")],
         capture_output=True, text=True, timeout=120)
 
 

@@ -1,0 +1,172 @@
+import BlockCommon
+import BlockIO
+import ControlThread
+import Glibc
+import Qcow2Format
+
+/// `driver=qcow2` (read-only for now): a qcow2 image in a `file` node, over a backing node
+/// or the chain its header names. Open reads the header and the L1 table here, on the
+/// control thread; the data path (Qcow2IO) serves reads on the IOThreads.
+///
+/// Children are either graph nodes (`file=<node>`, `backing=<node>`: this node is their
+/// user, so they cannot be deleted under it) or opened by this node and owned by it (an
+/// inline file object, the backing chain from the header), closed with it.
+@ControlActor
+final class Qcow2Driver: BlockDriver {
+    /// A child this node uses: a node of the graph, or a driver of its own.
+    enum Child {
+        case node(BlockNode)
+        case owned(any BlockDriver)
+    }
+
+    private let node: NodeName
+    private let file: Child
+    private let backing: Child?
+    private let image: Qcow2IO
+    let filename: String
+    let header: Qcow2Header
+    /// What query-named-block-nodes shows of the backing chain (nil: none).
+    let backingDisplay: Qcow2BackingDisplay?
+
+    private init(node: NodeName, file: Child, backing: Child?, image: Qcow2IO, filename: String, header: Qcow2Header,
+                 backingDisplay: Qcow2BackingDisplay?) {
+        self.node = node
+        self.file = file
+        self.backing = backing
+        self.image = image
+        self.filename = filename
+        self.header = header
+        self.backingDisplay = backingDisplay
+    }
+
+    static let writingRefused = "writing qcow2 images is not implemented yet (part 8 in progress); open it with read-only=on"
+
+    static func open(_ options: Qcow2Options, node: NodeName, nodes: [NodeName: BlockNode]) throws(BlockError) -> Qcow2Driver {
+        try open(options, node: node, nodes: nodes, chain: Qcow2ChainOpening(topNode: node))
+    }
+
+    static func open(_ options: Qcow2Options, node: NodeName, nodes: [NodeName: BlockNode], chain: Qcow2ChainOpening) throws(BlockError) -> Qcow2Driver {
+        let subject = chain.depth == 0 ? "qcow2 node '\(node)'" : "qcow2 backing file of node '\(chain.topNode ?? node)'"
+        let (file, fileIO, filename) = try openFile(options.file, node: node, nodes: nodes, subject: subject)
+        var opened: Qcow2OpenedBacking?
+        let driver: Qcow2Driver
+        do throws(BlockError) {
+            let reader = Qcow2ImageReader(fd: fileIO.fd, fileLength: fileIO.length, subject: "\(subject) ('\(filename)')")
+            let read = try reader.read(readOnly: options.readOnly)
+            guard options.readOnly else { throw BlockError(errno: EROFS, "\(subject): \(writingRefused)") }
+            let backing = try openBacking(options.backing, header: read.header, imagePath: filename, nodes: nodes,
+                                          chain: chain.entering(path: filename))
+            opened = backing
+            let cacheBytes = options.l2CacheSize ?? Qcow2CacheSizing.defaultBytes(for: read.layout)
+            guard let cache = Qcow2L2Cache(bytes: cacheBytes, tableBytes: Int(read.layout.clusterSize)) else {
+                throw BlockError(errno: ENOMEM, "\(subject): cannot map \(cacheBytes) bytes for the L2 cache (lower l2-cache-size)")
+            }
+            let logger = chain.logger
+            let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,
+                             backing: backing.io) { [subject, filename] guestOffset, problem in
+                // Called once, from the IOThread that met it; later ones are only counted.
+                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); reads there fail with EIO, further errors are not logged; check the image with qemu-img check")
+            }
+            driver = Qcow2Driver(node: node, file: file, backing: backing.child, image: io, filename: filename,
+                                 header: read.header, backingDisplay: backing.display)
+            if read.corruptL1Entries > 0 {
+                chain.logger.warning("\(subject): \(read.corruptL1Entries) L1 entries of '\(filename)' are corrupt; reads of the guest ranges they map fail with EIO (check the image with qemu-img check)")
+            }
+        } catch {
+            if let child = opened?.child { release(child, user: nil) }
+            release(file, user: nil)
+            throw error
+        }
+        do throws(BlockError) {
+            // Node children count this node as a user (no permissions until it has users).
+            for case .node(let child) in [file] + (driver.backing.map { [$0] } ?? []) {
+                try child.setUser(driver, permissions: [])
+            }
+        } catch {
+            driver.close()
+            throw error
+        }
+        return driver
+    }
+
+    /// The image's file: an existing `file` node, or one described inline (owned).
+    private static func openFile(_ file: Qcow2Options.File, node: NodeName, nodes: [NodeName: BlockNode], subject: String) throws(BlockError)
+        -> (Child, FileIO, String) {
+        switch file {
+        case .node(let name):
+            guard let child = nodes[name] else {
+                throw BlockError(errno: ENOENT, "\(subject): its file node '\(name)' does not exist; add that node first")
+            }
+            if let blocker = child.blocker { throw BlockError(errno: EBUSY, "Node '\(child.name)' is busy: \(blocker)") }
+            guard case .file(let options) = child.options.driver, let io = child.io as? FileIO else {
+                throw BlockError(errno: EINVAL, "\(subject): its file node '\(name)' must be a driver=file node, not \(child.driverName)")
+            }
+            guard !options.direct else {
+                throw BlockError(errno: ENOTSUP, "\(subject): cache.direct=on under qcow2 is not supported yet; open '\(name)' without it")
+            }
+            return (.node(child), io, options.filename)
+        case .inline(let options):
+            guard !options.direct else {
+                throw BlockError(errno: ENOTSUP, "\(subject): cache.direct=on under qcow2 is not supported yet; drop file.cache.direct")
+            }
+            let driver = try FileDriver.open(options, node: node, nodes: [:])
+            guard let io = driver.io as? FileIO else {
+                driver.close()
+                throw BlockError(errno: EINVAL, "\(subject): its file is not a plain file")
+            }
+            return (.owned(driver), io, options.filename)
+        }
+    }
+
+    /// Closes an owned child, or stops using a node child.
+    private static func release(_ child: Child, user: AnyObject?) {
+        switch child {
+        case .node(let node): if let user { node.removeUser(user) }
+        case .owned(let driver):
+            try? driver.applyPermissions([])
+            driver.close()
+        }
+    }
+
+    var io: any BlockDriverIO { image }
+    var children: [BlockNode] {
+        var nodes: [BlockNode] = []
+        if case .node(let child) = file { nodes.append(child) }
+        if case .node(let child)? = backing { nodes.append(child) }
+        return nodes
+    }
+
+    /// Reading needs consistent reads of the file and of the backing chain; this node never
+    /// writes (writable opens are refused), so it asks for nothing more.
+    func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {
+        let needed: BlockPermissions = users.isEmpty ? [] : [.consistentRead]
+        for child in [file] + (backing.map { [$0] } ?? []) {
+            switch child {
+            case .node(let node): try node.setUser(self, permissions: needed)
+            case .owned(let driver): try driver.applyPermissions(users.isEmpty ? [] : [.consistentRead])
+            }
+        }
+    }
+
+    func resize(to size: UInt64) throws(BlockError) {
+        throw BlockError(errno: ENOTSUP, "qcow2 node '\(node)': resizing qcow2 images is not implemented yet")
+    }
+
+    func close() {
+        Self.release(file, user: self)
+        if let backing { Self.release(backing, user: self) }
+    }
+
+    // Read-only: nothing of this node is ever dirty; its size is the header's.
+    func flushToDisk() throws(BlockError) {}
+    func refreshLength() -> Bool { false }
+
+    var display: BlockNodeDisplay {
+        var shown = BlockNodeDisplay(file: filename)
+        shown.clusterSize = header.clusterSize
+        shown.backingFile = backingDisplay?.filename
+        shown.backingFormat = backingDisplay?.format
+        shown.backingDepth = backingDisplay?.depth ?? 0
+        return shown
+    }
+}
