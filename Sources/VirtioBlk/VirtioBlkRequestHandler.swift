@@ -21,7 +21,7 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     private let backend: BlockBackend
     private let logger: Logger
     /// Built on the IOThread in `prepare` (first touched there: its NUMA node).
-    private var slots = VirtioBlkRequestSlots(count: 0, spansPerRequest: 1)
+    private var slots = VirtioBlkRequestSlots(count: 0)
 
     public init(device: VirtioBlkDevice, logger: Logger) {
         self.device = device
@@ -34,11 +34,22 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     }
 
     public var spansPerRequest: Int { VirtioBlkDevice.maxSpansPerRequest }
+    public var inlineSpansPerRequest: Int { VirtioBlkDevice.inlineSpansPerRequest }
+    public var memoryBytesPerSlot: Int { VirtioBlkRequestSlots.bytesPerSlot }
 
     public func prepare(slotCount: Int, handlerID: HandlerID) {
         slots.deallocate()
-        slots = VirtioBlkRequestSlots(count: slotCount, spansPerRequest: spansPerRequest)
+        slots = VirtioBlkRequestSlots(count: slotCount)
         slots.assignTokens(handler: handlerID)
+    }
+
+    public func queueMemoryChanged(by delta: Int) {
+        device.queueMemoryChanged(by: delta)
+    }
+
+    public func discardSlots() {
+        slots.deallocate()
+        slots = VirtioBlkRequestSlots(count: 0)
     }
 
     // MARK: admission

@@ -43,6 +43,10 @@ extension VirtqueueServer {
     @inlinable
     final func processAvailable() {
         heldBack = false
+        if parkedSlot >= 0 && !startParkedRequest() {
+            heldBack = true  // still no span block: the pool wakes us (nextTurn) when one is back
+            return
+        }
         var taken = 0
         while state == .running {
             ring.disableGuestKicks()
@@ -72,6 +76,10 @@ extension VirtqueueServer {
                     break
                 }
                 startRequest(head: head)
+                if parkedSlot >= 0 {
+                    heldBack = true  // its chain waits for a span block: take nothing after it
+                    return
+                }
                 taken += 1
             }
             if !slots.hasFree {
@@ -103,13 +111,21 @@ extension VirtqueueServer {
 
     @inlinable
     final func startRequest(head: UInt16) {
-        let slot = slots.take(head: head)
+        startRequest(inSlot: slots.take(head: head), head: head)
+    }
+
+    @inlinable
+    final func startRequest(inSlot slot: Int, head: UInt16) {
         let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
             do throws(VirtqueueError) {
                 try ring.readChain(head: head, into: chain)
             } catch {
-                corruptChain(slot: slot, head: head, error)
-                return nil
+                if case .tooManySpans = error, longChainSpans > 0, chain.attachedStorage == nil {
+                    guard readLongChain(slot: slot, head: head, into: chain) else { return nil }
+                } else {
+                    corruptChain(slot: slot, head: head, error)
+                    return nil
+                }
             }
             return onContext { handler.start(slot: slot, chain: chain, on: $0) }
         }
@@ -120,7 +136,7 @@ extension VirtqueueServer {
         case .unanswerable(let why)?:
             // Nowhere to write a status: the request can never be completed correctly.
             handler.release(slot: slot)
-            slots.release(slot)
+            freeSlot(slot)
             retireRequest()
             markBroken("\(why)")
         }
@@ -128,9 +144,16 @@ extension VirtqueueServer {
 
     @usableFromInline
     final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
-        slots.release(slot)
+        freeSlot(slot)
         retireRequest()
         markBroken("descriptor chain at head \(head): \(error)")
+    }
+
+    /// Frees a slot, giving back the span block its chain borrowed, if any.
+    @inlinable @inline(__always)
+    final func freeSlot(_ slot: Int) {
+        if slotsWithSpanBlocks > 0 { returnSpanBlock(slot) }
+        slots.release(slot)
     }
 
     /// Puts the request in `slot` on the used ring and frees the slot. A slot that is not
@@ -141,7 +164,7 @@ extension VirtqueueServer {
         markGuestWritesDirty(slot: slot, usedLength: usedLength)
         ring.addUsed(head: head, writtenLength: usedLength)
         handler.release(slot: slot)
-        slots.release(slot)
+        freeSlot(slot)
         retireRequest()
         usedSinceSignal = true
         onThread { $0.scheduleEndOfBatch(handlerID) }
