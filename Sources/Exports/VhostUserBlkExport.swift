@@ -35,6 +35,9 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     public private(set) var isRevoked = false
     public private(set) var isShuttingDown = false
     public var hasFrontend: Bool { session != nil }
+    /// Bytes of request bookkeeping the frontend's running queues hold (0 with none): see
+    /// `VirtioBlkDevice.queueMemoryBytes`.
+    public var memoryBytes: Int { device.queueMemoryBytes }
 
     public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")

@@ -85,7 +85,7 @@ def test_qemu_qmp_library_drives_the_daemon(daemon, tmp_path):
     ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "n0",
                                        "addr": {"type": "unix", "path": str(sock)}, "writable": True})
     assert sock.exists()
-    assert ok(client, "query-block-exports") == [{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "shutting-down": False}]
+    assert ok(client, "query-block-exports") == [{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "shutting-down": False, "x-memory-bytes": 0}]
     # A node in use cannot be deleted; the error says why.
     reply = client.cmd_raw("blockdev-del", {"node-name": "n0"})
     assert reply["error"]["class"] == "GenericError" and "n0" in reply["error"]["desc"]
