@@ -124,6 +124,10 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     private func sessionClosed(_ closed: VhostUserBackendSession) {
         guard session === closed else { return }
         session = nil
+        // The queues freed their slots on their IOThreads; glibc keeps freed memory in each
+        // thread's arena unless asked, so a daemon that served many frontends would keep
+        // their high-water mark (bench/results/2026-12-06-density.md).
+        _ = spindle_malloc_trim()
         guard let fd = heldConnection else { return }
         heldConnection = nil
         if isShuttingDown { Glibc.close(fd) } else { startSession(socket: fd) }
