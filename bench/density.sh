@@ -9,7 +9,7 @@
 #    The same for each backend in BACKENDS (spindle, qsd: qemu-storage-daemon, same options).
 # 2. (spindle only, MANY > 0) MANY exports on sparse 1 GiB files on the command line: time
 #    from exec to all sockets listening, idle RSS, and the time query-block-exports takes
-#    over QMP.
+#    over QMP; then CONNECTED (256) of them get a frontend each (QD 4) and QMP is asked again.
 #
 #   bench/density.sh                                  # 64 exports, QD 4 and 32, both backends
 #   SPINDLE=/tmp/old/spindle BENCH=/tmp/old/spindle-bench bench/density.sh   # another build
@@ -23,6 +23,7 @@ cd "$(dirname "$0")/.."
 N=${N:-64}; QDS=${QDS:-4 32}; RUNTIME=${RUNTIME:-3}; ROUNDS=${ROUNDS:-3}; MANY=${MANY:-1000}
 BACKENDS=${BACKENDS:-spindle qsd}; IMAGE_DIR=${IMAGE_DIR:-/var/tmp}
 SPINDLE=${SPINDLE:-$BENCH_RELEASE/spindle}; BENCH=${BENCH:-$BENCH_RELEASE/spindle-bench}
+CONNECTED=${CONNECTED:-256}
 QSD=$(command -v qemu-storage-daemon || true)
 bench_build missing spindle spindle-bench >&2
 bench_workdir work density
@@ -117,5 +118,22 @@ if [ "$MANY" -gt 0 ] && [[ " $BACKENDS " == *" spindle "* ]]; then
         read -r ms count mem < <(python3 bench/density/qmp-time.py "$sockdir/qmp.sock" query-block-exports)
         echo "spindle: query-block-exports ($count exports) answered in $ms ms"
     done
+    if [ "$CONNECTED" -gt 0 ]; then
+        # CONNECTED of them with a frontend each (QD 4), QMP asked while they run.
+        pids=()
+        rm -f "$work"/out.*
+        for ((i = 0; i < CONNECTED; i++)); do
+            "$BENCH" --socket "$sockdir/e$i.sock" --iodepth 4 --bs 4k --rw randread --runtime "$RUNTIME" --ramp 1 \
+                --cpus none --json-only >"$work/out.$i" 2>"$work/err.$i" &
+            pids+=($!)
+        done
+        sleep $(( RUNTIME / 2 + 1 ))
+        read -r ms count mem < <(python3 bench/density/qmp-time.py "$sockdir/qmp.sock" query-block-exports)
+        rss=$(rss_kib "$backend_pid")
+        ok=0
+        for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)) || true; done
+        iops=$(cat "$work"/out.* | python3 -c 'import json,sys; print(round(sum(json.loads(l).get("iops",0) for l in sys.stdin if l.strip())))')
+        echo "spindle: $CONNECTED of $MANY connected (QD 4): $ok completed, $iops IOPS; query-block-exports in $ms ms (x-memory-bytes total $mem); RSS $rss KiB"
+    fi
     bench_stop_backend
 fi
