@@ -15,6 +15,13 @@ source scripts/setup.sh
 # ("fds_bits ... is not present in definition of fd_set"): pass it on the command line too.
 GNU_SOURCE=(-Xswiftc -Xcc -Xswiftc -D_GNU_SOURCE)
 
+# The rbd tests (Tests/guest/test_rbd.py) need Ceph for their throwaway cluster and QEMU's
+# rbd driver (qemu-block-extra) as the oracle; spindle itself loads librbd only at run time.
+bash scripts/ceph-cluster.sh install
+if ! dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "install ok installed"; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-block-extra >/dev/null
+fi
+
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors "${GNU_SOURCE[@]}"
 

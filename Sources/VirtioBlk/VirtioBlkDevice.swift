@@ -13,6 +13,8 @@ public final class VirtioBlkDevice: @unchecked Sendable {
     /// GET_ID answer: up to 20 bytes.
     public let serial: [UInt8]
     private let writeCache: Atomic<Bool>
+    /// Request statistics, one counter block per queue (they outlive the queues).
+    public let stats: BlockStatsTable
     private let queueMemory = Atomic<Int>(0)
 
     /// Most requests in flight per queue: a queue has one slot per ring entry (QEMU's
@@ -42,6 +44,7 @@ public final class VirtioBlkDevice: @unchecked Sendable {
         self.numQueues = numQueues
         self.serial = Array((serial ?? exportID).utf8.prefix(VirtioBlkLimits.idBytes))
         self.writeCache = Atomic(writeCache)
+        stats = BlockStatsTable(queueCount: Int(numQueues))
     }
 
     /// Bytes of request bookkeeping (slots, their descriptor chains and request state) the
