@@ -166,3 +166,8 @@ int spindle_accept(int listener) {
     int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
+
+#include <malloc.h>
+int spindle_malloc_trim(void) {
+    return malloc_trim(0);
+}

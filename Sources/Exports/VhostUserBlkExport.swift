@@ -35,6 +35,9 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     public private(set) var isRevoked = false
     public private(set) var isShuttingDown = false
     public var hasFrontend: Bool { session != nil }
+    /// Bytes of request bookkeeping the frontend's running queues hold (0 with none): see
+    /// `VirtioBlkDevice.queueMemoryBytes`.
+    public var memoryBytes: Int { device.queueMemoryBytes }
 
     public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
@@ -121,6 +124,10 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     private func sessionClosed(_ closed: VhostUserBackendSession) {
         guard session === closed else { return }
         session = nil
+        // The queues freed their slots on their IOThreads; glibc keeps freed memory in each
+        // thread's arena unless asked, so a daemon that served many frontends would keep
+        // their high-water mark (bench/results/2026-12-06-density.md).
+        _ = spindle_malloc_trim()
         guard let fd = heldConnection else { return }
         heldConnection = nil
         if isShuttingDown { Glibc.close(fd) } else { startSession(socket: fd) }

@@ -27,7 +27,11 @@ public final class IOThread: @unchecked Sendable {
     private let generations: UnsafeMutablePointer<UInt16>
     private var freeHandlerIDs: [UInt16]
     private let batchEnds: HandlerSchedule
-    private let nextTurns: HandlerSchedule
+    let nextTurns: HandlerSchedule
+    /// Storage for long descriptor chains, lent per request (IOThread+SpanBlocks.swift).
+    public let spanBlocks: SpanBlockPool
+    /// Handlers waiting for a span block.
+    let spanBlockWaiters: HandlerSchedule
     private var stopping = false
     private var pollers: [any IOPoller] = []
     private var pollWindow: PollWindow
@@ -55,7 +59,8 @@ public final class IOThread: @unchecked Sendable {
 
     @ControlActor
     public init(id: String, cpu: Int?, pollMaxNs: UInt64 = IOThread.defaultPollMaxNs, pollGrow: UInt64 = 0,
-                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024, sleepsInPoll: Bool = false) throws(IOContextError) {
+                pollShrink: UInt64 = 0, ringEntries: UInt32 = 1024, sleepsInPoll: Bool = false,
+                maxSpanBlocks: Int = SpanBlockPool.defaultMaxBlocks) throws(IOContextError) {
         self.id = id
         self.sleepsInPoll = sleepsInPoll
         self.cpu = cpu
@@ -68,6 +73,8 @@ public final class IOThread: @unchecked Sendable {
         generations.initialize(repeating: 0, count: Self.maxHandlers)
         batchEnds = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: Self.maxHandlers, what: "IOThread \(id), end of batch")
         nextTurns = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), next turn")
+        spanBlocks = SpanBlockPool(maxBlocks: maxSpanBlocks)
+        spanBlockWaiters = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), span block waiters")
         freeHandlerIDs = (1..<Self.ignoredHandler.index).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
         inboxBuffer = .allocate(capacity: 1)
@@ -165,6 +172,7 @@ public final class IOThread: @unchecked Sendable {
         generations[index] &+= 1
         batchEnds.forget(id.index)
         nextTurns.forget(id.index)
+        spanBlockWaiters.forget(id.index)
         freeHandlerIDs.append(id.index)
     }
 

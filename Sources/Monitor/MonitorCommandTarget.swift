@@ -75,11 +75,16 @@ public struct BlockExportInfo: Sendable, Equatable {
     public var type: String
     public var nodeName: String
     public var shuttingDown: Bool
-    public init(id: String, type: String = "vhost-user-blk", nodeName: String, shuttingDown: Bool = false) {
+    /// Spindle's own: bytes of request bookkeeping the export's connected queues hold
+    /// ("x-memory-bytes"; 0 with no frontend).
+    public var memoryBytes: Int
+    public init(id: String, type: String = "vhost-user-blk", nodeName: String, shuttingDown: Bool = false,
+                memoryBytes: Int = 0) {
         self.id = id
         self.type = type
         self.nodeName = nodeName
         self.shuttingDown = shuttingDown
+        self.memoryBytes = memoryBytes
     }
 }
 

@@ -7,6 +7,7 @@ enum QMPQueryShapes {
             "type": .string(info.type),
             "node-name": .string(info.nodeName),
             "shutting-down": .bool(info.shuttingDown),
+            "x-memory-bytes": .integer(info.memoryBytes),
         ])
     }
 

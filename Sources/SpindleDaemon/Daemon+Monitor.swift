@@ -84,7 +84,8 @@ extension Daemon: MonitorCommandTarget {
         // The node each export uses now (a mirror's pivot moves it), else the one it was given.
         exports.map { export in
             let node = graph.servedNode(of: export.backend)?.name ?? export.options.nodeName
-            return BlockExportInfo(id: export.options.id, nodeName: "\(node)", shuttingDown: export.isShuttingDown)
+            return BlockExportInfo(id: export.options.id, nodeName: "\(node)", shuttingDown: export.isShuttingDown,
+                                   memoryBytes: export.memoryBytes)
         }
     }
 

@@ -15,12 +15,20 @@ public final class VirtioBlkDevice: @unchecked Sendable {
     private let writeCache: Atomic<Bool>
     /// Request statistics, one counter block per queue (they outlive the queues).
     public let stats: BlockStatsTable
+    private let queueMemory = Atomic<Int>(0)
 
-    /// Requests in flight per queue (also the number of preallocated slots).
+    /// Most requests in flight per queue: a queue has one slot per ring entry (QEMU's
+    /// default ring: 128), capped here. Each slot also reserves a completion-queue entry on
+    /// its IOThread (see IOContext), which is what the cap protects.
     public static let maxSlotsPerQueue = 256
     /// Largest descriptor chain (in host spans) a request may have: seg_max data segments
-    /// plus header and status, with room for buffers crossing memory regions.
+    /// plus header and status, with room for buffers crossing memory regions. Chains longer
+    /// than `inlineSpansPerRequest` borrow room for this many from their IOThread.
     public static let maxSpansPerRequest = 512
+    /// Spans each slot holds itself: a request of up to 64 KiB in separate 4 KiB pages has
+    /// 16 data descriptors plus header and status (Linux guests: 3 for 4 KiB, 18 for 64 KiB);
+    /// two spare for buffers that cross a memory-region boundary.
+    public static let inlineSpansPerRequest = 20
     /// Advertised limits (config space). seg_max × size_max stays below 2 GiB per request.
     public static let segMax: UInt32 = 254
     public static let sizeMax: UInt32 = 4 << 20
@@ -37,6 +45,16 @@ public final class VirtioBlkDevice: @unchecked Sendable {
         self.serial = Array((serial ?? exportID).utf8.prefix(VirtioBlkLimits.idBytes))
         self.writeCache = Atomic(writeCache)
         stats = BlockStatsTable(queueCount: Int(numQueues))
+    }
+
+    /// Bytes of request bookkeeping (slots, their descriptor chains and request state) the
+    /// running queues hold now; 0 with no frontend. Not in it: guest memory (the frontend's,
+    /// mapped), the inflight region, IOThread span blocks (shared by a thread's queues) and
+    /// O_DIRECT bounce buffers. Any thread.
+    public var queueMemoryBytes: Int { queueMemory.load(ordering: .relaxed) }
+
+    func queueMemoryChanged(by delta: Int) {
+        queueMemory.add(delta, ordering: .relaxed)
     }
 
     /// Disk size in 512-byte sectors, as the guest sees it.

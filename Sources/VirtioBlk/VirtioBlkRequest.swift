@@ -35,15 +35,19 @@ public enum VirtioBlkOperation: Sendable, Equatable {
 }
 
 /// Preallocated room for one request's data spans and segments (one per request slot).
+/// With `dataSpanCapacity` 0 the parser puts the data spans in the chain's `deviceSpans`
+/// (room for as many spans as the chain holds): what request slots do, so that a slot needs
+/// no room of its own for the longest chain.
 public final class VirtioBlkRequestBuffers: @unchecked Sendable {
     public let dataSpanCapacity: Int
     public let segmentCapacity: Int
     let dataSpans: UnsafeMutablePointer<iovec>
     let segments: UnsafeMutablePointer<VirtioBlkSegment>
 
-    /// Size `dataSpanCapacity` like the descriptor chains you parse, so data spans always fit.
+    /// Size `dataSpanCapacity` like the descriptor chains you parse, so data spans always fit
+    /// (or 0: they go to the chain's `deviceSpans`).
     public init(dataSpanCapacity: Int = DescriptorChain.defaultCapacity, segmentCapacity: Int = 1) {
-        precondition(dataSpanCapacity > 0 && segmentCapacity > 0)
+        precondition(dataSpanCapacity >= 0 && segmentCapacity > 0)
         self.dataSpanCapacity = dataSpanCapacity
         self.segmentCapacity = segmentCapacity
         dataSpans = .allocate(capacity: dataSpanCapacity)

@@ -21,7 +21,7 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     private let backend: BlockBackend
     private let logger: Logger
     /// Built on the IOThread in `prepare` (first touched there: its NUMA node).
-    private var slots = VirtioBlkRequestSlots(count: 0, spansPerRequest: 1)
+    private var slots = VirtioBlkRequestSlots(count: 0)
     /// This queue's block in the export's statistics (see BlockStatsCounters.swift).
     let stats: BlockStatsCounters
     /// When each slot's request was submitted; built in `prepare` like the slots.
@@ -40,13 +40,26 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     }
 
     public var spansPerRequest: Int { VirtioBlkDevice.maxSpansPerRequest }
+    public var inlineSpansPerRequest: Int { VirtioBlkDevice.inlineSpansPerRequest }
+    public var memoryBytesPerSlot: Int { VirtioBlkRequestSlots.bytesPerSlot }
 
     public func prepare(slotCount: Int, handlerID: HandlerID) {
         slots.deallocate()
-        slots = VirtioBlkRequestSlots(count: slotCount, spansPerRequest: spansPerRequest)
+        slots = VirtioBlkRequestSlots(count: slotCount)
         slots.assignTokens(handler: handlerID)
         slotClock.deallocate()
         slotClock = BlockStatsSlotClock(count: slotCount)
+    }
+
+    public func queueMemoryChanged(by delta: Int) {
+        device.queueMemoryChanged(by: delta)
+    }
+
+    public func discardSlots() {
+        slots.deallocate()
+        slots = VirtioBlkRequestSlots(count: 0)
+        slotClock.deallocate()
+        slotClock = BlockStatsSlotClock(count: 0)
     }
 
     // MARK: admission

@@ -92,21 +92,21 @@ public struct VirtioBlkRequestParser: Sendable {
         switch type {
         case VirtioBlkRequestType.read:
             if let problem = checkReadWrite(sector: sector, length: writableData) { return .reject(problem) }
-            guard setData(&request, from: chain.writableSpans, offset: 0, length: writableData, buffers) else {
+            guard setData(&request, from: chain.writableSpans, offset: 0, length: writableData, buffers, chain) else {
                 return .reject(.tooManyDataSpans)
             }
             return .read(sector: sector)
         case VirtioBlkRequestType.write:
             if readOnly { return .reject(.readOnly) }
             if let problem = checkReadWrite(sector: sector, length: readableData) { return .reject(problem) }
-            guard setData(&request, from: readable, offset: header, length: readableData, buffers) else {
+            guard setData(&request, from: readable, offset: header, length: readableData, buffers, chain) else {
                 return .reject(.tooManyDataSpans)
             }
             return .write(sector: sector)
         case VirtioBlkRequestType.flush:
             return .flush
         case VirtioBlkRequestType.getId:
-            guard setData(&request, from: chain.writableSpans, offset: 0, length: writableData, buffers) else {
+            guard setData(&request, from: chain.writableSpans, offset: 0, length: writableData, buffers, chain) else {
                 return .reject(.tooManyDataSpans)
             }
             return .getId
@@ -144,11 +144,13 @@ public struct VirtioBlkRequestParser: Sendable {
     }
 
     private func setData(_ request: inout VirtioBlkRequest, from spans: UnsafeMutableBufferPointer<iovec>,
-                         offset: Int, length: Int, _ buffers: VirtioBlkRequestBuffers) -> Bool {
+                         offset: Int, length: Int, _ buffers: VirtioBlkRequestBuffers, _ chain: DescriptorChain) -> Bool {
+        let ownRoom = buffers.dataSpanCapacity > 0
+        let destination = ownRoom ? buffers.dataSpans : chain.deviceSpans
         guard let count = IOVecSpans.slice(spans, offset: offset, length: length,
-                                           into: buffers.dataSpans, capacity: buffers.dataSpanCapacity)
+                                           into: destination, capacity: ownRoom ? buffers.dataSpanCapacity : chain.capacity)
         else { return false }
-        request.dataSpans = UnsafeMutableBufferPointer(start: buffers.dataSpans, count: count)
+        request.dataSpans = UnsafeMutableBufferPointer(start: destination, count: count)
         request.dataLength = length
         return true
     }

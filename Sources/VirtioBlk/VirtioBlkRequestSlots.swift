@@ -3,8 +3,9 @@ import IOThreads
 import VhostUser
 
 /// The virtio-blk side of a queue's request slots (the server keeps the chains): for each,
-/// the parsed request's buffers, the block request handed to the I/O API, and the parsed
-/// request itself. Used on the owning IOThread only; nothing is allocated per request.
+/// the parsed request's segment buffer (its data spans go to the chain's `deviceSpans`), the
+/// block request handed to the I/O API, and the parsed request itself. Used on the owning
+/// IOThread only; nothing is allocated per request.
 ///
 /// A plain struct of pointers, not a class: a class reference in a `var` property is
 /// retained around every use on the hot path. The buffers are kept retained once, behind an
@@ -16,11 +17,11 @@ struct VirtioBlkRequestSlots {
     private let blockRequests: UnsafeMutablePointer<BlockRequest>
     private let parsed: UnsafeMutablePointer<VirtioBlkRequest?>
 
-    init(count: Int, spansPerRequest: Int) {
+    init(count: Int) {
         self.count = count
         buffers = .allocate(capacity: max(count, 1))
         for i in 0..<count {
-            (buffers + i).initialize(to: .passRetained(VirtioBlkRequestBuffers(dataSpanCapacity: spansPerRequest, segmentCapacity: 1)))
+            (buffers + i).initialize(to: .passRetained(VirtioBlkRequestBuffers(dataSpanCapacity: 0, segmentCapacity: 1)))
         }
         blockRequests = .allocate(capacity: max(count, 1))
         blockRequests.initialize(repeating: BlockRequest(), count: max(count, 1))
@@ -38,6 +39,14 @@ struct VirtioBlkRequestSlots {
         blockRequests.deallocate()
         parsed.deinitialize(count: max(count, 1))
         parsed.deallocate()
+    }
+
+    /// Bytes per slot: the buffers object with its segment, the block request, the parsed
+    /// request (bounce buffers, grown only for unaligned O_DIRECT I/O, come on top).
+    static var bytesPerSlot: Int {
+        let buffers = 64 + MemoryLayout<VirtioBlkSegment>.stride + 2 * 16  // object + its two small allocations (malloc minimum 32)
+        return MemoryLayout<Unmanaged<VirtioBlkRequestBuffers>>.stride + buffers + MemoryLayout<BlockRequest>.stride
+            + MemoryLayout<VirtioBlkRequest?>.stride
     }
 
     func assignTokens(handler: HandlerID) {

@@ -14,8 +14,11 @@ public protocol VirtqueueRequestHandler: AnyObject, Sendable {
     /// then marked broken. Keep it a plain value: it is returned on the hot path.
     associatedtype Unanswerable: Error & CustomStringConvertible
 
-    /// Host spans each slot's descriptor chain holds.
+    /// Host spans the longest chain may have (longer ones break the queue).
     var spansPerRequest: Int { get }
+    /// Host spans each slot holds itself (the common short chain); a longer chain borrows
+    /// room for `spansPerRequest` from its IOThread while in flight. At most `spansPerRequest`.
+    var inlineSpansPerRequest: Int { get }
 
     /// On the IOThread, when the queue starts: preallocate per-slot state for `slotCount`
     /// slots (first touched here, so it lands on this thread's NUMA node). I/O the handler
@@ -45,7 +48,29 @@ public protocol VirtqueueRequestHandler: AnyObject, Sendable {
     func complete(tag: UInt64, result: Int32, on context: IOContext) -> VirtqueueFinishedRequest?
     /// The request in `slot` is on the used ring; its slot is free from now on.
     func release(slot: Int)
+    /// The queue stopped with no request in flight: free the per-slot state `prepare` made.
+    func discardSlots()
+    /// Bytes of per-slot state `prepare` allocates for each slot (for the queue's memory figure).
+    var memoryBytesPerSlot: Int { get }
+    /// The queue's request bookkeeping grew (start) or shrank (stop) by `delta` bytes, its
+    /// slots and the handler's per-slot state together (e.g. to sum them per device). Any thread.
+    func queueMemoryChanged(by delta: Int)
 }
+
+extension VirtqueueRequestHandler {
+    /// A handler that says nothing holds room for its longest chain in every slot.
+    public var inlineSpansPerRequest: Int { spansPerRequest }
+    public func discardSlots() {}
+    public var memoryBytesPerSlot: Int { 0 }
+    public func queueMemoryChanged(by delta: Int) {}
+}
+
+/// A ring whose `readChain` can read the same chain again with the same result (no side
+/// effects): a chain too long for its slot's own room is then read again into borrowed room.
+/// A ring without it gets `spansPerRequest` in every slot.
+public protocol VirtqueueRingRereadable: VirtqueueRing {}
+
+extension SplitVirtqueue: VirtqueueRingRereadable {}
 
 /// What starting a request gave.
 public enum VirtqueueRequestStart<Unanswerable: Error> {

@@ -90,7 +90,8 @@ extension VirtqueueServer {
     /// Continues taking requests where a pass stopped (see requestsPerPass) or slots ran out.
     @inlinable
     public final func nextTurn() {
-        guard state == .running else { return }
+        // A parked request (waiting for a span block) still starts while the queue stops.
+        guard state == .running || parkedSlot >= 0 else { return }
         processAvailable()
     }
 
@@ -127,7 +128,7 @@ extension VirtqueueServer {
 
     @inlinable
     public final func pollForWork() -> Bool {
-        guard state == .running, slots.hasFree else { return false }
+        guard state == .running, slots.hasFree, parkedSlot < 0 else { return false }
         let waiting: UInt16
         do {
             waiting = try ring.availableCount()

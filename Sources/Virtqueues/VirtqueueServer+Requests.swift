@@ -43,6 +43,10 @@ extension VirtqueueServer {
     @inlinable
     final func processAvailable() {
         heldBack = false
+        if parkedSlot >= 0 && !startParkedRequest() {
+            heldBack = true  // still no span block: the pool wakes us (nextTurn) when one is back
+            return
+        }
         var taken = 0
         while state == .running {
             ring.disableGuestKicks()
@@ -79,6 +83,10 @@ extension VirtqueueServer {
                     startRequest(slot: slots.take(head: head), head: head)
                 } else {
                     startRequest(head: head)
+                    if parkedSlot >= 0 {
+                        heldBack = true  // its chain waits for a span block: take nothing after it
+                        return
+                    }
                 }
                 taken += 1
             }
@@ -113,13 +121,23 @@ extension VirtqueueServer {
     /// start it.
     @inlinable
     final func startRequest(head: UInt16) {
-        let slot = slots.take(head: head)
+        startRequest(inSlot: slots.take(head: head), head: head)
+    }
+
+    /// Walks the chain at `head` into `slot` (a long chain borrows a span block, or parks the
+    /// slot until one is back) and has the handler start it.
+    @inlinable
+    final func startRequest(inSlot slot: Int, head: UInt16) {
         let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
             do throws(VirtqueueError) {
                 try ring.readChain(head: head, into: chain)
             } catch {
-                corruptChain(slot: slot, head: head, error)
-                return nil
+                if case .tooManySpans = error, longChainSpans > 0, chain.attachedStorage == nil {
+                    guard readLongChain(slot: slot, head: head, into: chain) else { return nil }
+                } else {
+                    corruptChain(slot: slot, head: head, error)
+                    return nil
+                }
             }
             return onContext { handler.start(slot: slot, chain: chain, on: $0) }
         }
@@ -128,7 +146,7 @@ extension VirtqueueServer {
 
     @usableFromInline
     final func corruptChain(slot: Int, head: UInt16, _ error: VirtqueueError) {
-        slots.release(slot)
+        freeSlot(slot)
         retireRequest()
         markBroken("descriptor chain at head \(head): \(error)")
     }
@@ -174,10 +192,17 @@ extension VirtqueueServer {
         case .unanswerable(let why)?:
             // Nowhere to write a status: the request can never be completed correctly.
             handler.release(slot: slot)
-            slots.release(slot)
+            freeSlot(slot)
             retireRequest()
             markBroken("\(why)")
         }
+    }
+
+    /// Frees a slot, giving back the span block its chain borrowed, if any.
+    @inlinable @inline(__always)
+    final func freeSlot(_ slot: Int) {
+        if slotsWithSpanBlocks > 0 { returnSpanBlock(slot) }
+        slots.release(slot)
     }
 
     /// Puts the request in `slot` on the used ring and frees the slot. A slot that is not
@@ -188,7 +213,7 @@ extension VirtqueueServer {
         markGuestWritesDirty(slot: slot, usedLength: usedLength)
         ring.addUsed(head: head, writtenLength: usedLength)
         handler.release(slot: slot)
-        slots.release(slot)
+        freeSlot(slot)
         retireRequest()
         usedSinceSignal = true
         onThread { $0.scheduleEndOfBatch(handlerID) }

@@ -2,6 +2,7 @@ import CSpindle
 import Glibc
 import IOThreads
 import Logging
+import Synchronization
 import VhostUser
 
 /// One virtqueue served on one IOThread, for any ring layout and any device: it waits for
@@ -41,6 +42,19 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     /// on that thread's NUMA node.
     @usableFromInline final var slots = VirtqueueSlots(count: 0, spansPerRequest: 1)
     @usableFromInline final let slotCount: Int
+    /// Spans each slot holds itself; a chain beyond that borrows a `SpanBlockPool` block of
+    /// `longChainSpans` while in flight (0: the ring cannot be read twice, every slot holds
+    /// the longest chain).
+    @usableFromInline final let inlineSpans: Int
+    @usableFromInline final let longChainSpans: Int
+    /// The slot whose long chain waits for a span block (-1: none). It holds its head and
+    /// counts as in flight; no further request is taken until it has started.
+    @usableFromInline final var parkedSlot = -1
+    /// Slots whose chain holds a borrowed span block now.
+    @usableFromInline final var slotsWithSpanBlocks = 0
+    /// Bytes of request bookkeeping the running queue holds (its slots; 0 when stopped).
+    /// Any thread may read it.
+    public final let memoryBytes = Atomic<Int>(0)
     @usableFromInline final let logger: Logger
     /// The queue's inflight region (INFLIGHT_SHMFD), when the frontend shared one: kept
     /// alive by `inflight`, lent on the hot path through `inflightRef` (binding the optional
@@ -123,12 +137,23 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         self.kickFD = kickFD
         self.callFD = callFD
         self.slotCount = min(Int(ring.size), slotCount)
+        let longest = handler.spansPerRequest
+        if Ring.self is any VirtqueueRingRereadable.Type,
+           DescriptorChain.storageSpans(capacity: longest) <= SpanBlockPool.spansPerBlock {
+            inlineSpans = max(1, min(handler.inlineSpansPerRequest, longest))
+            longChainSpans = inlineSpans < longest ? longest : 0
+        } else {
+            inlineSpans = longest
+            longChainSpans = 0
+        }
         self.inflight = inflight
         inflightRef = inflight.map { .passUnretained($0) }
         self.logger = logger
     }
 
     deinit {
+        let bytes = memoryBytes.load(ordering: .relaxed)
+        if bytes != 0 { handler.queueMemoryChanged(by: -bytes) }  // dropped without a stop
         kicklessTimeout?.deallocate()
         slots.deallocate()
         ringStorage.deinitialize(count: 1)
@@ -173,8 +198,11 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         handlerID = thread.register(client)
         thread.addPoller(client)
         slots.deallocate()
-        slots = VirtqueueSlots(count: slotCount, spansPerRequest: handler.spansPerRequest)
+        slots = VirtqueueSlots(count: slotCount, spansPerRequest: inlineSpans)
         handler.prepare(slotCount: slotCount, handlerID: handlerID)
+        let bytes = slots.allocatedBytes + slotCount * handler.memoryBytesPerSlot
+        memoryBytes.store(bytes, ordering: .relaxed)
+        handler.queueMemoryChanged(by: bytes)
         state = .running
         armKick()
         processAvailable()
@@ -211,11 +239,18 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
         }
         signalGuestIfNeeded()
         state = .stopped
+        // Nothing is in flight: give the slots' memory back now, not when the session
+        // lets go of the queue (a frontend that is gone should not keep its high-water mark).
+        slots.deallocate()
+        slots = VirtqueueSlots(count: 0, spansPerRequest: 1)
+        handler.discardSlots()
+        handler.queueMemoryChanged(by: -memoryBytes.exchange(0, ordering: .relaxed))
         let client = asThreadClient
         onThread { thread in
             thread.removePoller(client)
             thread.unregister(handlerID)
             thread.releaseCompletions(completionsNeeded)
+            thread.trimSpanBlocks()
         }
         let waiting = stopCompletions
         stopCompletions.removeAll()

@@ -1,3 +1,4 @@
+import Glibc
 import VhostUser
 
 /// A queue's preallocated request slots, as the server sees them: for each, a descriptor
@@ -33,6 +34,16 @@ struct VirtqueueSlots {
         freeStack = .allocate(capacity: max(count, 1))
         for i in 0..<count { freeStack[i] = Int32(count - 1 - i) }
         freeCount = count
+    }
+
+    /// Bytes these slots hold (chains with their own span storage, heads, free stack).
+    var allocatedBytes: Int {
+        guard count > 0 else { return 0 }
+        let chain = 128  // the DescriptorChain object: header and ten stored properties, as malloc rounds it
+        let storage = DescriptorChain.storageSpans(capacity: chains[0].takeUnretainedValue().ownCapacity) * MemoryLayout<iovec>.stride
+        let perSlot = chain + storage + MemoryLayout<Unmanaged<DescriptorChain>>.stride + MemoryLayout<UInt16>.stride
+            + MemoryLayout<Int32>.stride
+        return count * perSlot
     }
 
     @usableFromInline

@@ -178,7 +178,7 @@ import Testing
         defer { fixture.closeSoon() }
         try expectReplies(client, [
             (#"{"execute": "query-block-exports"}"#,
-             #"{"return": [{"id": "exp0", "type": "vhost-user-blk", "node-name": "disk0", "shutting-down": false}]}"#),
+             #"{"return": [{"id": "exp0", "type": "vhost-user-blk", "node-name": "disk0", "shutting-down": false, "x-memory-bytes": 0}]}"#),
             (#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
              #"{"return": [{"node-name": "disk0", "drv": "file", "file": "/images/disk0.img", "ro": false, "active": true, "encrypted": false, "detect_zeroes": "off", "backing_file_depth": 0, "image": {"virtual-size": 1073741824, "filename": "/images/disk0.img", "format": "file"}, "cache": {"writeback": true, "direct": true, "no-flush": false}, "write_threshold": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}]}"#),
             (#"{"execute": "query-iothreads"}"#,

@@ -16,6 +16,11 @@ final class FakeHandler: VirtqueueRequestHandler, @unchecked Sendable {
         var description: String { "fake request without a writable byte" }
     }
     var spansPerRequest: Int { 4 }
+    /// Spans a slot holds itself (longer chains borrow a span block); set before the queue is made.
+    var inlineSpans = 4
+    var inlineSpansPerRequest: Int { inlineSpans }
+    var slotsDiscarded = 0
+    func discardSlots() { slotsDiscarded += 1 }
     var handlerID = IOThread.ignoredHandler
     var slotCount = 0
     /// Answer every request at once instead of waiting for a NOP.
@@ -85,7 +90,8 @@ final class ServerTestRig: @unchecked Sendable {
     let inflight: InflightBuffer?
 
     @ControlActor
-    init(slots: Int = 16, inflight withInflight: Bool = false) throws {
+    init(slots: Int = 16, inflight withInflight: Bool = false, inlineSpans: Int = 4,
+         maxSpanBlocks: Int = SpanBlockPool.defaultMaxBlocks) throws {
         var ring = try guest.queue()
         var tracker: InflightTracker?
         if withInflight {
@@ -97,7 +103,8 @@ final class ServerTestRig: @unchecked Sendable {
         } else {
             inflight = nil
         }
-        thread = try IOThread(id: "vq-test", cpu: nil, pollMaxNs: 0)
+        thread = try IOThread(id: "vq-test", cpu: nil, pollMaxNs: 0, maxSpanBlocks: maxSpanBlocks)
+        handler.inlineSpans = inlineSpans
         queue = FakeQueue(index: 0, ring: ring, handler: handler, kickFD: kickFD, callFD: callFD, slotCount: slots,
                           inflight: tracker, logger: .init(label: "vq-test"))
         let broken = self.broken
@@ -130,6 +137,15 @@ final class ServerTestRig: @unchecked Sendable {
         guest.offer(heads)
         var one: UInt64 = 1
         _ = write(kickFD, &one, 8)
+    }
+
+    /// Lays out a chain of `count` descriptors from descriptor `first` (16 bytes each, the
+    /// last one writable), returning its head.
+    func setLongChain(first: Int, count: Int) -> UInt16 {
+        let buffers = (0..<count).map { i in
+            (gpa: 0x10000 + 0x100 * UInt64(first + i), length: UInt32(16), writable: i == count - 1)
+        }
+        return guest.setChain(buffers, first: first)
     }
 
     var usedIndex: UInt16 { guest.usedIndex }

@@ -85,7 +85,7 @@ def test_qemu_qmp_library_drives_the_daemon(daemon, tmp_path):
     ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "n0",
                                        "addr": {"type": "unix", "path": str(sock)}, "writable": True})
     assert sock.exists()
-    assert ok(client, "query-block-exports") == [{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "shutting-down": False}]
+    assert ok(client, "query-block-exports") == [{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "shutting-down": False, "x-memory-bytes": 0}]
     # A node in use cannot be deleted; the error says why.
     reply = client.cmd_raw("blockdev-del", {"node-name": "n0"})
     assert reply["error"]["class"] == "GenericError" and "n0" in reply["error"]["desc"]
@@ -245,3 +245,39 @@ def test_iothread_vq_mapping_places_each_queue(daemon, tmp_path):
             bench.kill()
     assert threads["iot0"] == ["e0/0", "e0/2"] and threads["iot1"] == ["e0/1"], threads
     assert bench.returncode == 0 and json.loads(out)["errors"] == 0, err
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench beside spindle")
+def test_export_memory_follows_the_frontend(daemon, tmp_path):
+    """x-memory-bytes: 0 with no frontend, the queues' request bookkeeping while one is
+    connected (one slot per ring entry, about 1 KiB each: well under the 4 MB a queue cost
+    when every slot held room for the longest chain), 0 again once it has gone."""
+    _, path = daemon
+    client = spindle_qmp(path)
+    ok(client, "blockdev-add", **{"driver": "null-co", "node-name": "n0", "read-zeroes": True})
+    sock = tmp_path / "e0.sock"
+    ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e0", "node-name": "n0", "num-queues": 2,
+                                       "addr": {"type": "unix", "path": str(sock)}})
+    memory = lambda: ok(client, "query-block-exports")[0]["x-memory-bytes"]
+    assert memory() == 0
+    bench = subprocess.Popen([str(BENCH), "--socket", str(sock), "--queues", "2", "--cpus", "none", "--iodepth", "4",
+                              "--queue-size", "128", "--bs", "4k", "--rw", "randread", "--runtime", "3", "--ramp", "0",
+                              "--json-only"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        connected = 0
+        deadline = time.monotonic() + 2.5
+        while connected == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            connected = memory()
+        time.sleep(0.3)  # both queues started
+        connected = memory()
+        out, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 0 and json.loads(out)["errors"] == 0, err
+    assert 2 * 128 * 512 <= connected <= 2 * 128 * 2048, connected
+    deadline = time.monotonic() + 5
+    while memory() != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert memory() == 0

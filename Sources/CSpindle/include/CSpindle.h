@@ -99,3 +99,7 @@ int spindle_unix_bind(const char *path);
 int spindle_unix_connect(const char *path);
 /// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC. Returns the fd or -errno.
 int spindle_accept(int listener);
+/// malloc_trim(0): hands the free memory at the top of every malloc arena back to the kernel
+/// (glibc keeps freed memory for reuse otherwise; IOThreads allocate in arenas of their own).
+/// Returns 1 if memory was released.
+int spindle_malloc_trim(void);
