@@ -60,8 +60,10 @@ public final class MetricsServer: Sendable {
     /// UNIX socket path. Call before the daemon shuts down (a page waits for the control thread).
     public func stop() {
         try? listener.close().wait()
-        try? group.syncShutdownGracefully()
+        // The pool first: a page being made is still answered on the running event loop;
+        // a request after this gets 503.
         try? pool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
         if case .unix(let path) = address { unlink(path) }
     }
 
