@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "VirtqueuesTests", dependencies: ["SpindleTestSupport", "Virtqueues", "VhostUser", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // virtio-blk: config space, request parsing, status codes, the virtqueue server's handler,
         // and the device as the vhost-user session sees it.
-        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log], swiftSettings: hotPath),
+        .target(name: "VirtioBlk", dependencies: ["Virtqueues", "VhostUser", "IOThreads", "BlockIO", "ControlThread", log, "BlockCommon"], swiftSettings: hotPath),
         // Global-state API: the control thread, the block graph, drain. Control thread only.
         .target(name: "BlockGraph", dependencies: ["BlockIO", "BlockCommon", "ControlThread", "CSpindle", log], swiftSettings: gnuSource),
         // Block jobs: the job core (one job mutex; monitor API and driver API) and the mirror job.
@@ -63,7 +63,7 @@ let package = Package(
         // qemu-storage-daemon compatible command-line parsing (pure, testable).
         .target(name: "SpindleOptions", dependencies: ["BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "VhostUserTests", dependencies: ["SpindleTestSupport", "VhostUser", "CSpindle"], swiftSettings: gnuSource),
-        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser", "BlockIO", "IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
+        .testTarget(name: "VirtioBlkTests", dependencies: ["SpindleTestSupport", "VirtioBlk", "VhostUser", "BlockIO", "IOThreads", "ControlThread", "CSpindle", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "OptionsTests", dependencies: ["SpindleOptions", "BlockCommon"], swiftSettings: gnuSource),
         .testTarget(name: "IOThreadsTests", dependencies: ["IOThreads", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         .testTarget(name: "BlockTests", dependencies: ["BlockGraph", "BlockIO", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
@@ -87,7 +87,7 @@ let package = Package(
         .target(name: "SpindleTestSupport", dependencies: ["VhostUser", "CSpindle"], path: "Tests/SpindleTestSupport", swiftSettings: gnuSource),
         // The daemon: its global state on the control thread (graph, IOThreads, exports, jobs,
         // monitors), the monitor's command target and the queue placement record.
-        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log], swiftSettings: gnuSource),
+        .target(name: "SpindleDaemon", dependencies: ["SpindleOptions", "Monitor", "BlockJobs", "Placement", "Exports", "VhostUser", "BlockGraph", "IOThreads", "BlockCommon", "ControlThread", log, "BlockIO"], swiftSettings: gnuSource),
         .testTarget(name: "DaemonTests", dependencies: ["SpindleTestSupport", "SpindleDaemon", "Monitor", "SpindleOptions", "VhostUserFrontend", "IOThreads", "BlockCommon", "ControlThread", "CSpindle"], swiftSettings: gnuSource),
         // The executable: parses the command line, starts one Daemon, waits for signals.
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, "MetricsEndpoint"], swiftSettings: gnuSource),

@@ -15,6 +15,14 @@ source scripts/setup.sh
 # NIOPosix too, where glibc's GNU socket prototypes (__SOCKADDR_ARG) do not compile. A clean
 # build of the tests without it passed (Swift 6.3.1, 2026-12-06); if SwiftPM's generated
 # test-discovery module ever fails on fd_set again, remove .build and rebuild.
+
+# The rbd tests (Tests/guest/test_rbd.py) need Ceph for their throwaway cluster and QEMU's
+# rbd driver (qemu-block-extra) as the oracle; spindle itself loads librbd only at run time.
+bash scripts/ceph-cluster.sh install
+if ! dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "install ok installed"; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-block-extra >/dev/null
+fi
+
 echo "== build (warnings are errors)"
 swift build --build-tests -Xswiftc -warnings-as-errors
 

@@ -4,19 +4,22 @@ public enum BlockDriverOptions: Sendable, Equatable {
     case null(NullOptions)
     /// TEST ONLY: the delay/fault-injection filter (QEMU's blkdebug, in short).
     case delay(DelayFilterOptions)
+    /// A Ceph RBD image (librbd, loaded at run time).
+    case rbd(RbdOptions)
 
     public var driverName: String {
         switch self {
         case .file: return "file"
         case .null: return "null-co"
         case .delay: return "x-delay"
+        case .rbd: return "rbd"
         }
     }
 
     /// Nodes this one is built on (a filter's `file`); they must exist when it opens.
     public var childNodeNames: [NodeName] {
         switch self {
-        case .file, .null: return []
+        case .file, .null, .rbd: return []
         case .delay(let delay): return [delay.child]
         }
     }
@@ -77,6 +80,7 @@ public struct BlockdevOptions: Sendable, Equatable {
         case .file(let f): return f.readOnly
         case .null(let n): return n.readOnly
         case .delay: return false  // a filter is as writable as its child
+        case .rbd(let r): return r.readOnly
         }
     }
 }

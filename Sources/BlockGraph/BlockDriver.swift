@@ -65,6 +65,7 @@ extension BlockNode {
         case .file(let file): driver = try FileDriver.open(file, node: name, nodes: nodes)
         case .null(let null): driver = try NullDriver.open(null, node: name, nodes: nodes)
         case .delay(let delay): driver = try DelayFilterDriver.open(delay, node: name, nodes: nodes)
+        case .rbd(let rbd): driver = try RbdDriver.open(rbd, node: name, nodes: nodes)
         }
         if options.active {
             do throws(BlockError) {

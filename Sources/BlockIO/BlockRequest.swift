@@ -33,6 +33,8 @@ public struct BlockRequest {
     /// mirror filter can sit above an x-delay node.
     public var holdStage: UInt8 = 0
     public var heldResult: Int32 = 0
+    /// The rbd driver's: the result librbd gave, carried to `complete` by a NOP CQE.
+    public var driverResult: Int32 = 0
     public var bounce: UnsafeMutableRawPointer? = nil
     public var bounceCapacity = 0
     public var bounceInUse = false

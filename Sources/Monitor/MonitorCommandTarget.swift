@@ -24,6 +24,8 @@ public protocol MonitorCommandTarget: AnyObject {
     func revokeExport(id: String) async throws(QMPError)
     /// object-add qom-type=iothread: start an IOThread.
     func objectAdd(_ options: IOThreadObjectOptions) throws(QMPError)
+    /// object-add qom-type=secret: keep a key for rbd nodes (never shown or logged).
+    func secretAdd(_ options: SecretObjectOptions) throws(QMPError)
     /// object-del: stop an IOThread nothing uses.
     func objectDel(id: String) throws(QMPError)
     /// x-queue-move (Spindle's): serve an export's virtqueue from another IOThread.
@@ -36,8 +38,18 @@ public protocol MonitorCommandTarget: AnyObject {
     func queryBlockExports() -> [BlockExportInfo]
     func queryNamedBlockNodes() -> [BlockNodeInfo]
     func queryIOThreads() -> [IOThreadInfo]
+    /// query-blockstats (and metrics): every export's and every named node's request
+    /// statistics now, per queue (see BlockCommon/BlockStatsSnapshot.swift).
+    func queryBlockStats() -> BlockStatsReport
     /// quit: shut the daemon down (after the reply is sent).
     func quit()
+}
+
+extension MonitorCommandTarget {
+    /// object-add qom-type=secret (targets without secrets refuse it).
+    public func secretAdd(_ options: SecretObjectOptions) throws(QMPError) {
+        throw QMPError("object type 'secret' is not supported here")
+    }
 }
 
 public enum BlockExportDeleteMode: String, Sendable {

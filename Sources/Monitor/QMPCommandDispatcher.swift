@@ -16,6 +16,7 @@ struct QMPCommandDispatcher {
         "human-monitor-command", "object-add", "object-del", "x-queue-move",
         "blockdev-mirror", "query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete",
         "job-finalize", "job-dismiss", "blockdev-set-active",
+        "query-blockstats",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -49,6 +50,7 @@ struct QMPCommandDispatcher {
         case "query-block-exports": return try commands.queryBlockExports(&arguments)
         case "query-named-block-nodes": return try commands.queryNamedBlockNodes(&arguments)
         case "query-iothreads": return try commands.queryIOThreads(&arguments)
+        case "query-blockstats": return try QMPStatsCommands(target: target).queryBlockStats(&arguments)
         case "object-add": return try commands.objectAdd(request.arguments)
         case "object-del": return try commands.objectDel(&arguments)
         case "x-queue-move": return try await commands.moveQueue(&arguments)

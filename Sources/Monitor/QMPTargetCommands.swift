@@ -90,6 +90,10 @@ struct QMPTargetCommands {
     /// object-add: QEMU's shape, {"qom-type": "iothread", "id": ..., poll-max-ns ...}.
     func objectAdd(_ arguments: JSONObject) throws(QMPError) -> JSONValue {
         for key in ["qom-type", "id"] { try requireString(key, in: arguments) }
+        if case .string("secret")? = arguments["qom-type"] {
+            try target.secretAdd(try optionsFromJSON(arguments, with: secretObjectOptions))
+            return .emptyObject
+        }
         let options = try optionsFromJSON(arguments, with: iothreadObjectOptions)
         try target.objectAdd(options)
         return .emptyObject

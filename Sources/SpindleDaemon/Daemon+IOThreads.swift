@@ -15,19 +15,26 @@ import VhostUser
 extension Daemon: IOThreadProvider {
     public func ioThread(forExport exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
         let key = QueueKey(export: exportID, queue: queue)
+        if let bound = rbdBoundThread(forExport: exportID, queue: queue) {
+            record(placements.started(key, on: bound.id))
+            return bound
+        }
         if let named = export(id: exportID)?.options.mappedIOThread(forQueue: queue), let thread = iothreads[named] {
             logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(thread.id)",
                                                       "cpu": "\(thread.cpu.map(String.init) ?? "any")", "why": "the export maps this queue to iothread \(named)"])
             record(placements.started(key, on: thread.id))
+            rbdBind(exportID: exportID, queue: queue, to: thread)
             return thread
         }
         guard let (thread, cpu) = automaticThread(exportID: exportID, queue: queue, ring: ring) else { return nil }
         record(placements.started(key, on: thread.id, automaticCPU: cpu))
+        rbdBind(exportID: exportID, queue: queue, to: thread)
         return thread
     }
 
     public func queueStopped(export exportID: String, queue: Int, thread: IOThread) {
         let key = QueueKey(export: exportID, queue: queue)
+        rbdQueueStopped(export: exportID, queue: queue)
         guard let stopped = placements.stopped(key, on: thread.id) else {
             logger.debug("queue stop for a thread that no longer serves it; placement unchanged",
                          metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(thread.id)"])

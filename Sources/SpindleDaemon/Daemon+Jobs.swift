@@ -27,6 +27,7 @@ extension Daemon {
         for (role, name) in [("source", options.source), ("target", options.target)] where graph.nodes[name]?.isActive == false {
             throw QMPError(.genericError, "Inactive node '\(name)' cannot be a mirror \(role); activate it first (blockdev-set-active)")
         }
+        try refuseRbdMirror(source: options.source, target: options.target)
         do throws(JobError) {
             try await MirrorJob.start(options, graph: graph, registry: jobs)
         } catch {

@@ -108,6 +108,7 @@ extension Daemon: MonitorCommandTarget {
     }
 
     public func objectDel(id: String) throws(QMPError) {
+        if try secretDel(id: id) { return }
         guard let thread = iothreads[id] else { throw QMPError(.genericError, "object '\(id)' not found") }
         if let user = exports.first(where: { $0.options.namedIOThreads.contains(id) }) {
             throw QMPError(.genericError, "iothread '\(id)' is used by export '\(user.options.id)'; delete the export first")
@@ -123,6 +124,7 @@ extension Daemon: MonitorCommandTarget {
     public func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
         guard let export = export(id: exportID) else { throw QMPError(.genericError, "Export '\(exportID)' is not found") }
         guard let thread = iothreads[iothread] else { throw QMPError(.genericError, "iothread '\(iothread)' not found") }
+        try refuseRbdQueueMove(exportID: exportID)
         do {
             try await export.moveQueue(queue, to: thread)
         } catch {

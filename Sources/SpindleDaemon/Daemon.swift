@@ -29,6 +29,8 @@ public final class Daemon {
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
+    /// Each open rbd node's IOThread and completion watcher (Daemon+Rbd.swift keeps it).
+    var rbdBindings: [ObjectIdentifier: RbdBinding] = [:]
 
     /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
     ///   make the owner call `shutdown()`.
@@ -52,6 +54,7 @@ public final class Daemon {
             iothreads[object.id] = try startIOThread(id: object.id, cpu: object.cpu, pollMaxNs: object.pollMaxNs,
                                                      pollGrow: object.pollGrow, pollShrink: object.pollShrink, sleepsInPoll: object.sleepsInPoll)
         }
+        try addSecrets(configuration.secrets)
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
         }

@@ -3,7 +3,7 @@ import BlockCommon
 /// Turns one `--blockdev` value into `BlockdevOptions` (no cross-option checks here).
 struct BlockdevParser {
     static let option = "--blockdev"
-    static let drivers = ["file", "null-co"]
+    static let drivers = ["file", "null-co", "rbd"]
     // Listed in error messages in this order: the most useful keys first.
     static let fileKeys = ["filename", "node-name", "cache.direct", "cache.no-flush", "aio", "read-only",
                            "locking", "discard", "driver"] + commonKeys
@@ -42,6 +42,8 @@ struct BlockdevParser {
         case "null-co":
             try reader.rejectUnknownKeys(allowed: nullKeys, context: "driver null-co")
             return try parseNull(reader)
+        case "rbd":
+            return Result(blockdev: try RbdParser.parse(reader, nodeNameHint: nodeNameHint))
         case "x-delay":
             return Result(blockdev: try DelayFilterParser.parse(reader, nodeNameHint: nodeNameHint))
         default:

@@ -63,11 +63,24 @@ struct ConfigurationBuilder {
     }
 
     mutating func addObject(_ text: String) throws(CommandLineError) {
+        if SecretParser.isSecret(text) { return try addSecret(text) }
         let iothread = try ObjectParser.parse(text)
         guard !configuration.iothreads.contains(where: { $0.id == iothread.id }) else {
             throw CommandLineError(option: ObjectParser.option, "object id '\(iothread.id)' is already used by an earlier --object (pick another id)")
         }
+        guard !configuration.secrets.contains(where: { $0.id == iothread.id }) else {
+            throw CommandLineError(option: ObjectParser.option, "object id '\(iothread.id)' is already used by an earlier --object (pick another id)")
+        }
         configuration.iothreads.append(iothread)
+    }
+
+    mutating func addSecret(_ text: String) throws(CommandLineError) {
+        let secret = try SecretParser.parse(text)
+        guard !configuration.secrets.contains(where: { $0.id == secret.id }),
+              !configuration.iothreads.contains(where: { $0.id == secret.id }) else {
+            throw CommandLineError(option: ObjectParser.option, "object id '\(secret.id)' is already used by an earlier --object (pick another id)")
+        }
+        configuration.secrets.append(secret)
     }
 
     mutating func addChardev(_ text: String) throws(CommandLineError) {

@@ -12,6 +12,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var blockdevs: [BlockdevOptions] = []
     public var exports: [VhostUserBlkExportOptions] = []
     public var iothreads: [IOThreadObjectOptions] = []
+    /// `--object secret,...` (keys for rbd nodes), created before any node opens.
+    public var secrets: [SecretObjectOptions] = []
     /// Every `--chardev`, including the ones `--qmp` creates (their ids start with `#`).
     public var chardevs: [SocketChardevOptions] = []
     /// QMP monitors, each with its chardev already looked up.

@@ -24,6 +24,22 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          a node that discards writes, for testing
                          size: virtual size, k/M/G/T suffixes allowed (default 1G)
                          read-zeroes: reads return zeroes (default off)
+  --blockdev driver=rbd,node-name=<name>,pool=<pool>,image=<image>
+             [,namespace=<ns>][,snapshot=<snap>][,conf=<ceph.conf>][,user=<id>]
+             [,key-secret=<secret-id>][,server.0.host=<h>,server.0.port=<p>...]
+             [,auth-client-required.0=cephx|none][,read-only=on|off]
+             [,discard=ignore|unmap]
+                         a Ceph RBD image (librbd1, loaded at run time; without
+                           it only rbd nodes fail, with a message)
+                         snapshot: open the image as of the snapshot, read-only
+                         conf: a ceph.conf (default: librados' search, if any)
+                         user: the cephx user without "client." (default admin)
+                         key-secret: an --object secret with the user's key
+                         server: monitors, joined into mon_host (in JSON a list
+                           of {"host","port"})
+                         a monitor that does not answer or a wrong key fails the
+                           node within 5 s; all of a node's queues run on one
+                           IOThread (the first queue's)
   Both drivers also take force-share=on (no image locks; read-only nodes only)
   and detect-zeroes=off (the only value Spindle supports), as libvirt sends.
   Every driver (x-delay too) takes active=on|off (default on): off opens the
@@ -103,6 +119,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            a disk to a new image, pivot on job-complete),
                            query-jobs, job-pause, job-resume, job-cancel,
                            job-complete, job-finalize, job-dismiss (README)
+                         statistics: query-blockstats (QEMU's shape: one entry
+                           per export, per-queue figures in x-queues; query-nodes
+                           for one per node; x-latency-histograms) (README)
 
   --object [qom-type=]iothread,id=<id>[,cpu=<n>][,poll-max-ns=<ns>]
            [,poll-grow=<n>][,poll-shrink=<n>][,x-sleep=io_uring|poll]
@@ -114,6 +133,12 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            grows and shrinks (default 2 and reset to 0)
                          x-sleep=poll: sleep in poll(2), not io_uring_enter
                            (for profiling under valgrind only)
+
+  --object [qom-type=]secret,id=<id>,data=<text>|file=<path>[,format=raw|base64]
+                         a secret (an rbd key-secret), as QEMU's; format=base64
+                           decodes it (a Ceph key file is base64); never shown
+                           in logs or query output; a secret an rbd node uses
+                           cannot be deleted (object-del)
 
   --pidfile <path>       write process ID to a file after startup
 

@@ -16,6 +16,11 @@ public func iothreadObjectOptions(fromJSONObject object: OptionObject) throws(Co
     try parseJSONObject(object, with: ObjectParser.parse)
 }
 
+/// object-add with qom-type secret.
+public func secretObjectOptions(fromJSONObject object: OptionObject) throws(CommandLineError) -> SecretObjectOptions {
+    try parseJSONObject(object, with: SecretParser.parse)
+}
+
 /// Runs an option parser on a JSON object, dropping the option prefix from its errors.
 private func parseJSONObject<T>(_ object: OptionObject,
                                 with parse: (OptionReader) throws(CommandLineError) -> T) throws(CommandLineError) -> T {

@@ -4,6 +4,9 @@ public enum BlkRequestType: UInt32, Sendable {
     case write = 1    // VIRTIO_BLK_T_OUT
     case flush = 4    // VIRTIO_BLK_T_FLUSH
     case getID = 8    // VIRTIO_BLK_T_GET_ID
+    /// Discard / write-zeroes: the data is the 16-byte segments (sector, sector count, flags).
+    case discard = 11  // VIRTIO_BLK_T_DISCARD
+    case writeZeroes = 13  // VIRTIO_BLK_T_WRITE_ZEROES
 
     /// Whether the device writes the data buffer (the data descriptor is device-writable).
     @inlinable

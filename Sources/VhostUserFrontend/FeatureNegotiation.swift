@@ -39,6 +39,13 @@ public enum FeatureNegotiation {
             }
             wanted |= bit(VirtioFeatureBit.ringPacked)
         }
+        if options.discardAndWriteZeroes {
+            let both = bit(VirtioFeatureBit.discard) | bit(VirtioFeatureBit.writeZeroes)
+            guard offered & both == both else {
+                throw FrontendError("discard/write-zeroes wanted: backend does not offer VIRTIO_BLK_F_DISCARD and VIRTIO_BLK_F_WRITE_ZEROES (bits 13, 14)")
+            }
+            wanted |= both
+        }
         // LOG_ALL is not acked here: it goes into SET_FEATURES only while logging (as QEMU).
         if options.dirtyLogging != .off, offered & VhostUserFeatureBits.logAll == 0 {
             throw FrontendError("dirty logging wanted: backend does not offer VHOST_F_LOG_ALL (feature bit 26; features 0x\(String(offered, radix: 16)))")
@@ -68,6 +75,8 @@ public enum VirtioFeatureBit {
     public static let flush: UInt64 = 9
     public static let topology: UInt64 = 10
     public static let multiQueue: UInt64 = 12
+    public static let discard: UInt64 = 13
+    public static let writeZeroes: UInt64 = 14
     public static let ringIndirectDescriptors: UInt64 = 28
     public static let ringEventIndex: UInt64 = 29
     public static let version1: UInt64 = 32

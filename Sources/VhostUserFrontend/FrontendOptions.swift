@@ -25,6 +25,8 @@ public struct FrontendOptions: Sendable, Hashable {
     public var dirtyLogging = DirtyLogging.off
     /// Split (default) or packed rings; packed needs VIRTIO_F_RING_PACKED from the backend.
     public var ringLayout = RingLayout.split
+    /// Negotiate VIRTIO_BLK_F_DISCARD and WRITE_ZEROES (fails if the backend lacks them).
+    public var discardAndWriteZeroes = false
 
     public init(queueCount: Int = 1, slotsPerQueue: Int = 32, maxRequestBytes: Int = 4096,
                 queueSize: Int? = nil, eventIndex: Bool = true, indirectDescriptors: Bool = false,

@@ -13,6 +13,8 @@ public final class VirtioBlkDevice: @unchecked Sendable {
     /// GET_ID answer: up to 20 bytes.
     public let serial: [UInt8]
     private let writeCache: Atomic<Bool>
+    /// Request statistics, one counter block per queue (they outlive the queues).
+    public let stats: BlockStatsTable
 
     /// Requests in flight per queue (also the number of preallocated slots).
     public static let maxSlotsPerQueue = 256
@@ -34,6 +36,7 @@ public final class VirtioBlkDevice: @unchecked Sendable {
         self.numQueues = numQueues
         self.serial = Array((serial ?? exportID).utf8.prefix(VirtioBlkLimits.idBytes))
         self.writeCache = Atomic(writeCache)
+        stats = BlockStatsTable(queueCount: Int(numQueues))
     }
 
     /// Disk size in 512-byte sectors, as the guest sees it.

@@ -14,7 +14,7 @@ public final class VirtioBlkPackedQueue: VirtqueueServer<PackedVirtqueue, Virtio
         logger[metadataKey: "export"] = "\(device.exportID)"
         logger[metadataKey: "queue"] = "\(index)"
         logger[metadataKey: "ring"] = "packed"
-        super.init(index: index, ring: ring, handler: VirtioBlkRequestHandler(device: device, logger: logger),
+        super.init(index: index, ring: ring, handler: VirtioBlkRequestHandler(device: device, logger: logger, queue: index),
                    kickFD: kickFD, callFD: callFD, slotCount: VirtioBlkDevice.maxSlotsPerQueue,
                    inflight: inflight, logger: logger)
     }

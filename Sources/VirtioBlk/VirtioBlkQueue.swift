@@ -17,7 +17,7 @@ public final class VirtioBlkQueue: VirtqueueServer<SplitVirtqueue, VirtioBlkRequ
         var logger = Logger(label: "spindle.virtio-blk")
         logger[metadataKey: "export"] = "\(device.exportID)"
         logger[metadataKey: "queue"] = "\(index)"
-        super.init(index: index, ring: ring, handler: VirtioBlkRequestHandler(device: device, logger: logger),
+        super.init(index: index, ring: ring, handler: VirtioBlkRequestHandler(device: device, logger: logger, queue: index),
                    kickFD: kickFD, callFD: callFD, slotCount: VirtioBlkDevice.maxSlotsPerQueue,
                    inflight: inflight, logger: logger)
     }

@@ -22,15 +22,21 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     private let logger: Logger
     /// Built on the IOThread in `prepare` (first touched there: its NUMA node).
     private var slots = VirtioBlkRequestSlots(count: 0, spansPerRequest: 1)
+    /// This queue's block in the export's statistics (see BlockStatsCounters.swift).
+    let stats: BlockStatsCounters
+    /// When each slot's request was submitted; built in `prepare` like the slots.
+    private var slotClock = BlockStatsSlotClock(count: 0)
 
-    public init(device: VirtioBlkDevice, logger: Logger) {
+    public init(device: VirtioBlkDevice, logger: Logger, queue: Int = 0) {
         self.device = device
         backend = device.backend
         self.logger = logger
+        stats = device.stats.counters(queue: queue)
     }
 
     deinit {
         slots.deallocate()
+        slotClock.deallocate()
     }
 
     public var spansPerRequest: Int { VirtioBlkDevice.maxSpansPerRequest }
@@ -39,6 +45,8 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         slots.deallocate()
         slots = VirtioBlkRequestSlots(count: slotCount, spansPerRequest: spansPerRequest)
         slots.assignTokens(handler: handlerID)
+        slotClock.deallocate()
+        slotClock = BlockStatsSlotClock(count: slotCount)
     }
 
     // MARK: admission
@@ -75,9 +83,11 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         switch parsed.operation {
         case .reject(let problem):
             logger.debug("request rejected: \(problem)")
+            countRejected(parsed, problem)
             return .finished(usedLength: answer(parsed, problem.status))
         case .getId:
-            _ = device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
+            let written = device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
+            stats.answeredAtOnce(.other, bytes: UInt64(written), at: BlockStatsCounters.now())
             return .finished(usedLength: answer(parsed, .ok))
         case .read(let sector):
             request.pointee.operation = .read
@@ -94,7 +104,10 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
             request.pointee.length = 0
         case .discard, .writeZeroes:
             // max_discard_seg = max_write_zeroes_seg = 1: one range per request.
-            guard let segment = parsed.segments.first else { return .finished(usedLength: answer(parsed, .ioError)) }
+            guard let segment = parsed.segments.first else {
+                stats.invalid(parsed.operation == .discard ? .discard : .writeZeroes)
+                return .finished(usedLength: answer(parsed, .ioError))
+            }
             request.pointee.operation = parsed.operation == .discard ? .discard : .writeZeroes
             request.pointee.offset = segment.sector << 9
             request.pointee.length = UInt64(segment.sectorCount) << 9
@@ -102,9 +115,14 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         }
         request.pointee.iov = parsed.dataSpans.baseAddress
         request.pointee.iovcnt = Int32(parsed.dataSpans.count)
+        let submittedAt = BlockStatsCounters.now()
+        slotClock.start(slot, at: submittedAt)
+        stats.submitted()
         switch backend.submit(request, on: context) {
         case .queued: return .started
-        case .done(let result): return .finished(usedLength: answer(parsed, status(for: result)))
+        case .done(let result):
+            countCompleted(request, result: result, submittedAt: submittedAt)
+            return .finished(usedLength: answer(parsed, status(for: result)))
         }
     }
 
@@ -125,6 +143,7 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
     @inline(__always)
     private func finished(slot: Int, result: Int32) -> VirtqueueFinishedRequest? {
         guard let parsed = slots.parsedRequest(slot).pointee else { return nil }
+        countCompleted(slots.blockRequest(slot), result: result, submittedAt: slotClock.startTime(slot))
         return VirtqueueFinishedRequest(slot: slot, usedLength: answer(parsed, status(for: result)))
     }
 

@@ -32,6 +32,9 @@ struct BenchOptions: Sendable {
     /// Dirty logging on for the whole run, harvested every `harvestMilliseconds`.
     var dirtyLog = false
     var harvestMilliseconds = 100
+    /// Data checks: every write's buffer holds this byte; every read must return this byte.
+    var fill: UInt8?
+    var expect: UInt8?
 
     static let usage = """
     usage: spindle-bench --socket PATH [options]
@@ -44,7 +47,8 @@ struct BenchOptions: Sendable {
       --cpus LIST|none         CPUs for the queue threads, e.g. 0,1 or 2-3 (default: queue i on CPU i)
       --iodepth N              requests in flight per queue (default 32)
       --bs SIZE                block size, with k/M suffix (default 4k)
-      --rw PATTERN             read|write|randread|randwrite|randrw (default randread)
+      --rw PATTERN             read|write|randread|randwrite|randrw (default randread), or
+                               discard|write-zeroes (sequential, one block each; for data checks)
       --rwmixread PCT          reads in percent for randrw (default 50)
       --runtime S              measured seconds (default 5)
       --ramp S                 warm-up seconds, excluded from the results (default 1)
@@ -61,6 +65,8 @@ struct BenchOptions: Sendable {
       --dirty-log[=on|off]     dirty logging for migration on for the whole run (LOG_SHMFD, VHOST_F_LOG_ALL),
                                harvested by a side thread as QEMU's migration thread does (default off)
       --harvest-ms N           milliseconds between harvests with --dirty-log (default 100)
+      --fill BYTE              writes carry this byte in every position (e.g. 0x5a; default: buffers as they are)
+      --expect BYTE            every byte a read returns must be BYTE; a read that differs counts as an error
       --json-only              no summary on stderr
       --help                   this text
     """
@@ -125,11 +131,19 @@ struct BenchOptions: Sendable {
             case "--packed": options.packed = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
             case "--dirty-log": options.dirtyLog = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
             case "--harvest-ms": options.harvestMilliseconds = try integer(name, try value(), 1...60_000)
+            case "--fill": options.fill = try byte(name, try value())
+            case "--expect": options.expect = try byte(name, try value())
             default: throw BenchUsageError("unknown option '\(argument)' (see --help)")
             }
         }
         guard socketGiven, !options.socket.isEmpty else { throw BenchUsageError("--socket PATH is required (see --help)") }
         return options
+    }
+
+    private static func byte(_ name: String, _ text: String) throws(BenchUsageError) -> UInt8 {
+        let value = text.hasPrefix("0x") ? UInt8(text.dropFirst(2), radix: 16) : UInt8(text)
+        guard let value else { throw BenchUsageError("\(name) must be a byte value such as 0x5a or 90, not '\(text)'") }
+        return value
     }
 
     private static func integer(_ name: String, _ text: String, _ range: ClosedRange<Int>) throws(BenchUsageError) -> Int {

@@ -16,6 +16,7 @@ enum BenchRun {
         frontendOptions.inflightTracking = options.inflight
         frontendOptions.ringLayout = options.packed ? .packed : .split
         frontendOptions.dirtyLogging = options.dirtyLog ? .onRequest : .off
+        frontendOptions.discardAndWriteZeroes = options.pattern == .discard || options.pattern == .writeZeroes
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: options.socket, options: frontendOptions) } catch {
             throw BenchFailure(error.description)
@@ -48,7 +49,8 @@ enum BenchRun {
                                                      seed: seed &* UInt64(queue.index + 1) &+ 0x9E37_79B9_7F4A_7C15,
                                                      startBlock: blocks / UInt64(options.queues) * UInt64(queue.index)),
                         cpu: cpus.isEmpty ? nil : cpus[queue.index % cpus.count],
-                        completion: options.completion, blockSize: options.blockSize, window: window)
+                        completion: options.completion, blockSize: options.blockSize, window: window,
+                        fill: options.fill, expect: options.expect)
         }
         var threads: [pthread_t] = []
         for worker in workers { threads.append(try QueueThreads.start(worker)) }

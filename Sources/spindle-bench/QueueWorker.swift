@@ -36,6 +36,9 @@ final class QueueWorker: @unchecked Sendable {
     let completion: CompletionMode
     let blockSize: Int
     let window: MeasurementWindow
+    /// --fill / --expect: the byte writes carry and reads must return (data checks).
+    let fill: UInt8?
+    let expect: UInt8?
     private(set) var queue: BlkQueue
     private var generator: WorkloadGenerator
     private(set) var histogram = LatencyHistogram()
@@ -44,7 +47,9 @@ final class QueueWorker: @unchecked Sendable {
     let finished = Atomic<Bool>(false)
 
     init(queue: BlkQueue, generator: WorkloadGenerator, cpu: Int?, completion: CompletionMode,
-         blockSize: Int, window: MeasurementWindow) {
+         blockSize: Int, window: MeasurementWindow, fill: UInt8? = nil, expect: UInt8? = nil) {
+        self.fill = fill
+        self.expect = expect
         self.queue = queue
         self.generator = generator
         self.cpu = cpu
@@ -85,9 +90,24 @@ final class QueueWorker: @unchecked Sendable {
         var kicks: UInt64 = 0, wakeups: UInt64 = 0, callSignals: UInt64 = 0
         var cpuAtStart: UInt64 = 0
 
+        let fill = self.fill, expect = self.expect
+        let reading = UnsafeMutablePointer<Bool>.allocate(capacity: depth)
+        defer { reading.deallocate() }
+
         @inline(__always) func issue(_ slot: Int, at now: UInt64) {
             let request = generator.next()
-            queue.prepare(slot: slot, type: request.type, sector: request.sector, byteCount: blockSize)
+            if request.type == .discard || request.type == .writeZeroes {
+                // One segment covering the block: sector, sector count, flags (0: no unmap).
+                let segment = queue.data(of: slot)
+                segment.storeBytes(of: request.sector.littleEndian, as: UInt64.self)
+                segment.storeBytes(of: UInt32(blockSize / 512).littleEndian, toByteOffset: 8, as: UInt32.self)
+                segment.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
+                queue.prepare(slot: slot, type: request.type, sector: 0, byteCount: 16)
+            } else {
+                queue.prepare(slot: slot, type: request.type, sector: request.sector, byteCount: blockSize)
+            }
+            reading[slot] = request.type == .read
+            if let fill, request.type == .write { queue.data(of: slot).initializeMemory(as: UInt8.self, repeating: fill, count: blockSize) }
             startTimes[slot] = now
             queue.submit(slot: slot)
         }
@@ -152,6 +172,9 @@ final class QueueWorker: @unchecked Sendable {
                 if status != BlkStatus.ok {
                     result.failedRequests &+= 1
                     if result.firstBadStatus == nil { result.firstBadStatus = status }
+                } else if let expect, reading[slot] {
+                    let bytes = UnsafeRawBufferPointer(start: queue.data(of: slot), count: blockSize)
+                    if bytes.contains(where: { $0 != expect }) { result.failedRequests &+= 1 }
                 }
                 if phase == .measuring {
                     histogram.record(now &- startTimes[slot])

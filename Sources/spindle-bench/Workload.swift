@@ -3,6 +3,8 @@ import VhostUserFrontend
 /// --rw: the access pattern.
 enum AccessPattern: String, Sendable, CaseIterable {
     case read, write, randread, randwrite, randrw
+    /// Sequential discards / write-zeroes of one block each (data checks, not speed).
+    case discard, writeZeroes = "write-zeroes"
 
     var isRandom: Bool { self == .randread || self == .randwrite || self == .randrw }
 }
@@ -23,7 +25,7 @@ struct WorkloadGenerator: Sendable {
         self.pattern = pattern
         switch pattern {
         case .read, .randread: self.readPercent = 100
-        case .write, .randwrite: self.readPercent = 0
+        case .write, .randwrite, .discard, .writeZeroes: self.readPercent = 0
         case .randrw: self.readPercent = UInt64(max(0, min(100, readPercent)))
         }
         self.blockCount = max(1, blockCount)
@@ -49,6 +51,7 @@ struct WorkloadGenerator: Sendable {
         case 0: type = .write
         default: type = random() % 100 < readPercent ? .read : .write
         }
+        let special: BlkRequestType? = pattern == .discard ? .discard : pattern == .writeZeroes ? .writeZeroes : nil
         let block: UInt64
         if pattern.isRandom {
             // Multiply-shift maps 64 random bits onto [0, blockCount) without division.
@@ -58,6 +61,6 @@ struct WorkloadGenerator: Sendable {
             nextSequentialBlock += 1
             if nextSequentialBlock == blockCount { nextSequentialBlock = 0 }
         }
-        return (type, block &* sectorsPerBlock)
+        return (special ?? type, block &* sectorsPerBlock)
     }
 }

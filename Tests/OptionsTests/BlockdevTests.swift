@@ -93,7 +93,7 @@ import Testing
                     "invalid value 'posix' for 'aio' (use io_uring, threads or native)")
         expectError(["--blockdev", "file,node-name=d,filename=x,locking=yes"], "invalid value 'yes' for 'locking'")
         expectError(["--blockdev", "file,node-name=d,filename=x,discard=on"], "invalid value 'on' for 'discard'")
-        expectError(["--blockdev", "qcow2,node-name=d"], "unsupported driver 'qcow2'", "file or null-co")
+        expectError(["--blockdev", "qcow2,node-name=d"], "unsupported driver 'qcow2'", "file, null-co or rbd")
         expectError(["--blockdev", "file,node-name=d,filename=x,cache=on"], "'cache' must be an object")
         expectError(["--blockdev", "file,node-name=d,filename=x,cache=on,cache.direct=on"], "'cache' is given both")
         expectError(["--blockdev", "null-co,node-name=n0,read-zeroes"], "expected '=' after 'read-zeroes'")

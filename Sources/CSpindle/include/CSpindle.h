@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include "SpindleRbd.h"
 
 // --- shared-memory ring accesses (virtqueues live in guest memory) ---
 static inline uint16_t spindle_load_acquire_u16(const void *p) {

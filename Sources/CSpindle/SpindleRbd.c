@@ -1,0 +1,53 @@
+#include "SpindleRbd.h"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+struct spindle_rbd_api spindle_rbd_table;
+static int loaded;
+
+// Resolves `name` from either library into `*slot`; writes the error and fails if absent.
+static int resolve(void *rbd, void *rados, const char *name, void **slot, char *error, size_t size) {
+    void *symbol = dlsym(rbd, name);
+    if (!symbol) symbol = dlsym(rados, name);
+    if (!symbol) {
+        snprintf(error, size, "symbol %s not found (librbd too old?)", name);
+        return -1;
+    }
+    *slot = symbol;
+    return 0;
+}
+
+int spindle_rbd_load(const char *librbd, const char *librados, char *error, size_t error_size) {
+    if (loaded) return 0;
+    // librados first: librbd needs it, and a missing librados gets its own message.
+    void *rados = dlopen(librados, RTLD_NOW | RTLD_LOCAL);
+    if (!rados) {
+        snprintf(error, error_size, "%s", dlerror());
+        return -1;
+    }
+    void *rbd = dlopen(librbd, RTLD_NOW | RTLD_LOCAL);
+    if (!rbd) {
+        snprintf(error, error_size, "%s", dlerror());
+        dlclose(rados);
+        return -1;
+    }
+    struct spindle_rbd_api table;
+#define RESOLVE(name) if (resolve(rbd, rados, #name, (void **)&table.name, error, error_size)) goto fail
+    RESOLVE(rados_create); RESOLVE(rados_conf_read_file); RESOLVE(rados_conf_set); RESOLVE(rados_connect);
+    RESOLVE(rados_shutdown); RESOLVE(rados_ioctx_create); RESOLVE(rados_ioctx_destroy);
+    RESOLVE(rados_ioctx_set_namespace); RESOLVE(rbd_open); RESOLVE(rbd_open_read_only); RESOLVE(rbd_close);
+    RESOLVE(rbd_get_size); RESOLVE(rbd_resize); RESOLVE(rbd_flush); RESOLVE(rbd_set_image_notification); RESOLVE(rbd_poll_io_events);
+    RESOLVE(rbd_aio_create_completion); RESOLVE(rbd_aio_readv); RESOLVE(rbd_aio_writev); RESOLVE(rbd_aio_flush);
+    RESOLVE(rbd_aio_discard); RESOLVE(rbd_aio_write_zeroes); RESOLVE(rbd_aio_get_return_value);
+    RESOLVE(rbd_aio_get_arg); RESOLVE(rbd_aio_release);
+#undef RESOLVE
+    // The libraries stay loaded for the life of the process (librados' threads run their code).
+    spindle_rbd_table = table;
+    loaded = 1;
+    return 0;
+fail:
+    dlclose(rbd);
+    dlclose(rados);
+    return -1;
+}
