@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, "MetricsEndpoint"], swiftSettings: gnuSource),
         // The Prometheus metrics endpoint: a SwiftNIO HTTP/1 server on its own thread that samples
         // the daemon's figures on the control thread at each scrape. The only target with NIO.
-        .target(name: "MetricsEndpoint", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: gnuSource),
+        .target(name: "MetricsEndpoint", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, "BlockCommon", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

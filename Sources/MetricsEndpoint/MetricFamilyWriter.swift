@@ -11,6 +11,11 @@ struct MetricFamilyWriter {
         registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels).increment(by: Int64(clamping: value))
     }
 
+    /// A counter of seconds (or another fractional unit), set to `value`.
+    func counter(_ name: String, help: String, labels: [(String, String)] = [], seconds value: Double) {
+        registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels).increment(by: max(value, 0))
+    }
+
     /// A gauge set to `value`.
     func gauge(_ name: String, help: String, labels: [(String, String)] = [], _ value: Double) {
         registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels).set(to: value)

@@ -3,9 +3,8 @@ import SpindleDaemon
 
 /// The `/metrics` page: one sample from the control thread, rendered by family group.
 ///
-/// Block statistics (query-blockstats) plug in as one more family group: a
-/// `BlockStatsMetrics.write(sample, into:)` file beside these, reading a field that
-/// `Daemon.metricsSample()` fills from the daemon's statistics query.
+/// More figures plug in the same way: a field of `DaemonMetricsSample` filled by
+/// `Daemon.metricsSample()`, and one `write(sample, into:)` file beside these.
 public enum MetricsPage {
     /// Renders a sample taken earlier.
     public static func render(_ sample: DaemonMetricsSample) -> [UInt8] {
@@ -15,6 +14,7 @@ public enum MetricsPage {
         ExportMetrics.write(sample, into: writer)
         NodeMetrics.write(sample, into: writer)
         JobMetrics.write(sample, into: writer)
+        BlockStatsMetrics.write(sample, into: writer)
         return writer.render()
     }
 

@@ -1,3 +1,4 @@
+import BlockCommon
 import BlockJobs
 import Monitor
 
@@ -33,6 +34,8 @@ public struct DaemonMetricsSample: Sendable {
     public var jobs: [JobQueryInfo]
     /// Every job status there is (QEMU's JobStatus), for a state-set gauge.
     public var jobStatuses: [String]
+    /// query-blockstats' figures: per export, per queue.
+    public var blockStats: BlockStatsReport
 }
 
 extension Daemon {
@@ -51,7 +54,7 @@ extension Daemon {
         }
         return DaemonMetricsSample(version: spindleVersion, iothreads: queryIOThreads(), exports: exportSamples,
                                    queues: queueSamples, nodes: queryNamedBlockNodes(), jobs: queryJobs(),
-                                   jobStatuses: JobStatus.allCases.map(\.rawValue))
+                                   jobStatuses: JobStatus.allCases.map(\.rawValue), blockStats: queryBlockStats())
     }
 }
 

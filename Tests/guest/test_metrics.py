@@ -1,6 +1,7 @@
 """The Prometheus endpoint (--metrics), without a guest: a real spindle serving /metrics on
 TCP and on a UNIX socket, scraped while spindle-bench drives an export, parsed with
-prometheus_client's text-format parser and compared with QMP's query-iothreads."""
+prometheus_client's text-format parser and compared with QMP's query-iothreads and
+query-blockstats."""
 
 from __future__ import annotations
 
@@ -138,6 +139,22 @@ def test_scrape_during_a_benchmark_parses_and_agrees_with_qmp(tmp_path):
 
         out, err = client.communicate(timeout=60)
         assert client.returncode == 0, err
+
+        # After the run, with nothing in flight: the block statistics summed over queues equal
+        # query-blockstats' (bytes and operations of the reads, nothing failed or in flight).
+        fams = families(get(conn)[2])
+        [entry] = [e for e in ok(qmp, "query-blockstats") if e.get("x-export-id") == "exp0"]
+
+        def total(family: str, **labels) -> float:
+            return sum(s.value for s in fams[family].samples if s.name == family + "_total"
+                       and s.labels["export"] == "exp0" and all(s.labels.get(k) == v for k, v in labels.items()))
+        assert fams["spindle_block_operations"].type == "counter"
+        assert total("spindle_block_operations", op="read") == entry["stats"]["rd_operations"] > 0
+        assert total("spindle_block_bytes", op="read") == entry["stats"]["rd_bytes"] == 4096 * entry["stats"]["rd_operations"]
+        assert total("spindle_block_failed") == 0 and total("spindle_block_invalid") == 0
+        assert total("spindle_block_time_seconds", op="read") > 0
+        assert sample(fams, "spindle_block_requests_in_flight", export="exp0", queue="0") == 0
+        assert sample(fams, "spindle_block_idle_seconds", export="exp0", node="null0") >= 0
     finally:
         if client and client.poll() is None:
             client.kill()
