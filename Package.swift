@@ -21,6 +21,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The Prometheus metrics endpoint only (MetricsEndpoint): its HTTP server and text format.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C glue: liburing, libnuma and the macros Swift cannot import.
@@ -93,7 +96,10 @@ let package = Package(
         // zlib's raw inflate for compressed qcow2 clusters, allocating from a caller's arena.
         .target(name: "CQcow2Zlib", linkerSettings: [.linkedLibrary("z")]),
         // The executable: parses the command line, starts one Daemon, waits for signals.
-        .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log], swiftSettings: gnuSource),
+        .executableTarget(name: "spindle", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, "MetricsEndpoint"], swiftSettings: gnuSource),
+        // The Prometheus metrics endpoint: a SwiftNIO HTTP/1 server on its own thread that samples
+        // the daemon's figures on the control thread at each scrape. The only target with NIO.
+        .target(name: "MetricsEndpoint", dependencies: ["SpindleDaemon", "SpindleOptions", "ControlThread", log, "BlockCommon", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: gnuSource),
     ],
     swiftLanguageModes: [.v6]
 )

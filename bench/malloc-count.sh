@@ -9,6 +9,7 @@
 #   IMAGE=file bench/malloc-count.sh           # a 256 MiB raw file on ext4 (page cache)
 #   THROTTLE=100000 bench/malloc-count.sh      # through a throttle node capped at that many
 #                                              # IOPS (requests wait in the group's queue)
+#   METRICS=1 bench/malloc-count.sh            # with --metrics, scraped by curl every 0.5 s
 # Writes bench/results/malloc-count.md (OUT=... to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,11 +40,23 @@ if [ -n "$THROTTLE" ]; then
 fi
 SOCK=$WORK/export.sock
 TABLE=$WORK/counts
+METRICS_ARGS=()
+if [ "${METRICS:-0}" = 1 ]; then
+    METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    METRICS_ARGS=(--metrics "addr.type=inet,addr.host=127.0.0.1,addr.port=$METRICS_PORT")
+fi
 bench_start_backend "$WORK/spindle.log" \
     env MALLOC_COUNT_FILE="$TABLE" LD_PRELOAD="$WORK/malloc-count.so" taskset -c 1 "$BENCH_RELEASE/spindle" \
     --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
-    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1
+    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
+    ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"}
 bench_wait_socket "$SOCK" "$backend_pid" "$WORK/spindle.log" 5
+if [ -n "${METRICS_PORT:-}" ]; then
+    # The scrapes run on the endpoint's threads; the IOThread's count must not move with them.
+    ( while :; do curl -sf -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics"; sleep 0.5; done ) &
+    SCRAPER=$!
+    bench_at_exit 'kill "$SCRAPER" 2>/dev/null || true'
+fi
 
 iothread_count() {
     python3 bench/malloc-count/read-counts.py "$TABLE" |
@@ -53,7 +66,9 @@ iothread_count() {
 {
 echo "# Heap allocations per request on the I/O path"
 echo
-echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME${THROTTLE:+, THROTTLE=$THROTTLE}), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
+    --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
+    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
+    ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"}
 echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
 echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
 echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."

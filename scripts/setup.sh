@@ -18,3 +18,4 @@ fi
 command -v swift >/dev/null || { echo "setup: swift not found; install Swift 6 (https://swift.org) and retry" >&2; exit 1; }
 python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest
 python3 -c "import qemu.qmp" 2>/dev/null || python3 -m pip install -q qemu.qmp
+python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install -q prometheus-client

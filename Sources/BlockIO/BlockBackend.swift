@@ -49,6 +49,10 @@ public final class BlockBackend: @unchecked Sendable {
     @inline(__always)
     public var isQuiescing: Bool { quiesceDepth.load(ordering: .sequentiallyConsistent) > 0 }
 
+    /// Requests begun and not yet ended, for monitoring (a relaxed read: a snapshot, not a
+    /// synchronisation point).
+    public var inFlightRequests: Int { inFlight.load(ordering: .relaxed) }
+
     /// Ends what `beginRequest` began, after the request's final completion.
     @inline(__always)
     public func endRequest() {

@@ -53,4 +53,9 @@ struct QueuePlacementTable: Sendable {
     func queueNames(servedBy thread: String) -> [String] {
         placements.compactMap { $0.value.thread == thread ? $0.key.description : nil }.sorted()
     }
+
+    /// The queues `thread` serves, unsorted (the metrics endpoint labels them one by one).
+    func keys(servedBy thread: String) -> [QueueKey] {
+        placements.compactMap { $0.value.thread == thread ? $0.key : nil }
+    }
 }

@@ -44,7 +44,7 @@ public func parseCommandLine(_ args: [String]) throws(CommandLineError) -> Comma
 /// One option Spindle knows about.
 struct CommandLineOption: Sendable {
     enum FlagAction: Sendable { case help, version, daemonize }
-    enum ValueOption: Sendable { case blockdev, chardev, export, monitor, object, pidfile, qmp }
+    enum ValueOption: Sendable { case blockdev, chardev, export, monitor, object, pidfile, qmp, metrics }
     enum Kind: Sendable {
         case flag(FlagAction)
         case value(ValueOption)
@@ -66,6 +66,7 @@ struct CommandLineOption: Sendable {
               kind: .value(.export)),
         .init(longName: "--help", shortName: "h", kind: .flag(.help)),
         .init(longName: "--monitor", valueName: "chardev=ID", kind: .value(.monitor)),
+        .init(longName: "--metrics", valueName: "addr.type=inet,addr.host=HOST,addr.port=PORT", kind: .value(.metrics)),
         .init(longName: "--nbd-server", kind: .unsupported("Spindle exports only vhost-user-blk")),
         .init(longName: "--object", valueName: "iothread,id=ID", kind: .value(.object)),
         .init(longName: "--pidfile", valueName: "PATH", kind: .value(.pidfile)),

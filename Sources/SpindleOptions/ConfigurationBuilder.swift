@@ -16,6 +16,7 @@ struct ConfigurationBuilder {
         case .object: try addObject(value)
         case .pidfile: try setPidfile(value)
         case .qmp: try addQMPSocket(value)
+        case .metrics: try setMetrics(value)
         }
     }
 
@@ -156,5 +157,20 @@ struct ConfigurationBuilder {
             let owner = chardev.id.hasPrefix("#") ? "--qmp" : "chardev '\(chardev.id)'"
             throw failure("socket path '\(path)' is already used by \(owner) (give each socket its own path)")
         }
+        if case .unix(path)? = configuration.metrics?.address {
+            throw failure("socket path '\(path)' is already used by --metrics (give each socket its own path)")
+        }
+    }
+
+    /// `--metrics`: one Prometheus endpoint per daemon.
+    mutating func setMetrics(_ text: String) throws(CommandLineError) {
+        guard configuration.metrics == nil else {
+            throw CommandLineError(option: MetricsParser.option, "given twice (Spindle serves one metrics endpoint: keep one --metrics)")
+        }
+        let metrics = try MetricsParser.parse(text)
+        if case .unix(let path) = metrics.address {
+            try checkSocketPathIsFree(path) { CommandLineError(option: MetricsParser.option, $0) }
+        }
+        configuration.metrics = metrics
     }
 }

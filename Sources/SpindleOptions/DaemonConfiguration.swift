@@ -26,6 +26,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Options that were accepted but mean something slightly different in Spindle
     /// (e.g. `aio=threads`); the daemon should log these at startup.
     public var notes: [String] = []
+    /// `--metrics`: where to serve Prometheus metrics (nil: no endpoint).
+    public var metrics: MetricsEndpointOptions? = nil
 
     public init() {}
 }

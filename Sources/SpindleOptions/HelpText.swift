@@ -121,6 +121,14 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                          x-dirty-log: FOR TESTS, unmarked offers dirty logging
                            for migration but marks no page (default marked)
 
+  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>
+  --metrics addr.type=unix,addr.path=<socket-path>
+                         serve Prometheus metrics (GET /metrics, text format
+                           0.0.4) over HTTP: IOThreads, exports, nodes, jobs;
+                           sampled at each scrape (default: no endpoint)
+                         host: an address or name; 127.0.0.1 serves this host
+                           only (the endpoint has no authentication)
+
   --monitor [chardev=]<id>[,id=<monitor-id>][,mode=control][,pretty=on|off]
                          run a QMP monitor on --chardev <id>
                          pretty: indent responses (default off)
@@ -166,7 +174,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
 
   --pidfile <path>       write process ID to a file after startup
 
-A --blockdev, --export, --object or --monitor value may instead be a JSON
+A --blockdev, --export, --object, --monitor or --metrics value may be a JSON
 object, e.g.
   --blockdev '{"driver":"file","node-name":"disk0","filename":"disk.img",
                "cache":{"direct":true}}'

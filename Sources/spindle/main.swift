@@ -2,6 +2,7 @@ import ControlThread
 import Dispatch
 import Glibc
 import Logging
+import MetricsEndpoint
 import SpindleDaemon
 import SpindleOptions
 
@@ -67,9 +68,21 @@ let startError: String? = onControlThread {
 }
 if let startError { fail(startError) }
 
+// --metrics: the Prometheus endpoint's own thread samples the daemon at each scrape.
+var metricsServer: MetricsServer? = nil
+if let metrics = configuration.metrics {
+    do {
+        metricsServer = try MetricsServer.start(metrics) { MetricsPage.scrape(daemon) }
+    } catch {
+        onControlThread { await daemon.shutdown() }
+        fail("\(error)")
+    }
+}
+
 if let pidfile = configuration.pidfile {
     let text = "\(getpid())\n"
     guard let file = fopen(pidfile, "w"), fputs(text, file) >= 0, fclose(file) == 0 else {
+        metricsServer?.stop()
         onControlThread { await daemon.shutdown() }
         fail("--pidfile: cannot write '\(pidfile)': \(String(cString: strerror(errno)))")
     }
@@ -78,6 +91,7 @@ if let pidfile = configuration.pidfile {
 var received: Int32 = 0
 sigwait(&shutdownSignals, &received)
 Logger(label: "spindle").info("received signal \(received), shutting down")
+metricsServer?.stop()  // first: a scrape in progress waits for the control thread
 onControlThread { await daemon.shutdown() }
 if let pidfile = configuration.pidfile { unlink(pidfile) }
 exit(0)

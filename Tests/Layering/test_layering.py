@@ -30,6 +30,11 @@ def package_targets() -> dict[str, tuple[str, set[str]]]:
     return targets
 
 
+def package_products() -> set[str]:
+    """Products of other packages named with .product(name:) (NIOCore, Prometheus, ...)."""
+    return set(re.findall(r'\.product\(\s*name:\s*"([^"]+)"', (ROOT / "Package.swift").read_text()))
+
+
 def source_dir(name: str, kind: str) -> Path:
     # A target declared with `path:` (SpindleTestSupport lives under Tests/) is read there.
     custom = re.search(r'name:\s*"%s"[^\n]*?\bpath:\s*"([^"]+)"' % re.escape(name), (ROOT / "Package.swift").read_text())
@@ -62,7 +67,7 @@ def readme_layers() -> list[str]:
 
 def test_package_dependencies_equal_imports():
     targets = package_targets()
-    known = set(targets) | set(EXTERNAL.values())
+    known = set(targets) | set(EXTERNAL.values()) | package_products()
     problems = []
     for name, (kind, declared) in sorted(targets.items()):
         if not source_dir(name, kind).is_dir():
@@ -93,3 +98,11 @@ def test_readme_layering_table_matches_imports():
                 problems.append(f"{name} (row {row[name] + 1}) imports {imported} (row {row[imported] + 1}), "
                                 f"which is not below it in README's module table")
     assert not problems, "\n".join(problems)
+
+
+def test_only_the_metrics_endpoint_uses_nio_and_prometheus():
+    """SwiftNIO and swift-prometheus stay in MetricsEndpoint: no other target (the hot path
+    least of all) links or imports them."""
+    heavy = {p for p in package_products() if p.startswith("NIO") or p == "Prometheus"}
+    users = {name for name, (_, declared) in package_targets().items() if declared & heavy}
+    assert users == {"MetricsEndpoint"}, users
