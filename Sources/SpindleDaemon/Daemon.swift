@@ -29,6 +29,10 @@ public final class Daemon {
     /// Decides where automatically placed queues run (nil until the topology is loaded).
     var placer: QueuePlacer?
     private var monitors: [QMPServer] = []
+    /// `--state-file`: the recorded QMP changes (Daemon+StateFile.swift); nil without one.
+    var stateFile: StateFileRecorder?
+    /// sd_notify's socket when run by a Type=notify systemd service.
+    let systemd = SystemdNotifier.fromEnvironment()
 
     /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
     ///   make the owner call `shutdown()`.
@@ -58,6 +62,7 @@ public final class Daemon {
         for options in configuration.exports {
             try addExport(options)
         }
+        try await replayStateFile(configuration)
         monitors = try startMonitors(configuration: configuration, target: self)
         for (server, options) in zip(monitors, configuration.monitors) where options.chardev.wait {
             logger.notice("waiting for a QMP client on \(server.path) (wait=on)")
