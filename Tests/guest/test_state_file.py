@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from guestlib import Backend, kill_process
-from interactive import ok, spindle_qmp
+from interactive import ok, spindle_qmp, wait_event
 
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
 BENCH = Path(SPINDLE).with_name("spindle-bench") if SPINDLE else Path("/nonexistent")
@@ -212,3 +212,39 @@ def test_log_lines_carry_syslog_priorities_when_stderr_is_the_journal(tmp_path):
     assert lines and all(line[:3] in ("<5>", "<6>", "<4>") for line in lines), lines
     assert any(line.startswith("<6>spindle: spindle ") and " ready: " in line for line in lines), lines
     assert not any("\x1b" in line for line in lines)
+
+
+def mirror_and_pivot(client, job: str, device: str, target: str) -> None:
+    ok(client, "blockdev-mirror", **{"job-id": job}, device=device, target=target, sync="full")
+    wait_event(client, "BLOCK_JOB_READY")
+    ok(client, "job-complete", id=job)
+    wait_event(client, "BLOCK_JOB_COMPLETED")
+
+
+def test_a_mirror_pivot_is_recorded_with_its_target_node(tmp_path):
+    for name in ("src", "tgt", "t0"):
+        with open(tmp_path / f"{name}.img", "wb") as f:
+            f.truncate(64 * MiB)
+    first = start(tmp_path, "first")
+    second = None
+    try:
+        client = spindle_qmp(tmp_path / "qmp.sock")
+        for name in ("src", "tgt", "t0"):
+            ok(client, "blockdev-add", driver="file", **{"node-name": name}, filename=str(tmp_path / f"{name}.img"))
+        ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e1", "node-name": "src",
+                                           "addr": {"type": "unix", "path": str(tmp_path / "e1.sock")}})
+        mirror_and_pivot(client, "m1", "src", "tgt")   # a hot-plugged export
+        mirror_and_pivot(client, "m0", "n0", "t0")     # the command line's export
+        ok(client, "blockdev-del", **{"node-name": "src"})
+        client.close()
+        sigkill(first)
+
+        second = start(tmp_path, "second")
+        client = spindle_qmp(tmp_path / "qmp.sock")
+        assert {e["id"]: e["node-name"] for e in ok(client, "query-block-exports")} == {"exp0": "t0", "e1": "tgt"}
+        assert sorted(n["node-name"] for n in ok(client, "query-named-block-nodes")) == ["n0", "spare", "t0", "tgt"]
+        client.close()
+    finally:
+        for backend in (first, second):
+            if backend:
+                backend.stop()
