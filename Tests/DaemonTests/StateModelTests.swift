@@ -1,3 +1,4 @@
+import BlockCommon
 import Monitor
 import SpindleOptions
 import Testing
@@ -86,6 +87,25 @@ private func export(_ id: String, on nodeName: String) -> StateEntry {
         #expect(model.entries.suffix(2) == [.exportDeletion(id: "e0"), export("e0", on: "dst")])
         model.record(entry("block-export-del", ["id": .string("e0")]))
         #expect(model.entries.last == .exportDeletion(id: "e0"))
+    }
+
+    @Test func aCommandLineExportsArgumentsParseBackToTheSameOptions() throws {
+        var options = VhostUserBlkExportOptions(id: "e0", nodeName: NodeName("n0"), socketPath: "/run/e0.sock")
+        #expect(try SpindleOptions.exportOptions(fromJSONObject: options.qmpArguments) == options)
+        options.writable = true
+        options.writethrough = true
+        options.numQueues = 4
+        options.logicalBlockSize = 4096
+        options.serial = "disk-0"
+        options.inflightTracking = false
+        options.allowInactive = true
+        options.dirtyLogMarked = false
+        options.packedRing = false
+        options.iothreadMapping = [IOThreadVQMapping(iothread: "a", vqs: [0, 2]), IOThreadVQMapping(iothread: "b", vqs: [1, 3])]
+        #expect(try SpindleOptions.exportOptions(fromJSONObject: options.qmpArguments) == options)
+        options.iothreadMapping = []
+        options.iothread = "a"
+        #expect(try SpindleOptions.exportOptions(fromJSONObject: options.qmpArguments) == options)
     }
 
     @Test func theFileRoundTripsAndItsChecksumCoversEveryByte() throws {
