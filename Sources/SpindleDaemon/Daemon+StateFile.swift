@@ -1,5 +1,6 @@
 import BlockCommon
 import ControlThread
+import Glibc
 import Monitor
 import SpindleOptions
 
@@ -9,12 +10,17 @@ final class StateFileRecorder {
     let store: StateFileStore
     var model: StateModel
     var generation: UInt64
+    /// Holds the file's lock (StateFileStore.lock) until the recorder goes.
+    private let lockFD: Int32
 
-    init(store: StateFileStore, model: StateModel, generation: UInt64) {
+    init(store: StateFileStore, model: StateModel, generation: UInt64, lockFD: Int32) {
         self.store = store
         self.model = model
         self.generation = generation
+        self.lockFD = lockFD
     }
+
+    deinit { close(lockFD) }
 }
 
 /// `--state-file`: replay at start-up, recording after each QMP change (README: "State file").
@@ -27,6 +33,14 @@ extension Daemon {
         guard let path = configuration.stateFile else { return }
         let store = StateFileStore(path: path)
         let contents: StateFileFormat.Contents
+        let lockFD: Int32
+        do {
+            lockFD = try store.lock()
+        } catch {
+            throw DaemonError("state file '\(path)': \(error)")
+        }
+        var locked: Int32? = lockFD
+        defer { if let locked { close(locked) } }  // released unless the recorder takes it
         do {
             contents = try store.read().map(StateFileFormat.parse) ?? StateFileFormat.Contents(generation: 0, entries: [])
             try store.checkWritable()
@@ -53,7 +67,8 @@ extension Daemon {
             if let key = entry.key, entry.rule?.effect == .remove { live.remove(key) }
         }
         stateFile = StateFileRecorder(store: store, model: StateModel(entries: contents.entries, commandLine: commandLine),
-                                      generation: contents.generation)
+                                      generation: contents.generation, lockFD: lockFD)
+        locked = nil
         logger.info("state file '\(path)': \(contents.entries.count) entr\(contents.entries.count == 1 ? "y" : "ies") replayed (generation \(contents.generation))")
     }
 

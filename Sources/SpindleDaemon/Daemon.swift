@@ -126,6 +126,7 @@ public final class Daemon {
         for thread in iothreads.values { thread.stop() }
         iothreads.removeAll()
         graph.closeAllNodes()
+        stateFile = nil  // releases the state file's lock
     }
 }
 

@@ -34,6 +34,20 @@ struct StateFileStore: Sendable {
         }
     }
 
+    /// Takes `PATH.lock` (flock) for as long as the returned descriptor stays open, so that
+    /// two daemons never write one state file over each other.
+    func lock() throws(StateFileError) -> Int32 {
+        let lockPath = path + ".lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StateFileError("cannot open '\(lockPath)': \(Self.errorText())") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let cause = errno == EWOULDBLOCK ? "another spindle uses this state file (it holds '\(lockPath)')" : Self.errorText()
+            close(fd)
+            throw StateFileError(cause)
+        }
+        return fd
+    }
+
     /// Fails now, at start-up, rather than at the first QMP change, if the file's directory
     /// does not take new files.
     func checkWritable() throws(StateFileError) {

@@ -57,6 +57,20 @@ private func started(_ configuration: DaemonConfiguration) async throws -> Daemo
         await second.shutdown()
     }
 
+    @Test @ControlActor func twoDaemonsCannotShareOneStateFile() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        var configuration = DaemonConfiguration()
+        configuration.stateFile = directory.file("state.json")
+        let first = try await started(configuration)
+        await #expect { _ = try await started(configuration) } throws: { error in
+            "\(error)" == "state file '\(directory.file("state.json"))': another spindle uses this state file (it holds '\(directory.file("state.json.lock"))')"
+        }
+        await first.shutdown()
+        let again = try await started(configuration)  // the lock went with the first daemon
+        await again.shutdown()
+    }
+
     @Test @ControlActor func aDamagedFileStopsTheStartAndIsLeftAsItWas() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
