@@ -51,7 +51,7 @@ extension Daemon {
         var live = commandLine
         for (index, entry) in contents.entries.enumerated() {
             let name = "state file '\(path)' entry \(index) (\(entry.command)\(entry.key.map { " \($0)" } ?? ""))"
-            if let key = entry.key, entry.rule?.effect == .create, live.contains(key) {
+            if let key = entry.key, entry.rule?.effect == .create, live.contains(key), commandLine.contains(key) {
                 guard Self.commandLine(configuration, defines: entry) else {
                     throw DaemonError("\(name): the command line also defines \(key), with other options; remove it from the command line, or move the state file away to start without it")
                 }
