@@ -114,7 +114,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            so a restarted daemon serves the same exports. An
                            unreadable, corrupt or inapplicable file stops the
                            start; <path>.bak holds the previous generation
-                           (README: "State file")
+                           (README: "State file and systemd")
 
 Under systemd (Type=notify) spindle sends READY=1 once every export listens
 and STOPPING=1 at shutdown; with stderr on the journal, log lines carry
