@@ -57,6 +57,27 @@ private func started(_ configuration: DaemonConfiguration) async throws -> Daemo
         await second.shutdown()
     }
 
+    @Test @ControlActor func aFailedWriteSaysTheCommandTookEffectAndKeepsTheGoodFile() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("state.json")
+        var configuration = DaemonConfiguration()
+        configuration.stateFile = path
+        let daemon = try await started(configuration)
+        try await qmp(daemon, "blockdev-add", JSONObject(["driver": .string("null-co"), "node-name": .string("n1")]))
+        let good = try StateFileStore(path: path).read()
+        #expect(mkdir(path + ".tmp", 0o700) == 0)  // the next write cannot create its temporary file
+        defer { rmdir(path + ".tmp") }
+        let error = await qmpError { try await qmp(daemon, "blockdev-add", JSONObject(["driver": .string("null-co"), "node-name": .string("n2")])) }
+        #expect(error?.desc == "'blockdev-add' took effect, but the state file could not be written: cannot create '\(path).tmp': Is a directory; fix the cause, or the change is lost when spindle restarts")
+        #expect(daemon.queryNamedBlockNodes().map(\.nodeName) == ["n1", "n2"])
+        #expect(try StateFileStore(path: path).read() == good)
+        rmdir(path + ".tmp")
+        try await qmp(daemon, "blockdev-del", JSONObject(["node-name": .string("n1")]))  // the next write has both changes
+        #expect(try StateFileFormat.parse(#require(try StateFileStore(path: path).read())).entries.map { $0.arguments["node-name"] } == [.string("n2")])
+        await daemon.shutdown()
+    }
+
     @Test @ControlActor func twoDaemonsCannotShareOneStateFile() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
