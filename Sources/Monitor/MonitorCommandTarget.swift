@@ -43,6 +43,9 @@ public protocol MonitorCommandTarget: AnyObject {
     func queryBlockStats() -> BlockStatsReport
     /// quit: shut the daemon down (after the reply is sent).
     func quit()
+    /// A command succeeded and its reply is about to be sent: record it (the state file).
+    /// Has a default that records nothing (QMPStateRecording.swift).
+    func recordSucceeded(command: String, arguments: JSONObject, result: JSONValue) throws(QMPError)
 }
 
 extension MonitorCommandTarget {

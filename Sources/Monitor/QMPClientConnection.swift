@@ -166,7 +166,7 @@ final class QMPClientConnection {
         Task {
             let result: Result<JSONValue, QMPError>
             do throws(QMPError) {
-                result = .success(try await dispatcher.run(request))
+                result = .success(try await dispatcher.runAndRecord(request))
             } catch {
                 result = .failure(error)
             }

@@ -71,6 +71,7 @@ extension Daemon {
                 emit(event: "BLOCK_JOB_PENDING", data: JSONObject(["type": .string(type), "id": .string(id)]))
             case .completed(let info, let error):
                 emit(event: "BLOCK_JOB_COMPLETED", data: Self.blockJobData(info, error: error))
+                recordGraphChanges()  // a mirror's pivot moved an export (state file)
             case .cancelled(let info):
                 emit(event: "BLOCK_JOB_CANCELLED", data: Self.blockJobData(info, error: nil))
             }

@@ -31,6 +31,10 @@ public final class Daemon {
     private var monitors: [QMPServer] = []
     /// Each open rbd node's IOThread and completion watcher (Daemon+Rbd.swift keeps it).
     var rbdBindings: [ObjectIdentifier: RbdBinding] = [:]
+    /// `--state-file`: the recorded QMP changes (Daemon+StateFile.swift); nil without one.
+    var stateFile: StateFileRecorder?
+    /// sd_notify's socket when run by a Type=notify systemd service.
+    let systemd = SystemdNotifier.fromEnvironment()
 
     /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
     ///   make the owner call `shutdown()`.
@@ -62,6 +66,7 @@ public final class Daemon {
         for options in configuration.exports {
             try addExport(options)
         }
+        try await replayStateFile(configuration)
         monitors = try startMonitors(configuration: configuration, target: self)
         for (server, options) in zip(monitors, configuration.monitors) where options.chardev.wait {
             logger.notice("waiting for a QMP client on \(server.path) (wait=on)")
@@ -125,6 +130,7 @@ public final class Daemon {
         for thread in iothreads.values { thread.stop() }
         iothreads.removeAll()
         graph.closeAllNodes()
+        stateFile = nil  // releases the state file's lock
     }
 }
 

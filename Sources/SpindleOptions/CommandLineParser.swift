@@ -44,7 +44,7 @@ public func parseCommandLine(_ args: [String]) throws(CommandLineError) -> Comma
 /// One option Spindle knows about.
 struct CommandLineOption: Sendable {
     enum FlagAction: Sendable { case help, version, daemonize }
-    enum ValueOption: Sendable { case blockdev, chardev, export, monitor, object, pidfile, qmp, metrics }
+    enum ValueOption: Sendable { case blockdev, chardev, export, monitor, object, pidfile, qmp, metrics, stateFile }
     enum Kind: Sendable {
         case flag(FlagAction)
         case value(ValueOption)
@@ -71,6 +71,7 @@ struct CommandLineOption: Sendable {
         .init(longName: "--object", valueName: "iothread,id=ID", kind: .value(.object)),
         .init(longName: "--pidfile", valueName: "PATH", kind: .value(.pidfile)),
         .init(longName: "--qmp", valueName: "SOCKET-PATH", kind: .value(.qmp)),
+        .init(longName: "--state-file", valueName: "PATH", kind: .value(.stateFile)),
         .init(longName: "--trace", shortName: "T", kind: .unsupported("remove it; Spindle logs through its own logger")),
         .init(longName: "--version", shortName: "V", kind: .flag(.version)),
     ]

@@ -17,6 +17,7 @@ struct ConfigurationBuilder {
         case .pidfile: try setPidfile(value)
         case .qmp: try addQMPSocket(value)
         case .metrics: try setMetrics(value)
+        case .stateFile: try setStateFile(value)
         }
     }
 
@@ -146,6 +147,13 @@ struct ConfigurationBuilder {
     mutating func setPidfile(_ path: String) throws(CommandLineError) {
         guard !path.isEmpty else { throw CommandLineError(option: "--pidfile", "path must not be empty") }
         configuration.pidfile = path  // the last --pidfile wins, as in qemu-storage-daemon
+    }
+
+    mutating func setStateFile(_ path: String) throws(CommandLineError) {
+        guard !path.isEmpty, !path.hasSuffix("/") else {
+            throw CommandLineError(option: "--state-file", "give a file path, e.g. /var/lib/spindle/state.json")
+        }
+        configuration.stateFile = path  // the last one wins, like --pidfile
     }
 
     /// Two listeners on one socket path would unlink each other's socket.

@@ -21,6 +21,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// QMP monitors, each with its chardev already looked up.
     public var monitors: [MonitorOptions] = []
     public var pidfile: String? = nil
+    /// `--state-file PATH`: QMP changes are recorded there and replayed at start-up.
+    public var stateFile: String? = nil
     /// `--daemonize`: fork, and have the parent exit once startup is complete.
     public var daemonize: Bool = false
     /// Options that were accepted but mean something slightly different in Spindle

@@ -173,6 +173,17 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            cannot be deleted (object-del)
 
   --pidfile <path>       write process ID to a file after startup
+  --state-file <path>    record every change made over QMP (nodes, exports,
+                           objects, limits) in <path>, atomically, before the
+                           reply; at startup replay it after the command line,
+                           so a restarted daemon serves the same exports. An
+                           unreadable, corrupt or inapplicable file stops the
+                           start; <path>.bak holds the previous generation
+                           (README: "State file and systemd")
+
+Under systemd (Type=notify) spindle sends READY=1 once every export listens
+and STOPPING=1 at shutdown; with stderr on the journal, log lines carry
+syslog priorities. See packaging/systemd/.
 
 A --blockdev, --export, --object, --monitor or --metrics value may be a JSON
 object, e.g.

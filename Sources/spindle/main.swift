@@ -19,9 +19,13 @@ sigaddset(&shutdownSignals, SIGHUP)
 pthread_sigmask(SIG_BLOCK, &shutdownSignals, nil)
 signal(SIGPIPE, SIG_IGN)
 
+let logLevel = Logger.Level(rawValue: getenv("SPINDLE_LOG_LEVEL").map { String(cString: $0) } ?? "info") ?? .info
+let stderrIsJournal = JournalLogHandler.standardErrorIsJournal()
 LoggingSystem.bootstrap { label in
+    // Under systemd, stderr goes to the journal: syslog priority prefixes, no timestamps.
+    if stderrIsJournal { return JournalLogHandler(label: label, logLevel: logLevel) }
     var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = Logger.Level(rawValue: getenv("SPINDLE_LOG_LEVEL").map { String(cString: $0) } ?? "info") ?? .info
+    handler.logLevel = logLevel
     return handler
 }
 
@@ -88,9 +92,13 @@ if let pidfile = configuration.pidfile {
     }
 }
 
+// systemd (Type=notify): every export listens, the monitors accept, the pidfile is written.
+onControlThread { daemon.notifyReady() }
+
 var received: Int32 = 0
 sigwait(&shutdownSignals, &received)
 Logger(label: "spindle").info("received signal \(received), shutting down")
+onControlThread { daemon.notifyStopping() }
 metricsServer?.stop()  // first: a scrape in progress waits for the control thread
 onControlThread { await daemon.shutdown() }
 if let pidfile = configuration.pidfile { unlink(pidfile) }
