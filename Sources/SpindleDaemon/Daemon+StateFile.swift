@@ -101,7 +101,9 @@ extension Daemon {
     /// closed), then writes the next generation.
     private func saveState(_ recorder: StateFileRecorder) throws(StateFileError) {
         for export in exports {
-            guard let root = graph.rootNode(of: export.backend)?.name.rawValue else { continue }
+            // The node it serves: below block_set_io_throttle's implicit node (that command's
+            // own entry brings the node back), else the root a pivot may have moved.
+            guard let root = graph.servedNode(of: export.backend)?.name.rawValue else { continue }
             let recorded = recorder.model.exportNode(id: export.options.id) ?? export.options.nodeName.rawValue
             guard root != recorded else { continue }
             var arguments = recorder.model.exportArguments(id: export.options.id) ?? export.options.qmpArguments

@@ -116,6 +116,44 @@ def test_hot_plugged_exports_and_iothread_are_back_after_sigkill(tmp_path):
                 backend.stop()
 
 
+@pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench beside spindle")
+def test_io_limits_are_still_in_force_after_sigkill(tmp_path):
+    """Part 10: a throttle group and a throttle node added over QMP, the group's limit changed
+    with qom-set, and block_set_io_throttle on a command-line export all come back after
+    SIGKILL + restart with the same command line, and a client through the export is held to
+    the changed limit."""
+    first = start(tmp_path, "first")
+    second = None
+    try:
+        client = spindle_qmp(tmp_path / "qmp.sock")
+        ok(client, "object-add", **{"qom-type": "throttle-group", "id": "tg1", "limits": {"iops-total": 1000}})
+        ok(client, "blockdev-add", **{"driver": "throttle", "node-name": "t1", "throttle-group": "tg1", "file": "spare"})
+        ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "e3", "node-name": "t1",
+                                           "addr": {"type": "unix", "path": str(tmp_path / "e3.sock")}})
+        ok(client, "qom-set", path="tg1", property="limits", value={"iops-total": 300})
+        ok(client, "block_set_io_throttle", id="exp0", bps=0, bps_rd=0, bps_wr=0, iops=200, iops_rd=0, iops_wr=0)
+        client.close()
+        sigkill(first)
+
+        second = start(tmp_path, "second")
+        client = spindle_qmp(tmp_path / "qmp.sock")
+        assert ok(client, "qom-get", path="tg1", property="limits")["iops-total"] == 300
+        assert ok(client, "qom-get", path="exp0", property="limits")["iops-total"] == 200
+        nodes = {n["node-name"]: n["drv"] for n in ok(client, "query-named-block-nodes")}
+        assert nodes.get("t1") == "throttle" and nodes.get("#throttle-exp0") == "throttle", nodes
+        exports = {e["id"]: e["node-name"] for e in ok(client, "query-block-exports")}
+        assert exports == {"exp0": "n0", "e3": "t1"}, exports
+        result = bench(tmp_path / "e3.sock", "randread", seconds=2)
+        assert result["errors"] == 0
+        # The bucket lets a burst of about one second's worth through at the start.
+        assert result["ios"] <= 300 * result["duration_s"] * 1.05 + 300, result
+        client.close()
+    finally:
+        for backend in (first, second):
+            if backend:
+                backend.stop()
+
+
 def failed_start(tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run([SPINDLE, *command_line(tmp)], capture_output=True, text=True, timeout=60)
 
