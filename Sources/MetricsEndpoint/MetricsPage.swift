@@ -15,6 +15,7 @@ public enum MetricsPage {
         NodeMetrics.write(sample, into: writer)
         JobMetrics.write(sample, into: writer)
         BlockStatsMetrics.write(sample, into: writer)
+        ThrottleMetrics.write(sample, into: writer)
         return writer.render()
     }
 

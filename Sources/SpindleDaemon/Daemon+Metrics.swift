@@ -23,6 +23,21 @@ public struct QueueMetricsSample: Sendable, Equatable {
     public var iothread: String
 }
 
+/// One throttle group's figures: its limits and how many requests waited for them.
+public struct ThrottleGroupMetricsSample: Sendable, Equatable {
+    public var id: String
+    /// The average limit of each bucket that has one, by QEMU's member name (`iops-total`, ...).
+    public var limits: [(bucket: String, average: UInt64)]
+    public var waitedRequests: UInt64
+    public var passedRequests: UInt64
+    public var waitingRequests: Int
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.id == b.id && a.limits.map(\.bucket) == b.limits.map(\.bucket) && a.limits.map(\.average) == b.limits.map(\.average)
+            && a.waitedRequests == b.waitedRequests && a.passedRequests == b.passedRequests && a.waitingRequests == b.waitingRequests
+    }
+}
+
 /// Everything `/metrics` shows, taken in one control-thread turn so the figures fit together.
 /// Block statistics (`query-blockstats`) join here as one more field when they exist.
 public struct DaemonMetricsSample: Sendable {
@@ -36,6 +51,8 @@ public struct DaemonMetricsSample: Sendable {
     public var jobStatuses: [String]
     /// query-blockstats' figures: per export, per queue.
     public var blockStats: BlockStatsReport
+    /// Throttle groups, by id.
+    public var throttleGroups: [ThrottleGroupMetricsSample] = []
 }
 
 extension Daemon {
@@ -45,16 +62,26 @@ extension Daemon {
     public func metricsSample() -> DaemonMetricsSample {
         let exportSamples = exports.map { export in
             ExportMetricsSample(id: export.options.id,
-                                nodeName: graph.rootNode(of: export.backend).map { "\($0.name)" } ?? export.options.nodeName.rawValue,
+                                nodeName: graph.servedNode(of: export.backend).map { "\($0.name)" } ?? export.options.nodeName.rawValue,
                                 frontends: export.hasFrontend ? 1 : 0, queues: export.options.numQueues,
                                 inFlightRequests: export.backend.inFlightRequests, revoked: export.isRevoked)
         }
         let queueSamples = iothreads.keys.sorted().flatMap { thread in
             placements.queueKeys(servedBy: thread).map { QueueMetricsSample(export: $0.export, queue: $0.queue, iothread: thread) }
         }
+        let throttleSamples = graph.throttleGroups.keys.sorted().compactMap { id -> ThrottleGroupMetricsSample? in
+            guard let group = graph.throttleGroups[id] else { return nil }
+            let limits = group.limits
+            let averages = ThrottleBucketKind.allCases.compactMap { kind -> (bucket: String, average: UInt64)? in
+                limits[kind].average == 0 ? nil : (kind.name, limits[kind].average)
+            }
+            return ThrottleGroupMetricsSample(id: id, limits: averages, waitedRequests: group.waitedRequests,
+                                              passedRequests: group.passedRequests, waitingRequests: group.waitingRequests)
+        }
         return DaemonMetricsSample(version: spindleVersion, iothreads: queryIOThreads(), exports: exportSamples,
                                    queues: queueSamples, nodes: queryNamedBlockNodes(), jobs: queryJobs(),
-                                   jobStatuses: JobStatus.allCases.map(\.rawValue), blockStats: queryBlockStats())
+                                   jobStatuses: JobStatus.allCases.map(\.rawValue), blockStats: queryBlockStats(),
+                                   throttleGroups: throttleSamples)
     }
 }
 

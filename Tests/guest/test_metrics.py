@@ -166,6 +166,33 @@ def test_scrape_during_a_benchmark_parses_and_agrees_with_qmp(tmp_path):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
+@needs_bench
+def test_throttle_groups_show_their_limits_and_waits(tmp_path):
+    """block_set_io_throttle's group on the page: its limit, and every request of a client
+    through it counted once, as waited or passed; the export still names the node it serves."""
+    port = free_port()
+    backend, qmp = start(tmp_path, f"addr.type=inet,addr.host=127.0.0.1,addr.port={port}")
+    try:
+        ok(qmp, "block_set_io_throttle", id="exp0", bps=0, bps_rd=0, bps_wr=0, iops=200, iops_rd=0, iops_wr=0)
+        client = bench(tmp_path / "m.sock", runtime=2)
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 0, err
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        status, _, text = get(conn)
+        assert status == 200
+        fams = families(text)
+        assert sample(fams, "spindle_throttle_limit", group="exp0", bucket="iops-total") == 200
+        waited = sample(fams, "spindle_throttle_waited_requests", "_total", group="exp0")
+        passed = sample(fams, "spindle_throttle_passed_requests", "_total", group="exp0")
+        assert waited > 0, text
+        assert sample(fams, "spindle_throttle_waiting_requests", group="exp0") == 0
+        [stats] = ok(qmp, "query-blockstats")
+        assert waited + passed == stats["stats"]["rd_operations"] + stats["stats"]["failed_rd_operations"]
+        assert sample(fams, "spindle_export_frontends", export="exp0", node="null0") == 0
+    finally:
+        backend.stop()
+
+
 def test_unix_socket_endpoint_is_removed_at_exit(tmp_path):
     path = tmp_path / "metrics.sock"
     backend, qmp = start(tmp_path, f"addr.type=unix,addr.path={path}")
