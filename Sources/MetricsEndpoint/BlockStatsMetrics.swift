@@ -4,8 +4,8 @@ import SpindleDaemon
 /// query-blockstats' figures per export queue (labels `export`, `node`, `queue`, `iothread`;
 /// `op` for the operation type): summed over queues they are the export's QMP figures, except
 /// that here every operation type has its own series (QMP folds write-zeroes into `wr_`).
-/// The latency histograms are not exported yet (their log2 buckets would be `_bucket{le=}`
-/// series written by hand: swift-prometheus' Histogram records values one by one).
+/// The latency histograms are per export (summed over its queues), one per operation type
+/// that has seen a request, with the daemon's fixed log2 bounds (1.024 µs ... ~69 s).
 enum BlockStatsMetrics {
     static func write(_ sample: DaemonMetricsSample, into writer: MetricFamilyWriter) {
         let report = sample.blockStats
@@ -30,6 +30,15 @@ enum BlockStatsMetrics {
                 }
                 writer.gauge("spindle_block_requests_in_flight", help: "Requests of this queue at the image now.",
                              labels: labels, Double(queue.stats.inFlight))
+            }
+            for operation in BlockStatsOperation.allCases {
+                let stats = export.total[operation]
+                guard stats.latencyHistogram.contains(where: { $0 != 0 }) else { continue }
+                writer.histogram("spindle_block_latency_seconds",
+                                 help: "Time from leaving the ring to completion, succeeded and failed requests (a latency on a bound counts in the bucket above it).",
+                                 labels: [("export", export.exportID), ("node", node), ("op", operation.description)],
+                                 upperBounds: BlockLatencyBuckets.boundariesNs.map { Double($0) / 1e9 },
+                                 bins: stats.latencyHistogram, sum: Double(stats.totalTimeNs) / 1e9)
             }
             if let idle = export.total.idleTimeNs(now: report.nowNs) {
                 writer.gauge("spindle_block_idle_seconds", help: "Time since the export's last completion.",

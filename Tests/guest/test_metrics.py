@@ -188,6 +188,16 @@ def test_throttle_groups_show_their_limits_and_waits(tmp_path):
         assert sample(fams, "spindle_throttle_waiting_requests", group="exp0") == 0
         [stats] = ok(qmp, "query-blockstats")
         assert waited + passed == stats["stats"]["rd_operations"] + stats["stats"]["failed_rd_operations"]
+        # The read latency histogram: cumulative buckets ending in +Inf, counting every read.
+        reads = stats["stats"]["rd_operations"] + stats["stats"]["failed_rd_operations"]
+        assert fams["spindle_block_latency_seconds"].type == "histogram"
+        assert sample(fams, "spindle_block_latency_seconds", "_count", export="exp0", op="read") == reads
+        buckets = [(float(s.labels["le"]), s.value) for s in fams["spindle_block_latency_seconds"].samples
+                   if s.name.endswith("_bucket") and s.labels["op"] == "read"]
+        assert buckets[-1] == (float("inf"), reads)
+        assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
+        # At 200 IOPS through 8 in flight, reads wait tens of milliseconds: none below 1 µs.
+        assert buckets[0][1] == 0
         assert sample(fams, "spindle_export_frontends", export="exp0", node="null0") == 0
     finally:
         backend.stop()
