@@ -35,6 +35,9 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     public private(set) var isRevoked = false
     public private(set) var isShuttingDown = false
     public var hasFrontend: Bool { session != nil }
+    /// Called when a frontend has connected or its connection is gone (the daemon's
+    /// systemd STATUS= line counts frontends).
+    public var onFrontendChange: (@ControlActor () -> Void)?
     /// Bytes of request bookkeeping the frontend's running queues hold (0 with none): see
     /// `VirtioBlkDevice.queueMemoryBytes`.
     public var memoryBytes: Int { device.queueMemoryBytes }
@@ -113,6 +116,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
                 self?.sessionClosed(closed)
             }
             logger.info("frontend connected")
+            onFrontendChange?()
         } catch {
             logger.error("cannot set up the frontend connection: \(error)")
             Glibc.close(fd)
@@ -128,6 +132,7 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         // thread's arena unless asked, so a daemon that served many frontends would keep
         // their high-water mark (bench/results/2026-12-06-density.md).
         _ = spindle_malloc_trim()
+        onFrontendChange?()
         guard let fd = heldConnection else { return }
         heldConnection = nil
         if isShuttingDown { Glibc.close(fd) } else { startSession(socket: fd) }

@@ -93,7 +93,9 @@ public final class Daemon {
         for named in options.namedIOThreads where iothreads[named] == nil {
             throw DaemonError("--export id=\(options.id): iothread '\(named)' does not exist; add --object iothread,id=\(named) before it")
         }
-        exports.append(try VhostUserBlkExport(options: options, graph: graph, threads: self))
+        let export = try VhostUserBlkExport(options: options, graph: graph, threads: self)
+        export.onFrontendChange = { [weak self] in self?.notifyStatus() }
+        exports.append(export)
     }
 
     func export(id: String) -> VhostUserBlkExport? {
