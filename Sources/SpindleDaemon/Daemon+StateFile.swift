@@ -45,7 +45,8 @@ extension Daemon {
             contents = try store.read().map(StateFileFormat.parse) ?? StateFileFormat.Contents(generation: 0, entries: [])
             try store.checkWritable()
         } catch {
-            throw DaemonError("state file '\(path)': \(error) (the previous generation, if any, is '\(store.backupPath)')")
+            throw DaemonError("state file '\(path)': \(error) (the previous generation, if any, is '\(store.backupPath)')",
+                              exitStatus: DaemonError.configurationExitStatus)
         }
         let commandLine = Self.commandLineKeys(configuration)
         var live = commandLine
@@ -53,7 +54,8 @@ extension Daemon {
             let name = "state file '\(path)' entry \(index) (\(entry.command)\(entry.key.map { " \($0)" } ?? ""))"
             if let key = entry.key, entry.rule?.effect == .create, live.contains(key), commandLine.contains(key) {
                 guard Self.commandLine(configuration, defines: entry) else {
-                    throw DaemonError("\(name): the command line also defines \(key), with other options; remove it from the command line, or move the state file away to start without it")
+                    throw DaemonError("\(name): the command line also defines \(key), with other options; remove it from the command line, or move the state file away to start without it",
+                                      exitStatus: DaemonError.configurationExitStatus)
                 }
                 logger.notice("\(name): skipped, the command line defines the same \(key)")
                 continue

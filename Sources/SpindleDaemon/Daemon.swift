@@ -138,5 +138,14 @@ public final class Daemon {
 
 public struct DaemonError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// The exit status a failed start should end with: 1, or `configurationExitStatus` when
+    /// starting again cannot help until someone changes a file (a state file that is
+    /// corrupt or contradicts the command line), so a service manager stops restarting.
+    public let exitStatus: Int32
+    /// EX_CONFIG (sysexits.h); packaging/systemd/spindle.service has RestartPreventExitStatus= for it.
+    public static let configurationExitStatus: Int32 = 78
+    init(_ description: String, exitStatus: Int32 = 1) {
+        self.description = description
+        self.exitStatus = exitStatus
+    }
 }

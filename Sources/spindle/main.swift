@@ -29,10 +29,10 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 
-func fail(_ message: String) -> Never {
+func fail(_ message: String, status: Int32 = 1) -> Never {
     let line = "spindle: \(message)\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
-    exit(1)
+    exit(status)
 }
 
 let action: CommandLineAction
@@ -61,16 +61,16 @@ func onControlThread<T: Sendable>(_ body: @escaping @Sendable @ControlActor () a
 
 // QMP `quit` asks this thread, waiting in sigwait below, to run the orderly shutdown.
 let daemon = onControlThread { Daemon(requestQuit: { kill(getpid(), SIGTERM) }) }
-let startError: String? = onControlThread {
+let startError: (message: String, status: Int32)? = onControlThread {
     do {
         try await daemon.start(configuration)
         return nil
     } catch {
         await daemon.shutdown()
-        return "\(error)"
+        return ("\(error)", (error as? DaemonError)?.exitStatus ?? 1)
     }
 }
-if let startError { fail(startError) }
+if let startError { fail(startError.message, status: startError.status) }
 
 // --metrics: the Prometheus endpoint's own thread samples the daemon at each scrape.
 var metricsServer: MetricsServer? = nil

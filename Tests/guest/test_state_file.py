@@ -175,13 +175,13 @@ def test_a_truncated_or_corrupt_state_file_is_refused_and_kept(tmp_path):
 
     state.write_bytes(good[:len(good) // 2])
     refused = failed_start(tmp_path)
-    assert refused.returncode != 0
+    assert refused.returncode == 78  # EX_CONFIG: the unit's RestartPreventExitStatus
     assert f"spindle: state file '{state}': it is truncated" in refused.stderr, refused.stderr
     assert state.read_bytes() == good[:len(good) // 2]  # nothing rewrote it
 
     state.write_bytes(good.replace(b'"n2"', b'"n3"'))
     refused = failed_start(tmp_path)
-    assert refused.returncode != 0
+    assert refused.returncode == 78
     assert f"spindle: state file '{state}': its checksum does not match" in refused.stderr, refused.stderr
     assert not (tmp_path / "exp0.sock").exists()  # the command line's export was taken down again
 
