@@ -39,6 +39,11 @@ public final class IOThread: @unchecked Sendable {
     private let pollHitCount = Atomic<UInt64>(0)
     private let pollMissCount = Atomic<UInt64>(0)
     private let sleepCount = Atomic<UInt64>(0)
+    /// Nanoseconds spent asleep in the kernel and busy-polling, and when the loop began: the
+    /// rest of its life was work (written by the thread only, read by anyone).
+    private let sleepNs = Atomic<UInt64>(0)
+    private let pollNs = Atomic<UInt64>(0)
+    private let startedNs = Atomic<UInt64>(0)
     private let pollYieldCount = Atomic<UInt64>(0)
     private let pollWindowNs = Atomic<UInt64>(0)
 
@@ -107,6 +112,17 @@ public final class IOThread: @unchecked Sendable {
     public var pollHits: UInt64 { pollHitCount.load(ordering: .relaxed) }
     public var pollMisses: UInt64 { pollMissCount.load(ordering: .relaxed) }
     public var sleeps: UInt64 { sleepCount.load(ordering: .relaxed) }
+    /// Time asleep waiting for work, time busy-polling for it, and the rest since the thread
+    /// started (handling kicks and completions, submitting), in nanoseconds.
+    public var sleepNanoseconds: UInt64 { sleepNs.load(ordering: .relaxed) }
+    public var pollNanoseconds: UInt64 { pollNs.load(ordering: .relaxed) }
+    public var busyNanoseconds: UInt64 {
+        let started = startedNs.load(ordering: .relaxed)
+        guard started != 0 else { return 0 }
+        let elapsed = monotonicNanoseconds() &- started
+        let idle = sleepNanoseconds &+ pollNanoseconds
+        return elapsed > idle ? elapsed - idle : 0
+    }
     /// Times polling gave the CPU away because requests were waiting on the kernel.
     public var pollYields: UInt64 { pollYieldCount.load(ordering: .relaxed) }
 
@@ -215,6 +231,7 @@ public final class IOThread: @unchecked Sendable {
         _ = spindle_set_thread_name("iot-\(id)")
         owner.bindToCurrentThread()
         context.bindToCurrentThread()
+        startedNs.store(monotonicNanoseconds(), ordering: .relaxed)
         tid.store(spindle_gettid(), ordering: .releasing)
         armInbox()
         let ring = context.ring
@@ -233,7 +250,9 @@ public final class IOThread: @unchecked Sendable {
                     logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
                 }
                 sleepCount.wrappingAdd(1, ordering: .relaxed)
-                pollWindow.record(blockedNs: monotonicNanoseconds() &- before)
+                let blocked = monotonicNanoseconds() &- before
+                sleepNs.store(sleepNs.load(ordering: .relaxed) &+ blocked, ordering: .relaxed)  // one writer
+                pollWindow.record(blockedNs: blocked)
                 pollWindowNs.store(pollWindow.currentNs, ordering: .relaxed)
             }
             while true {
@@ -274,7 +293,8 @@ public final class IOThread: @unchecked Sendable {
         guard window > 0, !pollers.isEmpty else { return false }
         _ = io_uring_submit(ring)
         for poller in pollers { poller.pollingBegins() }
-        let deadline = monotonicNanoseconds() &+ window
+        let began = monotonicNanoseconds()
+        let deadline = began &+ window
         var found = false
         repeat {
             if io_uring_cq_ready(ring) > 0 { found = true; break }
@@ -296,6 +316,7 @@ public final class IOThread: @unchecked Sendable {
             }
         } while monotonicNanoseconds() < deadline
         for poller in pollers where poller.pollingEnds() { found = true }
+        pollNs.store(pollNs.load(ordering: .relaxed) &+ (monotonicNanoseconds() &- began), ordering: .relaxed)  // one writer
         if found {
             pollHitCount.wrappingAdd(1, ordering: .relaxed)
         } else {

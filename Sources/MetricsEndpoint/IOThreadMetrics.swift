@@ -19,8 +19,13 @@ enum IOThreadMetrics {
             writer.gauge("spindle_iothread_poll_max_seconds", help: "poll-max-ns: the longest polling window.",
                          labels: labels, Double(thread.pollMaxNs) / 1e9)
             writer.gauge("spindle_iothread_queues", help: "Virtqueues the IOThread serves.", labels: labels, thread.queues.count)
-            // Busy, poll and sleep *time* are not kept by the IOThread yet (only the counts
-            // above); they belong here once its loop accumulates them.
+            writer.counter("spindle_iothread_sleep_seconds_total", help: "Time the IOThread slept in the kernel waiting for work.",
+                           labels: labels, seconds: Double(thread.sleepNs) / 1e9)
+            writer.counter("spindle_iothread_poll_seconds_total", help: "Time the IOThread busy-polled for work.",
+                           labels: labels, seconds: Double(thread.pollNs) / 1e9)
+            writer.counter("spindle_iothread_busy_seconds_total",
+                           help: "Time the IOThread worked (kicks, completions, submissions): its life less sleep and polling.",
+                           labels: labels, seconds: Double(thread.busyNs) / 1e9)
         }
     }
 }

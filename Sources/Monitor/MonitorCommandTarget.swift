@@ -138,9 +138,14 @@ public struct IOThreadInfo: Sendable, Equatable {
     public var sleeps: UInt64
     /// Polling turns that yielded the CPU to the kernel's I/O workers.
     public var pollYields: UInt64
+    /// Nanoseconds since the thread started spent asleep, busy-polling, and working.
+    public var sleepNs: UInt64
+    public var pollNs: UInt64
+    public var busyNs: UInt64
     public init(id: String, threadID: Int32, cpu: Int?, node: Int? = nil, queues: [String] = [],
                 pollMaxNs: UInt64 = 0, pollGrow: UInt64 = 0, pollShrink: UInt64 = 0,
-                pollCurrentNs: UInt64 = 0, pollHits: UInt64 = 0, pollMisses: UInt64 = 0, sleeps: UInt64 = 0, pollYields: UInt64 = 0) {
+                pollCurrentNs: UInt64 = 0, pollHits: UInt64 = 0, pollMisses: UInt64 = 0, sleeps: UInt64 = 0, pollYields: UInt64 = 0,
+                sleepNs: UInt64 = 0, pollNs: UInt64 = 0, busyNs: UInt64 = 0) {
         self.id = id
         self.threadID = threadID
         self.cpu = cpu
@@ -154,6 +159,9 @@ public struct IOThreadInfo: Sendable, Equatable {
         self.pollMisses = pollMisses
         self.sleeps = sleeps
         self.pollYields = pollYields
+        self.sleepNs = sleepNs
+        self.pollNs = pollNs
+        self.busyNs = busyNs
     }
 }
 

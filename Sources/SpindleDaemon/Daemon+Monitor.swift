@@ -147,7 +147,8 @@ extension Daemon: MonitorCommandTarget {
                          queues: placements.queueNames(servedBy: thread.id),
                          pollMaxNs: thread.pollMaxNs, pollGrow: thread.pollGrow, pollShrink: thread.pollShrink,
                          pollCurrentNs: thread.pollCurrentNs, pollHits: thread.pollHits, pollMisses: thread.pollMisses,
-                         sleeps: thread.sleeps, pollYields: thread.pollYields)
+                         sleeps: thread.sleeps, pollYields: thread.pollYields,
+                         sleepNs: thread.sleepNanoseconds, pollNs: thread.pollNanoseconds, busyNs: thread.busyNanoseconds)
         }
     }
 
