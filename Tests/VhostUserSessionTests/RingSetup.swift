@@ -55,6 +55,23 @@ final class RawRing: @unchecked Sendable {
         try frontend.send(.setVringKick(VhostUserVringFile(index: 0, fd: kickless ? nil : kickFD)))
     }
 
+    /// Whether a mapping of the shared memory covers `address` in this process.
+    func maps(address: UInt) -> Bool {
+        let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+        return maps.split(separator: "\n").contains { line in
+            guard line.contains("memfd:\(memoryName) "),
+                  let range = line.split(separator: " ").first?.split(separator: "-"), range.count == 2,
+                  let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16) else { return false }
+            return start <= address && address < end
+        }
+    }
+
+    /// This process's mappings of the shared memory, as /proc/self/maps shows them (for messages).
+    var mappingLines: [String] {
+        let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+        return maps.split(separator: "\n").filter { $0.contains("memfd:\(memoryName) ") }.map(String.init)
+    }
+
     /// How many mappings of the shared memory this process has (the frontend's is one).
     var mappingCount: Int {
         let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
