@@ -8,8 +8,8 @@ import Glibc
 /// with its own users' permissions, so the child cannot be deleted under it; the group
 /// cannot be deleted while a throttle node uses it.
 @ControlActor
-final class ThrottleDriver: BlockDriver {
-    private let child: BlockNode
+final class ThrottleDriver: FilterDriver {
+    let child: BlockNode
     private let filter: ThrottleFilterIO
 
     private init(child: BlockNode, filter: ThrottleFilterIO) {
@@ -23,13 +23,10 @@ final class ThrottleDriver: BlockDriver {
 
     static func open(_ options: ThrottleFilterOptions, node: NodeName, nodes: [NodeName: BlockNode],
                      groups: [String: ThrottleGroup]) throws(BlockError) -> ThrottleDriver {
-        guard let child = nodes[options.child] else {
-            throw BlockError(errno: ENOENT, "node '\(node)': its file node '\(options.child)' does not exist; add that node first")
-        }
+        let child = try filteredChild(options.child, of: node, in: nodes)
         guard let group = groups[options.group] else {
             throw BlockError(errno: ENOENT, "Throttle group '\(options.group)' does not exist (add it with --object throttle-group,id=\(options.group) or object-add first)")
         }
-        if let blocker = child.blocker { throw BlockError(errno: EBUSY, "Node '\(child.name)' is busy: \(blocker)") }
         // Both would keep their queue state in the same fields of each request.
         if case .throttle = child.options.driver {
             throw BlockError(errno: EINVAL, "node '\(node)': a throttle node cannot filter another throttle node ('\(child.name)'); put both exports' nodes in one group instead")
@@ -41,19 +38,4 @@ final class ThrottleDriver: BlockDriver {
 
     var group: ThrottleGroup { filter.group }
     var io: any BlockDriverIO { filter }
-    var children: [BlockNode] { [child] }
-
-    func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {
-        try child.setUser(self, permissions: users.reduce([]) { $0.union($1) })
-    }
-
-    /// The child's size is the filter's: resizing the filter resizes the child.
-    func resize(to size: UInt64) throws(BlockError) { try child.resize(to: size) }
-
-    func close() { child.removeUser(self) }
-
-    func flushToDisk() throws(BlockError) {}
-    func refreshLength() -> Bool { false }
-
-    var display: BlockNodeDisplay { child.display }
 }
