@@ -46,6 +46,13 @@ public protocol MonitorCommandTarget: AnyObject {
     /// A command succeeded and its reply is about to be sent: record it (the state file).
     /// Has a default that records nothing (QMPStateRecording.swift).
     func recordSucceeded(command: String, arguments: JSONObject, result: JSONValue) throws(QMPError)
+    /// blockdev-create: start a job of type "create" that makes a file or qcow2 image.
+    /// Defaults (SnapshotCommands.swift) refuse it and the two below.
+    func blockdevCreate(jobID: String, options: BlockdevCreateOptions) throws(QMPError)
+    /// blockdev-snapshot: `overlay` (a qcow2 node without backing) becomes the active layer over `node`.
+    func blockdevSnapshot(node: String, overlay: String) async throws(QMPError)
+    /// blockdev-snapshot-sync: create (or open) the overlay, then as blockdev-snapshot.
+    func blockdevSnapshotSync(_ request: SnapshotSyncRequest) async throws(QMPError)
 }
 
 extension MonitorCommandTarget {

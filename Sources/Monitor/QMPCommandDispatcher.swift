@@ -18,6 +18,7 @@ struct QMPCommandDispatcher {
         "job-finalize", "job-dismiss", "blockdev-set-active",
         "qom-get", "qom-set", "block_set_io_throttle",
         "query-blockstats",
+        "blockdev-create", "blockdev-snapshot", "blockdev-snapshot-sync",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -64,6 +65,9 @@ struct QMPCommandDispatcher {
         case "qom-set": return try QMPThrottleCommands(target, command: request.command).qomSet(&arguments)
         case "block_set_io_throttle":
             return try await QMPThrottleCommands(target, command: request.command).blockSetIOThrottle(&arguments)
+        case "blockdev-create": return try BlockdevCreateCommands(target: target).blockdevCreate(&arguments)
+        case "blockdev-snapshot": return try await SnapshotCommands(target: target).blockdevSnapshot(&arguments)
+        case "blockdev-snapshot-sync": return try await SnapshotCommands(target: target).blockdevSnapshotSync(&arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

@@ -69,9 +69,13 @@ extension Daemon {
                 emit(event: "BLOCK_JOB_READY", data: Self.blockJobData(info, error: nil))
             case .pending(let id, let type):
                 emit(event: "BLOCK_JOB_PENDING", data: JSONObject(["type": .string(type), "id": .string(id)]))
+            case .completed(let info, _) where info.type == "create":
+                continue  // blockdev-create's job is not a block job: QEMU sends JOB_STATUS_CHANGE only
             case .completed(let info, let error):
                 emit(event: "BLOCK_JOB_COMPLETED", data: Self.blockJobData(info, error: error))
                 recordGraphChanges()  // a mirror's pivot moved an export (state file)
+            case .cancelled(let info) where info.type == "create":
+                continue
             case .cancelled(let info):
                 emit(event: "BLOCK_JOB_CANCELLED", data: Self.blockJobData(info, error: nil))
             }

@@ -74,6 +74,10 @@ struct StateRecordingRule: Sendable {
         "object-del": .init(effect: .remove, kind: .object, idArguments: ["id"]),
         "qom-set": .init(effect: .modify, kind: .object, idArguments: ["path"], idIsPath: true, settingArguments: ["property"]),
         "block_set_io_throttle": .init(effect: .modify, kind: .export, idArguments: ["id", "device"]),
+        // A snapshot changes the overlay's backing (its export moves are recorded as pivots);
+        // -sync also creates the overlay node (replayed with mode=existing: the file is there).
+        "blockdev-snapshot": .init(effect: .modify, kind: .node, idArguments: ["overlay"]),
+        "blockdev-snapshot-sync": .init(effect: .create, kind: .node, idArguments: ["snapshot-node-name"]),
     ]
 }
 
@@ -90,6 +94,10 @@ extension StateEntry {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
             guard words.count == 2, words[0] == "drive_del" else { return nil }
             return .exportDeletion(id: String(words[1]))
+        case "blockdev-snapshot-sync":
+            var replayed = arguments
+            replayed["mode"] = .string("existing")  // never create (overwrite) the overlay again
+            return StateEntry(command: command, arguments: replayed)
         default:
             guard StateRecordingRule.table[command] != nil else { return nil }
             return StateEntry(command: command, arguments: arguments)

@@ -141,6 +141,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            job-complete, job-finalize, job-dismiss (README);
                            I/O limits: qom-get/qom-set of a throttle group's
                            limits, block_set_io_throttle (README)
+                           images: blockdev-create (file, qcow2; a job),
+                           blockdev-snapshot, blockdev-snapshot-sync (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes
