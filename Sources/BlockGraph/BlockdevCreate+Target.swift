@@ -40,7 +40,7 @@ extension BlockGraph {
         switch file {
         case .node(let name):
             guard let node = nodes[name] else {
-                throw BlockError(errno: ENOENT, "Cannot find device='\(name)' nor node-name='\(name)'")
+                throw BlockError(errno: ENOENT, "Cannot find device=\(name) nor node_name=\(name)")
             }
             if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
             guard case .file(let options) = node.options.driver, let io = node.io as? FileIO else {

@@ -49,9 +49,12 @@ extension BlockGraph {
                 throw BlockError(errno: EPERM, "Node '\(node.name)' is inactive; activate it first (blockdev-set-active)")
             }
         }
-        guard base !== overlay else { throw BlockError(errno: EINVAL, "Cannot snapshot node '\(base.name)' onto itself") }
+        guard base !== overlay else {
+            throw BlockError(errno: EINVAL, "Making '\(base.name)' a backing child of '\(overlay.name)' would create a cycle")
+        }
         guard case .qcow2(let options) = overlay.options.driver, let driver = overlay.driver as? Qcow2Driver else {
-            throw BlockError(errno: ENOTSUP, "The overlay '\(overlay.name)' is a \(overlay.driverName) node; snapshots need a qcow2 overlay")
+            if overlay.driver is any FilterDriver { throw BlockError(errno: ENOTSUP, "Filters cannot be used as overlays") }
+            throw BlockError(errno: ENOTSUP, "The overlay does not support backing images ('\(overlay.name)' is a \(overlay.driverName) node; snapshots need a qcow2 overlay)")
         }
         guard options.backing == .none, driver.backingDisplay == nil else {
             throw BlockError(errno: EEXIST, "The overlay already has a backing image ('\(overlay.name)' must be added with \"backing\": null)")

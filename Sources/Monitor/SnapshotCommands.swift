@@ -54,7 +54,7 @@ struct SnapshotCommands {
             throw QMPError("format '\(format)' is not supported for snapshots by Spindle; use qcow2")
         }
         guard let snapshotNodeName else {
-            throw QMPError("Parameter 'snapshot-node-name' is required by Spindle (it names the overlay node)")
+            throw QMPError("New overlay node name missing (Spindle needs snapshot-node-name)")
         }
         try await target.blockdevSnapshotSync(SnapshotSyncRequest(
             device: device, nodeName: nodeName, snapshotFile: snapshotFile, snapshotNodeName: snapshotNodeName,

@@ -22,7 +22,7 @@ extension Daemon {
         let base = try snapshotSubject(request)
         let overlayName = NodeName(request.snapshotNodeName)
         guard graph.nodes[overlayName] == nil else {
-            throw QMPError(.genericError, "Duplicate nodes with node-name='\(overlayName)'")
+            throw QMPError(.genericError, "New overlay node name already in use")
         }
         do throws(BlockError) {
             if !request.existing {

@@ -166,7 +166,7 @@ def test_backing_file_and_format_reach_the_header(daemon):
     ({"version": "v2", "lazy-refcounts": True}, "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)"),
     ({"backing-fmt": "raw"}, "Backing format cannot be used without backing file"),
     ({"size": 1000}, "Image size must be a multiple of 512 bytes"),
-    ({"file": "nope"}, "Cannot find device='nope' nor node-name='nope'"),
+    ({"file": "nope"}, "Cannot find device=nope nor node_name=nope"),
     ({"preallocation": "metadata"}, "Unsupported preallocation mode 'metadata'"),
 ])
 def test_bad_qcow2_options_end_the_job_with_qemus_error(daemon, options, error):
@@ -258,7 +258,25 @@ def test_blockdev_snapshot_refusals(daemon):
     assert reply["error"]["desc"].startswith("The overlay already has a backing image")
     ok(client, "blockdev-add", driver="file", filename=str(base), **{"node-name": "raw", "read-only": True})
     reply = client.cmd_raw("blockdev-snapshot", {"node": "base", "overlay": "raw"})
-    assert "snapshots need a qcow2 overlay" in reply["error"]["desc"]
+    assert reply["error"]["desc"].startswith("The overlay does not support backing images")
+    reply = client.cmd_raw("blockdev-snapshot", {"node": "base", "overlay": "base"})
+    assert reply["error"]["desc"] == "Making 'base' a backing child of 'base' would create a cycle"
+    reply = client.cmd_raw("blockdev-snapshot-sync", {"node-name": "base", "snapshot-file": str(tmp / "s.qcow2")})
+    assert reply["error"]["desc"].startswith("New overlay node name missing")
+    reply = client.cmd_raw("blockdev-snapshot-sync", {"node-name": "base", "snapshot-file": str(tmp / "s.qcow2"),
+                                                      "snapshot-node-name": "raw"})
+    assert reply["error"]["desc"] == "New overlay node name already in use"
+    assert not (tmp / "s.qcow2").exists()
+    # The node's own image as snapshot-file would be overwritten: refused, the image intact.
+    image = base.read_bytes()
+    reply = client.cmd_raw("blockdev-snapshot-sync", {"node-name": "base", "snapshot-file": str(base),
+                                                      "snapshot-node-name": "s"})
+    assert "is the image of qcow2 node 'base'" in reply["error"]["desc"]
+    assert base.read_bytes() == image
+    qcow2_node(client, "busy", overlay, backing=None)
+    export(client, tmp, "busy")
+    reply = client.cmd_raw("blockdev-snapshot", {"node": "base", "overlay": "busy"})
+    assert reply["error"]["desc"].startswith("The overlay is already in use")
     reply = client.cmd_raw("blockdev-snapshot", {"node": "nope", "overlay": "raw"})
     assert reply["error"]["desc"] == "Cannot find device='nope' nor node-name='nope'"
     reply = client.cmd_raw("blockdev-snapshot-sync", {"node-name": "base", "snapshot-file": str(tmp / "s.vmdk"),
