@@ -199,6 +199,21 @@ def test_bad_commands_are_refused_with_qemu_like_messages(daemon):
     assert refused({"job-id": "j", "options": {"driver": "qcow2", "file": "f", "size": MiB, "encrypt": {}}}).startswith("Parameter 'options.encrypt' is not supported")
 
 
+def test_file_preallocation_off_and_falloc(daemon):
+    client, tmp = daemon
+    sparse, allocated = tmp / "sparse.raw", tmp / "falloc.raw"
+    allocated.write_bytes(b"\x77" * 4096)  # an existing file is emptied first
+    assert "error" not in create(client, "s", driver="file", filename=str(sparse), size=8 * MiB)
+    assert "error" not in create(client, "f", driver="file", filename=str(allocated), size=8 * MiB, preallocation="falloc")
+    assert sparse.stat().st_size == allocated.stat().st_size == 8 * MiB
+    assert sparse.stat().st_blocks == 0 and allocated.stat().st_blocks * 512 >= 8 * MiB
+    assert allocated.read_bytes() == bytes(8 * MiB)
+    info = create(client, "x", driver="file", filename=str(tmp / "full.raw"), size=MiB, preallocation="full")
+    assert info["error"].startswith("Unsupported preallocation mode 'full'")
+    info = create(client, "y", driver="file", filename=str(tmp / "no" / "such" / "dir.raw"), size=MiB)
+    assert info["error"].startswith("Could not create '")
+
+
 def test_a_file_in_use_is_not_overwritten(daemon):
     client, tmp = daemon
     image = tmp / "used.qcow2"
