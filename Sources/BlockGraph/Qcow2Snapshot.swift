@@ -63,8 +63,12 @@ extension BlockGraph {
             throw BlockError(errno: EBUSY, "The overlay is already in use ('\(overlay.name)' has users; give a node nothing uses)")
         }
         guard base.parents.isEmpty else {
-            let parents = base.parents.map(\.rawValue).sorted().joined(separator: "', '")
-            throw BlockError(errno: EBUSY, "Node '\(base.name)' is not the top of its chain ('\(parents)' is built on it); snapshot '\(parents)' instead")
+            let parents = base.parents.sorted { $0.rawValue < $1.rawValue }
+            let names = parents.map(\.rawValue).joined(separator: "', '")
+            if parents.contains(where: { nodes[$0]?.driver is any FilterDriver }) {
+                throw BlockError(errno: ENOTSUP, "Node '\(base.name)' has filter node '\(names)' over it; snapshots under I/O limits or filters are not supported yet (lift the limits with block_set_io_throttle, or delete the filter, first)")
+            }
+            throw BlockError(errno: EBUSY, "Node '\(base.name)' is not the top of its chain ('\(names)' is built on it); snapshot '\(names)' instead")
         }
         guard base.length == overlay.length else {
             throw BlockError(errno: EINVAL, "The overlay '\(overlay.name)' is \(overlay.length) bytes and node '\(base.name)' \(base.length); a snapshot's overlay must have the node's size")

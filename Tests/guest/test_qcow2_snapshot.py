@@ -70,6 +70,13 @@ def test_blockdev_snapshot_refusals(daemon):
                                                       "snapshot-node-name": "s"})
     assert "is the image of qcow2 node 'base'" in reply["error"]["desc"]
     assert base.read_bytes() == image
+    # Under an export's I/O limits (an implicit throttle node): refused, saying so.
+    export(client, tmp, "base")
+    ok(client, "block_set_io_throttle", id="e-base", bps=0, bps_rd=0, bps_wr=0, iops=1000, iops_rd=0, iops_wr=0)
+    qcow2_node(client, "free", overlay, backing=None)
+    reply = client.cmd_raw("blockdev-snapshot", {"node": "base", "overlay": "free"})
+    assert "has filter node '#throttle-e-base' over it" in reply["error"]["desc"]
+    ok(client, "block_set_io_throttle", id="e-base", bps=0, bps_rd=0, bps_wr=0, iops=0, iops_rd=0, iops_wr=0)
     qcow2_node(client, "busy", overlay, backing=None)
     export(client, tmp, "busy")
     reply = client.cmd_raw("blockdev-snapshot", {"node": "base", "overlay": "busy"})
