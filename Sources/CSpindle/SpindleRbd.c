@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 struct spindle_rbd_api spindle_rbd_table;
 static int loaded;
@@ -41,6 +42,8 @@ int spindle_rbd_load(const char *librbd, const char *librados, char *error, size
     RESOLVE(rbd_aio_create_completion); RESOLVE(rbd_aio_readv); RESOLVE(rbd_aio_writev); RESOLVE(rbd_aio_flush);
     RESOLVE(rbd_aio_discard); RESOLVE(rbd_aio_write_zeroes); RESOLVE(rbd_aio_get_return_value);
     RESOLVE(rbd_aio_get_arg); RESOLVE(rbd_aio_release);
+    RESOLVE(rbd_update_watch); RESOLVE(rbd_update_unwatch); RESOLVE(rbd_lock_acquire); RESOLVE(rbd_lock_release);
+    RESOLVE(rbd_is_exclusive_lock_owner);
 #undef RESOLVE
     // The libraries stay loaded for the life of the process (librados' threads run their code).
     spindle_rbd_table = table;
@@ -50,4 +53,15 @@ fail:
     dlclose(rbd);
     dlclose(rados);
     return -1;
+}
+
+// Runs on a librbd thread: only wakes the control thread (an eventfd it watches).
+static void spindle_rbd_update_wake(void *arg) {
+    uint64_t one = 1;
+    ssize_t written = write((int)(intptr_t)arg, &one, sizeof one);
+    (void)written;  // EAGAIN: the counter is already non-zero, the wakeup is pending anyway
+}
+
+int spindle_rbd_update_watch(spindle_rbd_image_t image, uint64_t *handle, int fd) {
+    return spindle_rbd_table.rbd_update_watch(image, handle, spindle_rbd_update_wake, (void *)(intptr_t)fd);
 }
