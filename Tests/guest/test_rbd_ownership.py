@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench next to spindle"),
 ]
 
-IN_USE = "is in use: another client holds its exclusive lock"
+IN_USE = "holds its exclusive lock (another Spindle serving it?)"
 # vhost-user (docs/interop/vhost-user.rst): the few messages a config watcher needs.
 GET_FEATURES, SET_FEATURES, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES = 1, 2, 15, 16
 SET_BACKEND_REQ_FD, GET_CONFIG, BACKEND_CONFIG_CHANGE_MSG = 21, 24, 2
@@ -213,8 +213,10 @@ def test_two_daemons_hand_the_image_over_through_the_lock(tmp_path, ceph, image)
         assert IN_USE in reply["error"]["desc"] and reply["error"]["desc"].startswith("Failed to activate node 'r0'"), reply
         assert holds_pattern(ceph, image, 0xAA)
         # A lets go (drained, flushed, lock released); B takes it and its writes land.
+        handover = time.monotonic()
         assert set_active(qa, False) == {"return": {}}
         assert set_active(qb, True) == {"return": {}}
+        print(f"handover (A inactive, B active) took {time.monotonic() - handover:.2f} s")
         bench_ok(waiting)
         assert holds_pattern(ceph, image, 0xBB)
         # A cannot take it back, and another client's write fails instead of taking the lock.

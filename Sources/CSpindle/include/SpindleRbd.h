@@ -50,6 +50,10 @@ struct spindle_rbd_api {
     int (*rbd_lock_acquire)(spindle_rbd_image_t image, int lock_mode);
     int (*rbd_lock_release)(spindle_rbd_image_t image);
     int (*rbd_is_exclusive_lock_owner)(spindle_rbd_image_t image, int *is_owner);
+    int (*rbd_lock_get_owners)(spindle_rbd_image_t image, int *lock_mode, char **owners, size_t *max_owners);
+    void (*rbd_lock_get_owners_cleanup)(char **owners, size_t count);
+    int (*rbd_watchers_list)(spindle_rbd_image_t image, void *watchers, size_t *max_watchers);
+    void (*rbd_watchers_list_cleanup)(void *watchers, size_t count);
 };
 
 /// Filled by spindle_rbd_load; read-only afterwards.
@@ -111,5 +115,12 @@ static inline int spindle_rbd_update_unwatch(spindle_rbd_image_t image, uint64_t
 static inline int spindle_rbd_lock_acquire_exclusive(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_lock_acquire(image, SPINDLE_RBD_LOCK_MODE_EXCLUSIVE); }
 static inline int spindle_rbd_lock_release(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_lock_release(image); }
 static inline int spindle_rbd_is_exclusive_lock_owner(spindle_rbd_image_t image, int *is_owner) { return spindle_rbd_table.rbd_is_exclusive_lock_owner(image, is_owner); }
+
+/// Who holds the exclusive lock, without waiting for it (rbd_lock_acquire waits until a dead
+/// holder's watch expires). 0: nobody; 1: a client that still watches the image (alive, or
+/// dead less than the OSDs' watch timeout ago); 2: a client that no longer watches it (dead:
+/// taking the lock breaks it and blocklists that client); negative errno: cannot tell.
+/// The holder's address goes into `owner`.
+int spindle_rbd_lock_owner_state(spindle_rbd_image_t image, char *owner, size_t owner_size);
 
 #endif
