@@ -59,6 +59,7 @@ public final class BlockGraph {
         }
         let node = try BlockNode.open(options, nodes: nodes, throttleGroups: throttleGroups)
         nodes[options.nodeName] = node
+        watchOutsideResizes(of: node)
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
         return node
     }

@@ -7,15 +7,20 @@ import Logging
 
 /// `driver=rbd`: a Ceph RBD image through librbd (loaded at run time). Opening, resizing
 /// and closing block on the network and run here, on the control thread; the data path is
-/// RbdIO on the IOThread that serves the node's queues. No image locks of our own: RBD's
-/// exclusive lock is librbd's (cooperative: a writer asks the holder for it).
+/// RbdIO on the IOThread that serves the node's queues. Ownership is RBD's exclusive lock,
+/// taken explicitly while the node is active and written (RbdExclusiveLock); a resize made
+/// elsewhere is seen through librbd's update watch (RbdUpdateWatch).
 @ControlActor
-final class RbdDriver: BlockDriver {
+final class RbdDriver: BlockDriver, OutsideResizeSource {
     private let rbd: RbdIO
     private let connection: RbdConnection
     private let options: RbdOptions
     private let node: NodeName
     private var closed = false
+    private var lock: RbdExclusiveLock
+    private var updateWatch: RbdUpdateWatch?
+    /// Set by the graph: the image may have changed size elsewhere.
+    var onOutsideResize: (@ControlActor () -> Void)?
     private let logger = Logger(label: "spindle.rbd")
 
     private init(rbd: RbdIO, connection: RbdConnection, options: RbdOptions, node: NodeName) {
@@ -23,6 +28,7 @@ final class RbdDriver: BlockDriver {
         self.connection = connection
         self.options = options
         self.node = node
+        self.lock = RbdExclusiveLock(image: connection.image, node: node, imageName: options.displayName)
     }
 
     static func open(_ options: RbdOptions, node: NodeName, nodes: [NodeName: BlockNode]) throws(BlockError) -> RbdDriver {
@@ -45,12 +51,36 @@ final class RbdDriver: BlockDriver {
         }
         let io = RbdIO(image: connection.image, notificationFD: fd, length: size, writable: !options.readOnly,
                        discardUnmaps: options.discardUnmap, nodeName: node.rawValue)
-        return RbdDriver(rbd: io, connection: connection, options: options, node: node)
+        let driver = RbdDriver(rbd: io, connection: connection, options: options, node: node)
+        // A snapshot never changes size; the image itself may, from any host.
+        if options.snapshot == nil {
+            do throws(BlockError) {
+                driver.updateWatch = try RbdUpdateWatch.start(image: connection.image, node: node, imageName: options.displayName) {
+                    [weak driver] in driver?.onOutsideResize?()
+                }
+            } catch {
+                connection.close()
+                Glibc.close(fd)
+                throw error
+            }
+        }
+        return driver
     }
 
     var io: any BlockDriverIO { rbd }
     var children: [BlockNode] { [] }
-    func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {}  // RBD's exclusive lock is librbd's
+    /// The exclusive lock is held while some user writes (an inactive node's users are none).
+    func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {
+        try lock.set(held: users.contains { $0.contains(.write) })
+    }
+
+    /// Whether this process holds the image's exclusive lock now.
+    var holdsExclusiveLock: Bool { lock.held }
+
+    func currentImageSize() -> UInt64? {
+        var size: UInt64 = 0
+        return spindle_rbd_get_size(connection.image, &size) == 0 ? size : nil
+    }
 
     func resize(to size: UInt64) throws(BlockError) {
         guard rbd.writable else {
@@ -77,6 +107,8 @@ final class RbdDriver: BlockDriver {
             logger.error("node '\(node)': its completion watcher is still running; the image is left open (leaked) rather than closed under it")
             return
         }
+        updateWatch?.stop()
+        updateWatch = nil
         connection.close()
         Glibc.close(rbd.notificationFD)
         logger.info("closed rbd image", metadata: ["node": "\(node)", "image": "\(options.displayName)"])

@@ -45,6 +45,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
   Every driver (x-delay too) takes active=on|off (default on): off opens the
   node inactive, taking no permissions or image locks, so that another process
   (a migration's source) keeps the image until QMP blockdev-set-active.
+  For rbd the image lock is RBD's exclusive lock, held while active and
+  written; a resize made elsewhere (rbd resize) reaches the guest.
 
   --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
              [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]

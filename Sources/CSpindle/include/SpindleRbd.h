@@ -44,6 +44,16 @@ struct spindle_rbd_api {
     ssize_t (*rbd_aio_get_return_value)(spindle_rbd_completion_t c);
     void *(*rbd_aio_get_arg)(spindle_rbd_completion_t c);
     void (*rbd_aio_release)(spindle_rbd_completion_t c);
+    // Watching for changes made elsewhere, and the exclusive lock (RbdUpdateWatch, RbdDriver).
+    int (*rbd_update_watch)(spindle_rbd_image_t image, uint64_t *handle, void (*cb)(void *arg), void *arg);
+    int (*rbd_update_unwatch)(spindle_rbd_image_t image, uint64_t handle);
+    int (*rbd_lock_acquire)(spindle_rbd_image_t image, int lock_mode);
+    int (*rbd_lock_release)(spindle_rbd_image_t image);
+    int (*rbd_is_exclusive_lock_owner)(spindle_rbd_image_t image, int *is_owner);
+    int (*rbd_lock_get_owners)(spindle_rbd_image_t image, int *lock_mode, char **owners, size_t *max_owners);
+    void (*rbd_lock_get_owners_cleanup)(char **owners, size_t count);
+    int (*rbd_watchers_list)(spindle_rbd_image_t image, void *watchers, size_t *max_watchers);
+    void (*rbd_watchers_list_cleanup)(void *watchers, size_t count);
 };
 
 /// Filled by spindle_rbd_load; read-only afterwards.
@@ -90,5 +100,27 @@ static inline int spindle_rbd_aio_write_zeroes(spindle_rbd_image_t image, uint64
 static inline ssize_t spindle_rbd_aio_get_return_value(spindle_rbd_completion_t c) { return spindle_rbd_table.rbd_aio_get_return_value(c); }
 static inline void *spindle_rbd_aio_get_arg(spindle_rbd_completion_t c) { return spindle_rbd_table.rbd_aio_get_arg(c); }
 static inline void spindle_rbd_aio_release(spindle_rbd_completion_t c) { spindle_rbd_table.rbd_aio_release(c); }
+
+/// librbd's RBD_LOCK_MODE_EXCLUSIVE (rbd_lock_acquire).
+#define SPINDLE_RBD_LOCK_MODE_EXCLUSIVE 0
+
+/// Watches the image's header for changes made by any client (a resize from another host):
+/// librbd then calls, on one of its own threads, a function that only adds 1 to the eventfd
+/// `fd` (nothing else happens on librbd's thread). `fd` must stay open until
+/// spindle_rbd_update_unwatch has returned.
+int spindle_rbd_update_watch(spindle_rbd_image_t image, uint64_t *handle, int fd);
+static inline int spindle_rbd_update_unwatch(spindle_rbd_image_t image, uint64_t handle) { return spindle_rbd_table.rbd_update_unwatch(image, handle); }
+/// Takes the exclusive lock explicitly: librbd then refuses to hand it to another client
+/// that asks (its writes fail with EROFS) until spindle_rbd_lock_release.
+static inline int spindle_rbd_lock_acquire_exclusive(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_lock_acquire(image, SPINDLE_RBD_LOCK_MODE_EXCLUSIVE); }
+static inline int spindle_rbd_lock_release(spindle_rbd_image_t image) { return spindle_rbd_table.rbd_lock_release(image); }
+static inline int spindle_rbd_is_exclusive_lock_owner(spindle_rbd_image_t image, int *is_owner) { return spindle_rbd_table.rbd_is_exclusive_lock_owner(image, is_owner); }
+
+/// Who holds the exclusive lock, without waiting for it (rbd_lock_acquire waits until a dead
+/// holder's watch expires). 0: nobody; 1: a client that still watches the image (alive, or
+/// dead less than the OSDs' watch timeout ago); 2: a client that no longer watches it (dead:
+/// taking the lock breaks it and blocklists that client); negative errno: cannot tell.
+/// The holder's address goes into `owner`.
+int spindle_rbd_lock_owner_state(spindle_rbd_image_t image, char *owner, size_t owner_size);
 
 #endif
