@@ -156,7 +156,6 @@ public final class PackedInflightTracker: @unchecked Sendable {
     /// `ring.publishUsed()` with the region updated around it, in the spec's order.
     @inline(__always)
     public func publishUsed(_ ring: inout PackedVirtqueue) {
-        ring.writeUsedBatch()  // the used position after the batch, stored below before the flags
         let batch = ring.batchIDCount
         guard batch > 0 else { return ring.publishUsed() }
         let none = PackedInflightLinks.none

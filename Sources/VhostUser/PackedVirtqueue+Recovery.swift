@@ -30,7 +30,7 @@ extension PackedVirtqueue {
     /// used". False (nothing changed) if the chains cannot be in flight together on this ring.
     mutating func restore(usedPosition: UInt16, usedWrap: Bool,
                           chains: [(id: UInt16, descriptors: [DescriptorCopy])]) -> Bool {
-        guard usedPosition < size, popped == 0, !batchPending, batchIDCount == 0 else { return false }
+        guard usedPosition < size, popped == 0, !batchPending else { return false }
         var slots = 0
         var seen = Set<UInt16>()
         for chain in chains {

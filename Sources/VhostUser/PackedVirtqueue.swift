@@ -37,13 +37,9 @@ public struct PackedVirtqueue: @unchecked Sendable {
     public let descriptorRingGuestAddress: UInt64
     /// Per buffer id: start position | descriptor count << 16, 0 while the id is not in flight.
     @usableFromInline let buffers: UnsafeMutablePointer<UInt32>
-    /// The used batch: ids added and not yet published (`size` at most; the inflight tracker
-    /// reads them too), with each one's written length | descriptor count << 32; the first
-    /// `batchWritten` of them are in the ring already (`writeUsedBatch`).
+    /// Ids added to the used batch not yet published, for the inflight tracker (`size` at most).
     @usableFromInline let batchIDs: UnsafeMutablePointer<UInt16>
-    @usableFromInline let batchWords: UnsafeMutablePointer<UInt64>
     @usableFromInline var batchIDCount = 0
-    @usableFromInline var batchWritten = 0
     let bufferTable: PackedBufferTable
     /// Chains a previous backend process left in flight, copied from the inflight region (their
     /// ring descriptors may have been overwritten by used descriptors since): walked from here.
@@ -108,7 +104,6 @@ public struct PackedVirtqueue: @unchecked Sendable {
         bufferTable = PackedBufferTable(count: n)
         buffers = bufferTable.entries
         batchIDs = bufferTable.batchIDs
-        batchWords = bufferTable.batchWords
         availPosition = base.availablePosition
         availWrap = base.availableWrap
         usedPosition = base.usedPosition
@@ -157,18 +152,14 @@ public struct PackedVirtqueue: @unchecked Sendable {
 final class PackedBufferTable: @unchecked Sendable {
     let entries: UnsafeMutablePointer<UInt32>
     let batchIDs: UnsafeMutablePointer<UInt16>
-    let batchWords: UnsafeMutablePointer<UInt64>
     init(count: Int) {
         entries = .allocate(capacity: count)
         entries.initialize(repeating: 0, count: count)
         batchIDs = .allocate(capacity: count)
         batchIDs.initialize(repeating: 0, count: count)
-        batchWords = .allocate(capacity: count)
-        batchWords.initialize(repeating: 0, count: count)
     }
     deinit {
         entries.deallocate()
         batchIDs.deallocate()
-        batchWords.deallocate()
     }
 }
