@@ -14,6 +14,8 @@
 #   bench/density.sh                                  # 64 exports, QD 4 and 32, both backends
 #   SPINDLE=/tmp/old/spindle BENCH=/tmp/old/spindle-bench bench/density.sh   # another build
 #   N=16 QDS=4 ROUNDS=1 MANY=0 BACKENDS=spindle bench/density.sh
+#   BENCH_ARGS=--packed MANY=0 BACKENDS=spindle bench/density.sh   # packed rings (spindle exports
+#                                                 # get packed-ring=on; more keys: EXPORT_KEYS=,k=v)
 #
 # Clients are not pinned (--cpus none): with N processes on a 2-CPU machine the IOPS figure
 # says more about scheduling than speed; it is there to show every frontend was served.
@@ -24,6 +26,8 @@ N=${N:-64}; QDS=${QDS:-4 32}; RUNTIME=${RUNTIME:-3}; ROUNDS=${ROUNDS:-3}; MANY=$
 BACKENDS=${BACKENDS:-spindle qsd}; IMAGE_DIR=${IMAGE_DIR:-/var/tmp}
 SPINDLE=${SPINDLE:-$BENCH_RELEASE/spindle}; BENCH=${BENCH:-$BENCH_RELEASE/spindle-bench}
 CONNECTED=${CONNECTED:-256}
+BENCH_ARGS=${BENCH_ARGS:-}; EXPORT_KEYS=${EXPORT_KEYS:-}
+[[ " $BENCH_ARGS " == *" --packed"* ]] && [[ "$EXPORT_KEYS" != *packed-ring=* ]] && EXPORT_KEYS="$EXPORT_KEYS,packed-ring=on"
 QSD=$(command -v qemu-storage-daemon || true)
 bench_build missing spindle spindle-bench >&2
 bench_workdir work density
@@ -35,14 +39,15 @@ bench_at_exit 'rm -rf "$sockdir"'
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 start_daemon() {  # BACKEND COUNT NODE-KIND
-    local backend=$1 count=$2 kind=$3 i args=() bin
+    local backend=$1 count=$2 kind=$3 i args=() bin keys=""
+    if [ "$backend" = spindle ]; then keys=$EXPORT_KEYS; fi
     for ((i = 0; i < count; i++)); do
         if [ "$kind" = null ]; then
             args+=(--blockdev "driver=null-co,node-name=n$i,size=1073741824")
         else
             args+=(--blockdev "driver=file,node-name=n$i,filename=$work/img$i")
         fi
-        args+=(--export "type=vhost-user-blk,id=e$i,node-name=n$i,addr.type=unix,addr.path=$sockdir/e$i.sock,writable=on,num-queues=1")
+        args+=(--export "type=vhost-user-blk,id=e$i,node-name=n$i,addr.type=unix,addr.path=$sockdir/e$i.sock,writable=on,num-queues=1$keys")
     done
     case $backend in
     spindle) bin=$SPINDLE; args+=(--qmp "$sockdir/qmp.sock") ;;
@@ -64,7 +69,7 @@ round() {
     rm -f "$work"/out.*
     for ((i = 0; i < N; i++)); do
         "$BENCH" --socket "$sockdir/e$i.sock" --iodepth "$qd" --bs 4k --rw randread --runtime "$RUNTIME" --ramp 1 \
-            --cpus none --json-only >"$work/out.$i" 2>"$work/err.$i" &
+            --cpus none $BENCH_ARGS --json-only >"$work/out.$i" 2>"$work/err.$i" &
         pids+=($!)
     done
     sleep $(( RUNTIME / 2 + 1 ))
@@ -124,7 +129,7 @@ if [ "$MANY" -gt 0 ] && [[ " $BACKENDS " == *" spindle "* ]]; then
         rm -f "$work"/out.*
         for ((i = 0; i < CONNECTED; i++)); do
             "$BENCH" --socket "$sockdir/e$i.sock" --iodepth 4 --bs 4k --rw randread --runtime "$RUNTIME" --ramp 1 \
-                --cpus none --json-only >"$work/out.$i" 2>"$work/err.$i" &
+                --cpus none $BENCH_ARGS --json-only >"$work/out.$i" 2>"$work/err.$i" &
             pids+=($!)
         done
         sleep $(( RUNTIME / 2 + 1 ))

@@ -10,6 +10,7 @@
 #   THROTTLE=100000 bench/malloc-count.sh      # through a throttle node capped at that many
 #                                              # IOPS (requests wait in the group's queue)
 #   METRICS=1 bench/malloc-count.sh            # with --metrics, scraped by curl every 0.5 s
+#   BENCH_ARGS=--packed bench/malloc-count.sh  # packed rings (the export gets packed-ring=on)
 # Writes bench/results/malloc-count.md (OUT=... to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ IMAGE=${IMAGE:-null}
 OUT=${OUT:-bench/results/malloc-count.md}
 MIN_REQUESTS=${MIN_REQUESTS:-1000000}
 THROTTLE=${THROTTLE:-}
+BENCH_ARGS=${BENCH_ARGS:-}; EXPORT_KEYS=""
+[[ " $BENCH_ARGS " == *" --packed"* ]] && EXPORT_KEYS=",packed-ring=on"
 bench_workdir WORK spindle-malloc-count
 
 bench_build always spindle spindle-bench >/dev/null
@@ -48,7 +51,7 @@ fi
 bench_start_backend "$WORK/spindle.log" \
     env MALLOC_COUNT_FILE="$TABLE" LD_PRELOAD="$WORK/malloc-count.so" taskset -c 1 "$BENCH_RELEASE/spindle" \
     --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
-    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
+    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1$EXPORT_KEYS \
     ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"}
 bench_wait_socket "$SOCK" "$backend_pid" "$WORK/spindle.log" 5
 if [ -n "${METRICS_PORT:-}" ]; then
@@ -66,9 +69,7 @@ iothread_count() {
 {
 echo "# Heap allocations per request on the I/O path"
 echo
-    --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
-    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
-    ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"}
+echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME, METRICS=${METRICS:-0}${BENCH_ARGS:+, BENCH_ARGS=$BENCH_ARGS}), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
 echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
 echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
 echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."
@@ -79,7 +80,7 @@ echo "|---|---:|---:|---:|---:|"
 
 for RW in randread randwrite; do
     .build/release/spindle-bench --socket "$SOCK" --iodepth 32 --bs 4k --rw $RW --runtime "$RUNTIME" --ramp 2 \
-        --cpus 0 --completion eventfd --json-only > "$WORK/bench.json" &
+        --cpus 0 --completion eventfd $BENCH_ARGS --json-only > "$WORK/bench.json" &
     BENCH=$!
     sleep 3
     before=$(iothread_count); t0=$(date +%s.%N)
@@ -93,7 +94,7 @@ for RW in randread randwrite; do
     per=$(python3 -c "print(f'{($after - $before) / max($reqs, 1):.6f}')")
     echo "$RW: ~$reqs requests, IOThread allocations $before -> $after ($per per request)"
     if [ "$reqs" -lt "$MIN_REQUESTS" ]; then echo "warning: fewer than $MIN_REQUESTS requests in the window; raise RUNTIME" >&2; fi
-    echo "| 4 KiB $RW, QD 32, eventfd | ~$reqs | $((after - before)) | $per | $total (cumulative) |" >> "$OUT.tmp"
+    echo "| 4 KiB $RW, QD 32, eventfd${BENCH_ARGS:+ ($BENCH_ARGS)} | ~$reqs | $((after - before)) | $per | $total (cumulative) |" >> "$OUT.tmp"
 done
 echo >> "$OUT.tmp"
 echo "Per-thread table at the end: \`$(python3 bench/malloc-count/read-counts.py "$TABLE")\`" >> "$OUT.tmp"

@@ -98,13 +98,14 @@ public final class PackedInflightTracker: @unchecked Sendable {
     }
 
     /// `nextID(from:)` with the buffer walked into `chain`: a resubmission from its copy, a
-    /// new buffer in the ring's one walk (`takeAvailable(into:)`).
+    /// new buffer in the ring's one walk (`takeAvailable(into:)`). `.tooManySpans` leaves
+    /// the region and the ring as they were: the same buffer comes next again.
     @inline(__always)
     public func nextID(from ring: inout PackedVirtqueue, into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
         if resubmitNext < resubmitList.count {
             let id = resubmitList[resubmitNext]
-            resubmitNext += 1
             try ring.walkBuffer(id: id, into: chain)
+            resubmitNext += 1  // after the walk: one that ran out of spans is walked again
             return id
         }
         guard let id = try ring.takeAvailable(into: chain) else { return nil }

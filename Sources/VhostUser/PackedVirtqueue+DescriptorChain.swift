@@ -21,10 +21,11 @@ extension PackedVirtqueue {
         let count = Int(entry >> 16)
         var position = Int(entry & 0xffff)
         var source = UnsafeRawPointer(descriptors)
+        var fromCopy = false
         if let marks = recoveredStart, let copies = recoveredDescriptors, marks[Int(id)] != 0 {
             // Resubmitted once from its copy, contiguous (count <= size: it never wraps).
             source = copies + 16 * Int(marks[Int(id)] - 1)
-            marks[Int(id)] = 0
+            fromCopy = true
             position = 0
         }
         for _ in 0..<count {
@@ -43,6 +44,8 @@ extension PackedVirtqueue {
             if position == Int(size) { position = 0 }
         }
         writer.finish(chain, head: id)
+        // Only a complete walk uses the copy up: one that ran out of spans may be read again.
+        if fromCopy { recoveredStart?[Int(id)] = 0 }
     }
 
     /// A lone INDIRECT descriptor's table: every entry used in order, no table in a table.

@@ -16,14 +16,19 @@ extension PackedVirtqueue {
     /// below 4 GiB, fits the chain), INDIRECT only on a lone descriptor (its table walked
     /// one level deep), the chain no longer than the ring, and the id (in range, not in
     /// flight). On error `chain` is empty and the ring is broken; on nil the ring is unchanged.
+    /// One error leaves the ring unchanged and unbroken: `.tooManySpans`, a buffer longer
+    /// than `chain` holds, which the caller may take again into a larger chain (a server
+    /// whose slots hold short chains borrows room for it) or give up on with `markBroken()`.
     /// Out of line, like the split ring's walk: one call per request, none per descriptor.
     public mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
         if broken { return nil }
         do {
             return try walkAvailable(into: chain)
         } catch {
-            broken = true
             chain.clear()
+            // Nothing is taken before the walk ends (id, position and count are stored last).
+            if case .tooManySpans = error { throw error }
+            broken = true
             throw error
         }
     }

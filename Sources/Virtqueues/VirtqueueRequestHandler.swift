@@ -67,7 +67,9 @@ extension VirtqueueRequestHandler {
 
 /// A ring whose `readChain` can read the same chain again with the same result (no side
 /// effects): a chain too long for its slot's own room is then read again into borrowed room.
-/// A ring without it gets `spansPerRequest` in every slot.
+/// A ring that walks while taking (`walksWhileTaking`) must instead leave itself unchanged
+/// when `takeAvailable` throws `.tooManySpans`: the buffer is then taken again into borrowed
+/// room. A ring without it gets `spansPerRequest` in every slot.
 public protocol VirtqueueRingRereadable: VirtqueueRing {}
 
 extension SplitVirtqueue: VirtqueueRingRereadable {}

@@ -69,7 +69,7 @@ extension VirtqueueServer {
                 let slot = oneWalk ? slots.nextFree : 0
                 let head: UInt16?
                 do {
-                    head = oneWalk ? try takeRequest(into: slot) : try takeHead()
+                    head = oneWalk ? try takeRequestBorrowingIfLong(into: slot) : try takeHead()
                 } catch {
                     retireRequest()
                     markBroken("\(error)")
@@ -77,6 +77,10 @@ extension VirtqueueServer {
                 }
                 guard let head else {
                     retireRequest()
+                    if parkedSlot >= 0 {
+                        heldBack = true  // a long buffer waits in the ring for a span block
+                        return
+                    }
                     break
                 }
                 if oneWalk {
@@ -171,6 +175,18 @@ extension VirtqueueServer {
             }
         }
         return try taken.get()
+    }
+
+    /// `takeRequest(into:)`, with a buffer too long for the slot's own spans taken again
+    /// into a borrowed span block (the failed walk left it in the ring).
+    @inlinable @inline(__always)
+    final func takeRequestBorrowingIfLong(into slot: Int) throws(VirtqueueError) -> UInt16? {
+        do {
+            return try takeRequest(into: slot)
+        } catch {
+            guard case .tooManySpans = error, longChainSpans > 0 else { throw error }
+            return try takeLongRequest(into: slot)
+        }
     }
 
     /// Has the handler start the request walked into `slot`.

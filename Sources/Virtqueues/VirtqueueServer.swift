@@ -43,12 +43,13 @@ open class VirtqueueServer<Ring: VirtqueueRing, Handler: VirtqueueRequestHandler
     @usableFromInline final var slots = VirtqueueSlots(count: 0, spansPerRequest: 1)
     @usableFromInline final let slotCount: Int
     /// Spans each slot holds itself; a chain beyond that borrows a `SpanBlockPool` block of
-    /// `longChainSpans` while in flight (0: the ring cannot be read twice, every slot holds
-    /// the longest chain).
+    /// `longChainSpans` while in flight (0: the ring cannot read or take a chain again, see
+    /// `VirtqueueRingRereadable`; every slot holds the longest chain).
     @usableFromInline final let inlineSpans: Int
     @usableFromInline final let longChainSpans: Int
     /// The slot whose long chain waits for a span block (-1: none). It holds its head and
-    /// counts as in flight; no further request is taken until it has started.
+    /// counts as in flight (a packed queue's stays free: its buffer waits in the ring); no
+    /// further request is taken until it has started.
     @usableFromInline final var parkedSlot = -1
     /// Slots whose chain holds a borrowed span block now.
     @usableFromInline final var slotsWithSpanBlocks = 0

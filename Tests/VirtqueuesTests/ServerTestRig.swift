@@ -15,7 +15,9 @@ final class FakeHandler: VirtqueueRequestHandler, @unchecked Sendable {
     struct NoStatusByte: Error, CustomStringConvertible {
         var description: String { "fake request without a writable byte" }
     }
-    var spansPerRequest: Int { 4 }
+    /// The longest chain a request may have; set before the queue is made.
+    var longestSpans = 4
+    var spansPerRequest: Int { longestSpans }
     /// Spans a slot holds itself (longer chains borrow a span block); set before the queue is made.
     var inlineSpans = 4
     var inlineSpansPerRequest: Int { inlineSpans }
