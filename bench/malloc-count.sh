@@ -66,9 +66,7 @@ iothread_count() {
 {
 echo "# Heap allocations per request on the I/O path"
 echo
-    --blockdev "$NODE" ${EXTRA[@]+"${EXTRA[@]}"} \
-    --export type=vhost-user-blk,id=e0,node-name=$EXPORTED,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=1 \
-    ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"}
+echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME, METRICS=${METRICS:-0}), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
 echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
 echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
 echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."
