@@ -9,9 +9,10 @@ import Testing
 import VhostUserFrontend
 
 /// A session that closes while one of the frontend's messages waits for an IOThread must
-/// still let go of everything that message brought: a memory table mapped just before the
-/// close would otherwise stay mapped (the guest's RAM kept allocated on the host) for as
-/// long as anything holds the session object.
+/// still let go of everything that message brought: a memory table kept after the close
+/// would stay mapped (the guest's RAM kept allocated on the host) for as long as anything
+/// holds the session object. (The close waits for the same queue stops as the message and
+/// resumes after it; the session also releases what a handler stores after a close.)
 @Suite(.serialized) struct SessionCloseRaceTests {
     /// How many descriptors this process has open that name `name` (memfds, sockets).
     static func openDescriptors(naming name: String) -> Int {
