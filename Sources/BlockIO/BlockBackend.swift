@@ -18,6 +18,11 @@ public final class BlockBackend: @unchecked Sendable {
     // Written only on the control thread while every request is drained; read by IOThreads
     // only between beginRequest and endRequest, so never while it changes.
     nonisolated(unsafe) private var rootIO: (any BlockDriverIO)?
+    /// The same data path as IOThreads call it: unretained, owned by `rootBox` (set and
+    /// cleared with `rootIO`, under the same rule). Loading the existential from `rootIO`
+    /// retains and releases it around every call: two pairs per request.
+    nonisolated(unsafe) private var rootRef: Unmanaged<RootIOBox>?
+    nonisolated(unsafe) private var rootBox: RootIOBox?
     nonisolated(unsafe) private var perms: BlockPermissions
 
     private let inFlight = Atomic<Int>(0)
@@ -63,31 +68,41 @@ public final class BlockBackend: @unchecked Sendable {
     }
 
     /// The attached node's size, or 0 when nothing is attached (revoked).
-    public var length: UInt64 { rootIO?.length ?? 0 }
+    @inline(__always)
+    public var length: UInt64 {
+        guard let root = rootRef else { return 0 }
+        return root._withUnsafeGuaranteedRef { $0.io.length }
+    }
 
     /// Whether the BlockBackend may write (permission granted and the node writable).
-    public var isWritable: Bool { perms.contains(.write) && (rootIO?.writable ?? false) }
+    public var isWritable: Bool {
+        guard perms.contains(.write), let root = rootRef else { return false }
+        return root._withUnsafeGuaranteedRef { $0.io.writable }
+    }
 
     /// Starts a request between beginRequest and endRequest. Checks permissions and bounds,
     /// then hands it to the root node's driver.
     @inline(__always)
     public func submit(_ request: UnsafeMutablePointer<BlockRequest>, on context: IOContext) -> SubmitResult {
-        guard let root = rootIO else { return .done(-EIO) }  // revoked: fail cleanly
-        let op = request.pointee.operation
-        if op != .read && op != .flush && !(perms.contains(.write) && root.writable) { return .done(-EROFS) }
-        if op != .flush {
-            let (end, overflow) = request.pointee.offset.addingReportingOverflow(request.pointee.length)
-            if overflow || end > root.length { return .done(-EIO) }
-            if (op == .read || op == .write) && request.pointee.length > UInt64(Int32.max) { return .done(-EINVAL) }
+        guard let rootRef else { return .done(-EIO) }  // revoked: fail cleanly
+        return rootRef._withUnsafeGuaranteedRef { box in
+            let root = box.io
+            let op = request.pointee.operation
+            if op != .read && op != .flush && !(perms.contains(.write) && root.writable) { return .done(-EROFS) }
+            if op != .flush {
+                let (end, overflow) = request.pointee.offset.addingReportingOverflow(request.pointee.length)
+                if overflow || end > root.length { return .done(-EIO) }
+                if (op == .read || op == .write) && request.pointee.length > UInt64(Int32.max) { return .done(-EINVAL) }
+            }
+            return root.submit(request, on: context)
         }
-        return root.submit(request, on: context)
     }
 
     /// Passes a CQE to the driver; nil means the driver queued more work for this request.
     @inline(__always)
     public func complete(_ request: UnsafeMutablePointer<BlockRequest>, result: Int32, on context: IOContext) -> Int32? {
-        guard let root = rootIO else { return result }
-        return root.complete(request, result: result, on: context)
+        guard let rootRef else { return result }
+        return rootRef._withUnsafeGuaranteedRef { $0.io.complete(request, result: result, on: context) }
     }
 
     // MARK: global-state side (control thread; the public GS API is in BlockGraph)
@@ -102,6 +117,8 @@ public final class BlockBackend: @unchecked Sendable {
         precondition(quiesceDepth.load(ordering: .sequentiallyConsistent) > 0 && inFlight.load(ordering: .sequentiallyConsistent) == 0,
                      "graph change on BlockBackend '\(name)' while it is not drained")
         rootIO = io
+        rootBox = io.map(RootIOBox.init)
+        rootRef = rootBox.map { .passUnretained($0) }
         perms = permissions
     }
 
@@ -126,4 +143,12 @@ public final class BlockBackend: @unchecked Sendable {
         if depth == 0 { drainWaiter.withLock { $0 = nil } }
         return depth == 0
     }
+}
+
+/// The root's data path in a box of its own, so that IOThreads can reach it through an
+/// unretained reference (`Unmanaged` takes a class, not an existential) and borrow its
+/// `let` without reference counting.
+final class RootIOBox {
+    let io: any BlockDriverIO
+    init(_ io: any BlockDriverIO) { self.io = io }
 }

@@ -243,6 +243,7 @@ public final class IOThread: @unchecked Sendable {
             if turnsWaiting {
                 // Work was left for this turn: start what is queued and reap, but do not sleep.
                 _ = io_uring_submit(ring)
+                context.beginBatch()
             } else if !pollOnce(ring) {
                 let before = monotonicNanoseconds()
                 let rc = sleepsInPoll ? sleepInPoll(ring) : io_uring_submit_and_wait(ring, 1)
@@ -250,7 +251,9 @@ public final class IOThread: @unchecked Sendable {
                     logger.error("io_uring_submit_and_wait failed: \(String(cString: strerror(-rc)))")
                 }
                 sleepCount.wrappingAdd(1, ordering: .relaxed)
-                let blocked = monotonicNanoseconds() &- before
+                let woke = monotonicNanoseconds()
+                let blocked = woke &- before
+                context.beginBatch(at: woke)  // the clock read the sleep accounting makes anyway
                 sleepNs.store(sleepNs.load(ordering: .relaxed) &+ blocked, ordering: .relaxed)  // one writer
                 pollWindow.record(blockedNs: blocked)
                 pollWindowNs.store(pollWindow.currentNs, ordering: .relaxed)
@@ -296,7 +299,10 @@ public final class IOThread: @unchecked Sendable {
         let began = monotonicNanoseconds()
         let deadline = began &+ window
         var found = false
+        var now = began
         repeat {
+            // Requests found on this spin share the clock read that ended the previous one.
+            context.beginBatch(at: now)
             if io_uring_cq_ready(ring) > 0 { found = true; break }
             var waitingOnKernel = false
             for poller in pollers {
@@ -314,9 +320,12 @@ public final class IOThread: @unchecked Sendable {
                 sched_yield()
                 pollYieldCount.wrappingAdd(1, ordering: .relaxed)
             }
-        } while monotonicNanoseconds() < deadline
+            now = monotonicNanoseconds()
+        } while now < deadline
         for poller in pollers where poller.pollingEnds() { found = true }
-        pollNs.store(pollNs.load(ordering: .relaxed) &+ (monotonicNanoseconds() &- began), ordering: .relaxed)  // one writer
+        let ended = monotonicNanoseconds()
+        pollNs.store(pollNs.load(ordering: .relaxed) &+ (ended &- began), ordering: .relaxed)  // one writer
+        context.beginBatch(at: ended)  // for the completions reaped next
         if found {
             pollHitCount.wrappingAdd(1, ordering: .relaxed)
         } else {

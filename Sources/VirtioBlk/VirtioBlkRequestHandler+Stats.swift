@@ -3,11 +3,13 @@ import BlockIO
 
 /// What the request handler counts (the counters: BlockStatsCounters.swift). On the
 /// queue's IOThread, per request: a few loads and stores to the queue's own counter block.
+/// Times are the IOThread's batch clock (`IOContext.batchNanoseconds`): no clock read per
+/// request; a latency is measured between the batches a request started and completed in.
 extension VirtioBlkRequestHandler {
     /// A submitted request's final result. Writes, write-zeroes and discards move the
     /// export's highest written offset.
     @inline(__always)
-    func countCompleted(_ request: UnsafeMutablePointer<BlockRequest>, result: Int32, submittedAt start: UInt64) {
+    func countCompleted(_ request: UnsafeMutablePointer<BlockRequest>, result: Int32, submittedAt start: UInt64, now: UInt64) {
         let kind: BlockStatsOperation
         switch request.pointee.operation {
         case .read: kind = .read
@@ -18,18 +20,18 @@ extension VirtioBlkRequestHandler {
         }
         let end = kind == .read || kind == .flush ? 0 : request.pointee.offset &+ request.pointee.length
         stats.completed(kind, bytes: request.pointee.length, end: end, failed: result < 0,
-                        startedAt: start, now: BlockStatsCounters.now())
+                        startedAt: start, now: now)
     }
 
     /// A request the parser refused: invalid, except a range refused because the export
     /// was revoked (capacity 0, no medium): the guest did nothing wrong, so it failed.
     @inline(__always)
-    func countRejected(_ parsed: VirtioBlkRequest, _ problem: VirtioBlkRequestProblem) {
+    func countRejected(_ parsed: VirtioBlkRequest, _ problem: VirtioBlkRequestProblem, at now: UInt64) {
         let kind = Self.statsKind(ofRequestType: parsed.type)
         switch problem {
         case .outOfRange, .segmentOutOfRange:
             if device.capacitySectors == 0 {
-                stats.failedAtOnce(kind, at: BlockStatsCounters.now())
+                stats.failedAtOnce(kind, at: now)
             } else {
                 stats.invalid(kind)
             }

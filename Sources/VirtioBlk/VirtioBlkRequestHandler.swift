@@ -96,11 +96,11 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         switch parsed.operation {
         case .reject(let problem):
             logger.debug("request rejected: \(problem)")
-            countRejected(parsed, problem)
+            countRejected(parsed, problem, at: context.batchNanoseconds)
             return .finished(usedLength: answer(parsed, problem.status))
         case .getId:
             let written = device.serial.withUnsafeBytes { parsed.writeDeviceId($0) }
-            stats.answeredAtOnce(.other, bytes: UInt64(written), at: BlockStatsCounters.now())
+            stats.answeredAtOnce(.other, bytes: UInt64(written), at: context.batchNanoseconds)
             return .finished(usedLength: answer(parsed, .ok))
         case .read(let sector):
             request.pointee.operation = .read
@@ -128,13 +128,15 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         }
         request.pointee.iov = parsed.dataSpans.baseAddress
         request.pointee.iovcnt = Int32(parsed.dataSpans.count)
-        let submittedAt = BlockStatsCounters.now()
+        // The IOThread's batch clock, not a clock read per request (IOContext.batchNanoseconds
+        // says what resolution that gives the latencies).
+        let submittedAt = context.batchNanoseconds
         slotClock.start(slot, at: submittedAt)
         stats.submitted()
         switch backend.submit(request, on: context) {
         case .queued: return .started
         case .done(let result):
-            countCompleted(request, result: result, submittedAt: submittedAt)
+            countCompleted(request, result: result, submittedAt: submittedAt, now: submittedAt)
             return .finished(usedLength: answer(parsed, status(for: result)))
         }
     }
@@ -144,7 +146,7 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
         guard slot < slots.count else { return nil }
         let request = slots.blockRequest(slot)
         guard let final = backend.complete(request, result: result, on: context) else { return nil }
-        return finished(slot: slot, result: final)
+        return finished(slot: slot, result: final, at: context.batchNanoseconds)
     }
 
     @inline(__always)
@@ -154,9 +156,9 @@ public final class VirtioBlkRequestHandler: VirtqueueRequestHandler, @unchecked 
 
     /// A block request finished with `result`: its status and used length.
     @inline(__always)
-    private func finished(slot: Int, result: Int32) -> VirtqueueFinishedRequest? {
+    private func finished(slot: Int, result: Int32, at now: UInt64) -> VirtqueueFinishedRequest? {
         guard let parsed = slots.parsedRequest(slot).pointee else { return nil }
-        countCompleted(slots.blockRequest(slot), result: result, submittedAt: slotClock.startTime(slot))
+        countCompleted(slots.blockRequest(slot), result: result, submittedAt: slotClock.startTime(slot), now: now)
         return VirtqueueFinishedRequest(slot: slot, usedLength: answer(parsed, status(for: result)))
     }
 

@@ -95,7 +95,12 @@ def test_a_benchmark_run_adds_up_per_queue_and_per_node(daemon, ring):
     assert stats["rd_bytes"] == 4096 * stats["rd_operations"] and stats["wr_bytes"] == 4096 * stats["wr_operations"]
     assert stats["rd_operations"] > 0 and stats["wr_operations"] > 0
     assert all(stats[k] == 0 for k in COUNTERS if k.startswith(("failed_", "invalid_")) or k.endswith("_merged"))
-    assert stats["rd_total_time_ns"] > 0 and stats["wr_highest_offset"] <= 64 << 20
+    # Times come from the IOThread's batch clock (one read per batch): null-co completes each
+    # request inside its submit, in the batch it was taken in, so each counts 0 ns and sits
+    # in the first bin (test_latencies_on_the_batch_clock_cover_a_held_request: real waits).
+    assert stats["rd_total_time_ns"] == 0 and stats["wr_total_time_ns"] == 0
+    assert stats["rd_latency_histogram"]["bins"][0] == stats["rd_operations"]
+    assert stats["wr_highest_offset"] <= 64 << 20
     assert stats["idle_time_ns"] >= 0 and entry["x-in-flight"] == 0
     assert sum(stats["rd_latency_histogram"]["bins"]) == stats["rd_operations"]
     assert sum(stats["wr_latency_histogram"]["bins"]) == stats["wr_operations"]
@@ -111,6 +116,30 @@ def test_a_benchmark_run_adds_up_per_queue_and_per_node(daemon, ring):
     [later] = ok(client, "query-blockstats")
     assert later["stats"]["rd_operations"] == stats["rd_operations"]
     assert later["stats"]["idle_time_ns"] > stats["idle_time_ns"]
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench beside spindle")
+def test_latencies_on_the_batch_clock_cover_a_held_request(daemon, tmp_path):
+    """x-delay holds every completion 5 ms: on the batch clock (a request is stamped when the
+    batch it starts in begins, and its completion when the batch that reaps the held CQE
+    begins, after the timer fired) every read counts at least 5 ms, never less."""
+    client, _ = daemon
+    ok(client, "blockdev-add", **{"driver": "x-delay", "node-name": "held", "file": "n0", "hold-every": 1, "hold-ms": 5})
+    sock = tmp_path / "held.sock"
+    ok(client, "block-export-add", **{"type": "vhost-user-blk", "id": "held", "node-name": "held", "iothread": "iot0",
+                                       "addr": {"type": "unix", "path": str(sock)}})
+    bench = subprocess.run([str(BENCH), "--socket", str(sock), "--cpus", "none", "--iodepth", "4", "--bs", "4k",
+                            "--rw", "randread", "--runtime", "1", "--ramp", "0", "--json-only"],
+                           capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    entry = next(e for e in ok(client, "query-blockstats", **{"x-latency-histograms": True})
+                 if e["x-export-id"] == "held")
+    stats = entry["stats"]
+    reads = stats["rd_operations"]
+    assert reads > 0 and stats["rd_total_time_ns"] >= reads * 5_000_000, stats
+    histogram = stats["rd_latency_histogram"]
+    below = sum(n for bound, n in zip(histogram["boundaries"], histogram["bins"]) if bound <= 5_000_000)
+    assert below == 0 and sum(histogram["bins"]) == reads, histogram
 
 
 @pytest.mark.skipif(QSD is None, reason="needs qemu-storage-daemon")

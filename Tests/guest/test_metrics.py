@@ -152,7 +152,9 @@ def test_scrape_during_a_benchmark_parses_and_agrees_with_qmp(tmp_path):
         assert total("spindle_block_operations", op="read") == entry["stats"]["rd_operations"] > 0
         assert total("spindle_block_bytes", op="read") == entry["stats"]["rd_bytes"] == 4096 * entry["stats"]["rd_operations"]
         assert total("spindle_block_failed") == 0 and total("spindle_block_invalid") == 0
-        assert total("spindle_block_time_seconds", op="read") > 0
+        # null-co completes each read in the IOThread batch it started in: 0 s on the batch
+        # clock (test_blockstats.py's held-request test shows real waits counted).
+        assert total("spindle_block_time_seconds", op="read") == 0
         assert sample(fams, "spindle_block_requests_in_flight", export="exp0", queue="0") == 0
         assert sample(fams, "spindle_block_idle_seconds", export="exp0", node="null0") >= 0
     finally:

@@ -39,6 +39,9 @@ public final class VhostUserBackendSession {
     private var processing = false
     private var streamEnd: VhostUserStreamEnd?
     private(set) var closed = false
+    /// `close` has stopped every queue and released what the frontend gave (a handler
+    /// resuming later releases what it stored itself).
+    private var released = false
 
     var negotiatedFeatures: UInt64 = 0
     var negotiatedProtocolFeatures: VhostUserProtocolFeatures = []
@@ -135,7 +138,17 @@ public final class VhostUserBackendSession {
             return
         }
         logger.trace("vhost-user request", metadata: ["request": "\(name)"])
-        switch await dispatch(request, payload: message.payload) {
+        let outcome = await dispatch(request, payload: message.payload)
+        if closed {
+            // The session closed while this message waited for an IOThread (a broken queue,
+            // the export going away): what its handler stored since then (a new memory table,
+            // an inflight buffer, eventfds) must not outlive the close, or the guest's memory
+            // would stay mapped for as long as anything holds the session.
+            if released { releaseFrontendResources() }
+            if case .reply(var reply) = outcome { reply.closeFileDescriptors() }
+            return
+        }
+        switch outcome {
         case .reply(var reply):
             send(reply)
             reply.closeFileDescriptors()  // the frontend has its own copies now
@@ -178,16 +191,24 @@ public final class VhostUserBackendSession {
         if let watch { ControlExecutor.shared.unwatch(watch) }
         watch = nil
         await stopAllQueues()
+        releaseFrontendResources()
+        released = true
+        for var message in pending { message.closeFileDescriptors() }
+        pending.removeAll()
+        Glibc.close(fd)
+        logger.info("frontend disconnected: \(reason)")
+        onClosed(self)
+    }
+
+    /// Drops what the frontend gave the session: eventfds, the backend channel, the guest
+    /// memory table (unmapped once no stopped queue holds it), the inflight buffer and the
+    /// dirty log. Only once no queue runs.
+    private func releaseFrontendResources() {
         for i in vrings.indices { vrings[i].closeFDs() }
         if let channel = backendChannelFD { Glibc.close(channel) }
         backendChannelFD = nil
         memory = nil
         inflight = nil
         dirtyLog = nil  // every queue has stopped: nothing marks it any more
-        for var message in pending { message.closeFileDescriptors() }
-        pending.removeAll()
-        Glibc.close(fd)
-        logger.info("frontend disconnected: \(reason)")
-        onClosed(self)
     }
 }
