@@ -8,6 +8,8 @@
 #   scripts/ceph-cluster.sh install                  # the Debian packages (apt-get)
 #   scripts/ceph-cluster.sh osd-stop DIR             # stops the OSD (SIGTERM; clients' I/O waits)
 #   scripts/ceph-cluster.sh osd-start DIR            # starts it again, returns once it is up
+#   scripts/ceph-cluster.sh osd-freeze DIR           # SIGSTOP: the OSD hangs (an outage of exact length)
+#   scripts/ceph-cluster.sh osd-thaw DIR             # SIGCONT: it carries on where it stopped
 #
 # After `start`, DIR/env holds CEPH_CONF, CEPH_KEYRING, CEPH_ADMIN_KEY (the base64 key, for
 # QEMU/Spindle's `--object secret,...,file=`), CEPH_MON_HOST, and the PIDs. The image
@@ -141,6 +143,7 @@ stop() {
     for pidfile in "$dir/osd.pid" "$dir/mon.pid"; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")
+        kill -CONT "$pid" 2>/dev/null || true  # a frozen OSD (osd-freeze) would not see SIGTERM
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
@@ -174,11 +177,21 @@ osd_start() {
         || die "the OSD did not come back within 60 s: see $dir/log/osd.0.log"
 }
 
+# A frozen OSD neither answers nor closes its connections: clients wait; a restart of the
+# OSD process on a busy machine can take far longer than the outage one wants to test.
+osd_signal() {
+    local dir=$1 signal=$2
+    [ -n "$dir" ] && [ -f "$dir/osd.pid" ] || die "usage: $0 osd-freeze|osd-thaw DIR (a running cluster)"
+    kill "-$signal" "$(cat "$dir/osd.pid")"
+}
+
 case "${1:-}" in
     start) shift; start "$@" ;;
     stop) shift; stop "$@" ;;
     install) install_packages ;;
     osd-stop) shift; osd_stop "$@" ;;
     osd-start) shift; osd_start "$@" ;;
-    *) die "usage: $0 start DIR [IMAGE_SIZE] | stop DIR | install | osd-stop DIR | osd-start DIR" ;;
+    osd-freeze) shift; osd_signal "${1:-}" STOP ;;
+    osd-thaw) shift; osd_signal "${1:-}" CONT ;;
+    *) die "usage: $0 start DIR [IMAGE_SIZE] | stop DIR | install | osd-stop DIR | osd-start DIR | osd-freeze DIR | osd-thaw DIR" ;;
 esac

@@ -180,34 +180,47 @@ def test_queues_move_between_iothreads_under_write_load(tmp_path, ceph, image):
     assert "closed rbd image" in log and "leaked" not in log, log[-2000:]
 
 
-def test_osd_stopped_for_ten_seconds_under_load_loses_nothing(tmp_path, ceph, image):
-    """Requests wait while the only OSD is down and complete when it is back; none fails."""
-    if os.environ.get("SPINDLE_CEPH_DIR") is None and "DIR" not in ceph:
-        pytest.skip("needs the cluster's folder")
+# What stays below rados_osd_op_timeout (RbdConnection.swift: 30 s), after which librbd fails
+# a request that the OSD has not answered.
+OSD_OP_TIMEOUT_S = 30
+
+
+@pytest.mark.parametrize("outage", ["freeze", "restart"])
+def test_osd_away_for_ten_seconds_under_load_loses_nothing(tmp_path, ceph, image, outage):
+    """Requests wait while the only OSD is away and complete when it is back; none fails.
+    `freeze`: the OSD hangs (SIGSTOP) for exactly 10 s. `restart`: it is stopped, and started
+    again after 10 s; on a loaded machine its start can take longer than the op timeout,
+    which is then reported instead of a verdict."""
     backend, sock = serve(tmp_path, ceph, image)
-    osd_down = False
+    away = False
+    started = time.monotonic()
     try:
         bench(sock, "write", bs="64k", iodepth=4, fill=0x3C, runtime=2)
-        load = subprocess.Popen(bench_args(sock, "randwrite", runtime=25, iodepth=32, fill=0x3C),
+        load = subprocess.Popen(bench_args(sock, "randwrite", runtime=20 if outage == "freeze" else 40, iodepth=32, fill=0x3C),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(3)
-            subprocess.run([str(SCRIPT), "osd-stop", ceph["DIR"]], check=True, timeout=60)
-            osd_down = True
+            started = time.monotonic()
+            subprocess.run([str(SCRIPT), "osd-freeze" if outage == "freeze" else "osd-stop", ceph["DIR"]], check=True, timeout=60)
+            away = True
             time.sleep(10)
-            subprocess.run([str(SCRIPT), "osd-start", ceph["DIR"]], check=True, timeout=120)
-            osd_down = False
+            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", ceph["DIR"]], check=True, timeout=180)
+            away = False
+            took = time.monotonic() - started
             out, err = load.communicate(timeout=180)
         finally:
             if load.poll() is None:
                 load.kill()
                 load.communicate()
-        assert load.returncode == 0, (out, err, backend.log_path.read_text()[-3000:])
+        assert out.strip(), f"spindle-bench gave no result (exit {load.returncode}): {err}"
         result = json.loads(out.strip().splitlines()[-1])
-        assert result["errors"] == 0 and result["ios"] > 100, result
+        if outage == "restart" and took > OSD_OP_TIMEOUT_S - 2:
+            pytest.xfail(f"the OSD took {took:.0f} s to come back (machine load {os.getloadavg()[0]:.0f}), "
+                         f"beyond the op timeout of {OSD_OP_TIMEOUT_S} s; {result['errors']} requests failed")
+        assert load.returncode == 0 and result["errors"] == 0 and result["ios"] > 100, (result, err)
         bench(sock, "randread", runtime=1, iodepth=32, expect=0x3C)
     finally:
-        if osd_down:
-            subprocess.run([str(SCRIPT), "osd-start", ceph["DIR"]], timeout=120)
+        if away:
+            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", ceph["DIR"]], timeout=180)
         backend.stop()
     assert_pattern(ceph, image, 0x3C)
