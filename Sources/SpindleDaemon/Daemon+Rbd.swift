@@ -8,7 +8,7 @@ import Monitor
 import SpindleOptions
 
 extension Daemon {
-    /// The rbd data path an export's queues end up in (its node, or below an x-delay filter).
+    /// The rbd data path an export's queues end up in (its node, or below x-delay or throttle filters).
     func rbdIO(forExport exportID: String) -> RbdIO? {
         guard let nodeName = export(id: exportID)?.options.nodeName, let node = graph.nodes[nodeName] else { return nil }
         return Self.rbdIO(below: node.io)
@@ -17,6 +17,7 @@ extension Daemon {
     private static func rbdIO(below io: any BlockDriverIO) -> RbdIO? {
         if let rbd = io as? RbdIO { return rbd }
         if let delay = io as? DelayFilterIO { return rbdIO(below: delay.child) }
+        if let throttle = io as? ThrottleFilterIO { return rbdIO(below: throttle.child) }
         return nil
     }
 

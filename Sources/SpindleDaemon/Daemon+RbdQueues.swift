@@ -2,7 +2,6 @@ import BlockIO
 import ControlThread
 import IOThreads
 import Logging
-import Monitor
 
 /// Where an rbd node's requests run. Its queues are placed like any others (the export's
 /// iothread options, automatic placement, x-queue-move), so they may be on several
