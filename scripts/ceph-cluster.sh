@@ -6,6 +6,10 @@
 #   scripts/ceph-cluster.sh start DIR [IMAGE_SIZE]   # up in ~10 s; prints the environment to source
 #   scripts/ceph-cluster.sh stop DIR                 # stops the daemons by PID, removes nothing else
 #   scripts/ceph-cluster.sh install                  # the Debian packages (apt-get)
+#   scripts/ceph-cluster.sh osd-stop DIR             # stops the OSD (SIGTERM; clients' I/O waits)
+#   scripts/ceph-cluster.sh osd-start DIR            # starts it again, returns once it is up
+#   scripts/ceph-cluster.sh osd-freeze DIR           # SIGSTOP: the OSD hangs (an outage of exact length)
+#   scripts/ceph-cluster.sh osd-thaw DIR             # SIGCONT: it carries on where it stopped
 #
 # After `start`, DIR/env holds CEPH_CONF, CEPH_KEYRING, CEPH_ADMIN_KEY (the base64 key, for
 # QEMU/Spindle's `--object secret,...,file=`), CEPH_MON_HOST, and the PIDs. The image
@@ -139,6 +143,7 @@ stop() {
     for pidfile in "$dir/osd.pid" "$dir/mon.pid"; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")
+        kill -CONT "$pid" 2>/dev/null || true  # a frozen OSD (osd-freeze) would not see SIGTERM
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
@@ -147,9 +152,46 @@ stop() {
     rm -f "$dir/env"
 }
 
+# The OSD goes away cleanly (it tells the monitor it is down); I/O to its PGs waits in the
+# clients until it is back (up to their rados_osd_op_timeout).
+osd_stop() {
+    local dir=$1
+    [ -n "$dir" ] && [ -f "$dir/osd.pid" ] || die "usage: $0 osd-stop DIR (a running cluster)"
+    local pid
+    pid=$(cat "$dir/osd.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/osd.pid"
+}
+
+osd_start() {
+    local dir=$1
+    [ -n "$dir" ] && [ -f "$dir/ceph.conf" ] || die "usage: $0 osd-start DIR (a cluster made by start)"
+    [ ! -f "$dir/osd.pid" ] || die "the OSD of $dir is running already (pid $(cat "$dir/osd.pid"))"
+    local conf=$dir/ceph.conf
+    ceph-osd -c "$conf" -i 0 -f >>"$dir/log/osd.out" 2>&1 &
+    echo $! >"$dir/osd.pid"
+    sed -i "s/^CEPH_OSD_PID=.*/CEPH_OSD_PID=$(cat "$dir/osd.pid")/" "$dir/env"
+    wait_for 60 sh -c "ceph -c '$conf' osd stat -f json | grep -q '\"num_up_osds\":1'" \
+        || die "the OSD did not come back within 60 s: see $dir/log/osd.0.log"
+}
+
+# A frozen OSD neither answers nor closes its connections: clients wait; a restart of the
+# OSD process on a busy machine can take far longer than the outage one wants to test.
+osd_signal() {
+    local dir=$1 signal=$2
+    [ -n "$dir" ] && [ -f "$dir/osd.pid" ] || die "usage: $0 osd-freeze|osd-thaw DIR (a running cluster)"
+    kill "-$signal" "$(cat "$dir/osd.pid")"
+}
+
 case "${1:-}" in
     start) shift; start "$@" ;;
     stop) shift; stop "$@" ;;
     install) install_packages ;;
-    *) die "usage: $0 start DIR [IMAGE_SIZE] | stop DIR | install" ;;
+    osd-stop) shift; osd_stop "$@" ;;
+    osd-start) shift; osd_start "$@" ;;
+    osd-freeze) shift; osd_signal "${1:-}" STOP ;;
+    osd-thaw) shift; osd_signal "${1:-}" CONT ;;
+    *) die "usage: $0 start DIR [IMAGE_SIZE] | stop DIR | install | osd-stop DIR | osd-start DIR | osd-freeze DIR | osd-thaw DIR" ;;
 esac

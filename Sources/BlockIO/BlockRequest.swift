@@ -41,6 +41,9 @@ public struct BlockRequest {
     public var throttleNext: UnsafeMutablePointer<BlockRequest>? = nil
     /// The rbd driver's: the result librbd gave, carried to `complete` by a NOP CQE.
     public var driverResult: Int32 = 0
+    /// The rbd driver's: the io_uring (its fd) of the IOThread that submitted the request,
+    /// where its completion must arrive (the node's completion watcher may run elsewhere).
+    public var driverOwnerRing: Int32 = -1
     public var bounce: UnsafeMutableRawPointer? = nil
     public var bounceCapacity = 0
     public var bounceInUse = false

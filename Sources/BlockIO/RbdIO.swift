@@ -5,14 +5,16 @@ import Synchronization
 
 /// The `rbd` driver's data path: librbd's asynchronous calls on the request's own iovecs
 /// (zero copy), with completions that carry no callback: librbd queues them and writes the
-/// image's notification eventfd, which an `RbdCompletionWatcher` on the IOThread polls
-/// through io_uring. The watcher hands each finished request back to its owner with a NOP
-/// SQE carrying the request's token, so the request ends like any other (through its
-/// handler's CQE); `complete` then returns what librbd said.
+/// image's notification eventfd, which the node's `RbdCompletionWatcher` polls through
+/// io_uring on one IOThread. The watcher hands each finished request back to the IOThread
+/// that submitted it, as a CQE carrying the request's own token on that thread's ring (a NOP
+/// on its own ring, an IORING_OP_MSG_RING into another's), so the request ends like any
+/// other, through its handler; `complete` then returns what librbd said.
 ///
-/// One image handle, one notification fd: every request of the node must come from the
-/// IOThread the watcher runs on (the daemon places all of an rbd node's queues there).
-/// Per request: librbd's completion object (librbd allocates it) and one NOP, nothing else.
+/// One image handle, one notification fd (librbd's rule), any number of IOThreads: each
+/// request records the ring of the thread that submitted it (`driverOwnerRing`), so routing
+/// takes no lock and no table; the kernel carries the completion across threads.
+/// Per request: librbd's completion object (librbd allocates it) and one NOP or message.
 public final class RbdIO: BlockDriverIO {
     /// librbd's image handle (its aio calls are thread-safe); closed by the driver after
     /// the watcher has stopped.
@@ -23,8 +25,11 @@ public final class RbdIO: BlockDriverIO {
     /// Names the node in log lines.
     public let nodeName: String
     private let size: Atomic<UInt64>
-    /// Watchers running (0 or 1): the image may only be closed at 0.
+    /// Watchers running (0, 1, or 2 while the watcher moves to another IOThread): the image
+    /// may only be closed at 0.
     private let watcherCount = Atomic<Int>(0)
+    private let routeFailureCount = Atomic<Int>(0)
+    private let lastRouteErrno = Atomic<Int>(0)
 
     static let stageOperation: UInt8 = 0
     /// A FUA write's flush (librbd has no FUA: the write is made durable by a flush after it).
@@ -56,6 +61,7 @@ public final class RbdIO: BlockDriverIO {
             return .done(-ENOMEM)
         }
         request.pointee.stage = Self.stageOperation
+        request.pointee.driverOwnerRing = context.ring.pointee.ring_fd
         let offset = request.pointee.offset
         let rc: Int32
         switch operation {
@@ -82,7 +88,9 @@ public final class RbdIO: BlockDriverIO {
         request.pointee.driverResult
     }
 
-    /// A completion librbd gave back (on the watcher's IOThread). Returns true if the request
+    /// A completion librbd gave back (on the watcher's IOThread, which need not be the
+    /// request's: the request is librbd's until the watcher routes it, so only the watcher
+    /// touches it here). Returns true if the request
     /// goes on (a FUA write's flush was started), false if it is finished: its result is in
     /// `driverResult` and the caller queues the NOP.
     @inline(__always)
@@ -112,6 +120,16 @@ public final class RbdIO: BlockDriverIO {
             request.pointee.driverResult = 0
         }
         return false
+    }
+
+    /// Completions the kernel refused to carry to another IOThread's ring (never seen: only
+    /// a ring torn down under its requests or no memory): those requests never complete.
+    public var routeFailures: Int { routeFailureCount.load(ordering: .relaxed) }
+    /// The errno of the last refused completion message.
+    public var lastRouteError: Int32 { Int32(truncatingIfNeeded: lastRouteErrno.load(ordering: .relaxed)) }
+    func routeFailed(errno: Int32) {
+        lastRouteErrno.store(Int(errno), ordering: .relaxed)
+        routeFailureCount.add(1, ordering: .relaxed)
     }
 
     func watcherStarted() { watcherCount.add(1, ordering: .releasing) }

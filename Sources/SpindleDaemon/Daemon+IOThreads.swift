@@ -15,10 +15,6 @@ import VhostUser
 extension Daemon: IOThreadProvider {
     public func ioThread(forExport exportID: String, queue: Int, ring: UnsafeRawPointer) -> IOThread? {
         let key = QueueKey(export: exportID, queue: queue)
-        if let bound = rbdBoundThread(forExport: exportID, queue: queue) {
-            record(placements.started(key, on: bound.id))
-            return bound
-        }
         if let named = export(id: exportID)?.options.mappedIOThread(forQueue: queue), let thread = iothreads[named] {
             logger.info("queue placement", metadata: ["export": "\(exportID)", "queue": "\(queue)", "iothread": "\(thread.id)",
                                                       "cpu": "\(thread.cpu.map(String.init) ?? "any")", "why": "the export maps this queue to iothread \(named)"])

@@ -131,12 +131,14 @@ extension Daemon: MonitorCommandTarget {
     public func moveQueue(exportID: String, queue: Int, iothread: String) async throws(QMPError) {
         guard let export = export(id: exportID) else { throw QMPError(.genericError, "Export '\(exportID)' is not found") }
         guard let thread = iothreads[iothread] else { throw QMPError(.genericError, "iothread '\(iothread)' not found") }
-        try refuseRbdQueueMove(exportID: exportID)
+        rbdQueueMoveStarting(exportID: exportID, queue: queue, to: thread)
         do {
             try await export.moveQueue(queue, to: thread)
         } catch {
+            rbdQueueMoveEnded(exportID: exportID, queue: queue, moved: false)
             throw QMPError(.genericError, error.description)
         }
+        rbdQueueMoveEnded(exportID: exportID, queue: queue, moved: true)
         queueMoved(export: exportID, queue: queue, to: thread)
     }
 
