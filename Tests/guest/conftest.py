@@ -119,3 +119,35 @@ def guest_env(request, tmp_path):
     request.addfinalizer(h.stop_all)
     request.addfinalizer(guestlib.kill_all)
     return h
+
+
+def _read_ceph_env(folder: Path) -> dict:
+    env = {"DIR": str(folder)}
+    for line in (folder / "env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def ceph():
+    """One throwaway Ceph cluster for the whole session, shared by every rbd test file (its
+    environment: CEPH_CONF, CEPH_MON_PORT, ...). SPINDLE_CEPH_DIR=DIR reuses a cluster made by
+    `scripts/ceph-cluster.sh start DIR` instead."""
+    given = os.environ.get("SPINDLE_CEPH_DIR")
+    if given:
+        yield _read_ceph_env(Path(given))
+        return
+    if not shutil.which("ceph-mon") or not shutil.which("rbd"):
+        pytest.skip("Ceph is not installed (scripts/ceph-cluster.sh install)")
+    import subprocess
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ceph-cluster.sh"
+    folder = Path(tempfile.mkdtemp(prefix="spindle-ceph-"))
+    try:
+        subprocess.run([str(script), "start", str(folder / "c")], check=True, timeout=180,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        yield _read_ceph_env(folder / "c")
+    finally:
+        subprocess.run([str(script), "stop", str(folder / "c")], timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)

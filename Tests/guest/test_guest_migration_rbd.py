@@ -15,7 +15,7 @@ import pytest
 from guestlib import Backend
 from migrationlib import Daemon, MigrationRig, wait_until
 from test_guest_migration import MIGRATION_APPEND, check_handover, migrate_args, wait_fio_progress
-from test_rbd import ceph, image, node_arg, secret_arg  # noqa: F401 (fixtures)
+from test_rbd import image, node_arg, secret_arg  # noqa: F401 (fixtures)
 
 SPINDLE = os.environ.get("SPINDLE_BIN", "")
 MiB = 1024 * 1024

@@ -20,7 +20,7 @@ import pytest
 
 from guestlib import Backend
 from interactive import ok, spindle_qmp
-from test_rbd import BENCH, MiB, SPINDLE, ceph, image, node_arg, qemu_io, rbd, secret_arg  # noqa: F401 (fixtures)
+from test_rbd import BENCH, MiB, SPINDLE, image, node_arg, qemu_io, rbd, secret_arg  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.rbd,

@@ -35,33 +35,6 @@ MiB = 1 << 20
 SIZE = 16 * MiB
 
 
-def read_env(folder: Path) -> dict:
-    env = {"DIR": str(folder)}
-    for line in (folder / "env").read_text().splitlines():
-        key, _, value = line.partition("=")
-        env[key] = value
-    return env
-
-
-@pytest.fixture(scope="module")
-def ceph():
-    given = os.environ.get("SPINDLE_CEPH_DIR")
-    if given:
-        yield read_env(Path(given))
-        return
-    if not shutil.which("ceph-mon") or not shutil.which("rbd"):
-        pytest.skip("Ceph is not installed (scripts/ceph-cluster.sh install)")
-    folder = Path(tempfile.mkdtemp(prefix="spindle-ceph-"))
-    try:
-        subprocess.run([str(SCRIPT), "start", str(folder / "c")], check=True, timeout=180,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        yield read_env(folder / "c")
-    finally:
-        subprocess.run([str(SCRIPT), "stop", str(folder / "c")], timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.fixture
 def image(ceph, request):
     name = "q-" + request.node.name.replace("test_", "")[:40]
