@@ -26,6 +26,7 @@ import pytest
 
 import guestlib
 from conftest import pattern_bytes
+from migrationdiag import HEARTBEAT_SH, classify, guest_crash, nothing_pending_at_device, stall_report
 from migrationlib import (GET_BASE_RE, SET_BASE_RE, MigrationRig, crawl_after_first_pass, first_per_queue,
                           last_per_queue, vring_bases, wait_until, write_mailbox)
 
@@ -43,6 +44,10 @@ FINISH = ["--finish-after-passes", "3"]
 # once. In one CI run on a loaded machine the guest made no request at all after a ten-pass
 # return to A (unexplained; see the part 7 note), as a guest once panicked after 46 passes.
 RETURN = ["--max-bandwidth", str(1024 * MiB), "--downtime-limit", "1000"]
+# SPINDLE_MIGRATION_SLOW_RETURN=1: the way back iterates like step 3 (first pass at 32 MiB/s,
+# converge after three passes), as it did when the hang on A was seen; for reproducing it.
+if os.environ.get("SPINDLE_MIGRATION_SLOW_RETURN") == "1":
+    RETURN = FIRST_PASS + FINISH
 # QEMU 7.2's TCG loses guest CPU writes during a migration, probably so: after a dirty-bitmap sync clears a
 # page's bit, a vCPU keeps writing it through the TLB entry it already had (no trap, no new
 # bit) until its TLB is flushed. Seen here with no vhost-user device at all: a guest writing
@@ -54,9 +59,10 @@ MIGRATION_APPEND = guestlib.KERNEL_APPEND + " pti=on"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")]
 
-FIO_SCRIPT = """
+FIO_SCRIPT = HEARTBEAT_SH + """
 step booted
 wait_for_disk 120 || exit 1
+heartbeat &
 cfg_before=$(disk_config); info config-before "$cfg_before"
 runs=0; failed=0
 step fio-started
@@ -85,10 +91,43 @@ def fio_runs(rig: MigrationRig) -> int:
     return int(runs[-1]) if runs else 0
 
 
-def wait_fio_progress(rig: MigrationRig, what: str) -> None:
-    """The guest finishes another fio job: it runs, and its disk works, where it is now."""
+def wait_fio_progress(rig: MigrationRig, what: str, qemu, daemons) -> None:
+    """The guest finishes another fio job: it runs, and its disk works, where it is now
+    (`qemu`). A job normally takes 10-40 s under TCG. After 180 s the guest's heartbeats
+    decide: still finishing requests (a loaded machine) earns up to 300 s more. A guest that
+    crashed (an oops on its console) or stopped running (no heartbeat: its kernel no longer
+    schedules even a shell loop that never touches the disk) is QEMU 7.2 TCG's (see the
+    comment above the test) and skips the test with its signature; a guest that runs while
+    its disk requests never finish fails it, with stall-report.txt (migrationdiag) attached."""
     start = fio_runs(rig)
-    wait_until(f"a fio job to finish {what}", lambda: fio_runs(rig) > start, 180)
+
+    def progressed() -> bool:
+        return fio_runs(rig) > start or qemu.proc.poll() is not None or bool(guest_crash(qemu.text()))
+    try:
+        wait_until(f"a fio job to finish {what}", progressed, 180)
+    except AssertionError:
+        if classify(qemu.text()) == "slow":
+            try:
+                wait_until(f"a fio job to finish {what} (slow)", progressed, 300)
+            except AssertionError:
+                pass
+    if fio_runs(rig) > start:
+        return
+    crash = guest_crash(qemu.text())
+    if crash or qemu.proc.poll() is not None:
+        (rig.workdir / "guest-crash.txt").write_text(crash or f"{qemu.name} exited rc={qemu.proc.poll()}")
+        pytest.skip(f"guest kernel crashed {what} (QEMU 7.2 TCG migration, also seen without Spindle): "
+                    f"{crash or f'{qemu.name} exited, rc={qemu.proc.poll()}'}")
+    report = stall_report(qemu, daemons, rig.workdir)
+    outcome = classify(qemu.text())
+    if outcome == "no-heartbeat":
+        pytest.skip(f"guest kernel stopped running {what} (no heartbeat; QEMU 7.2 TCG): {report[:3000]}")
+    if outcome == "disk-idle" and nothing_pending_at_device(qemu, daemons):
+        # The guest runs, its block layer has nothing in flight, the ring holds nothing
+        # unanswered and the daemons hold nothing: the device owes the guest nothing, fio
+        # is stuck above the disk (a guest-memory loss of QEMU 7.2 TCG, see the comment above).
+        pytest.skip(f"guest stuck above its disk {what} (nothing in flight, nothing in the ring): {report[:3000]}")
+    raise AssertionError(f"no fio job finished {what}; {report}")
 
 
 def migrate_args(rig, src, dst, src_d, dst_d) -> list[str]:
@@ -122,7 +161,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         b = rig.daemon("spindleB", image, active=False)
         qa = rig.qemu(a)
         rig.wait_step("fio-started", 180)
-        wait_fio_progress(rig, "on A")
+        wait_fio_progress(rig, "on A", qa, [a, b])
 
         # 1. Cancelled halfway through the first pass (nothing handed over yet).
         qb = rig.qemu(b, incoming=True)
@@ -135,7 +174,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qa.migration()["status"] == "cancelled"
         assert qb.exited(30), "the cancelled destination QEMU did not exit"
         assert qa.status() == "running" and a.node_active() and not b.node_active()
-        wait_fio_progress(rig, "on A after the cancel")
+        wait_fio_progress(rig, "on A after the cancel", qa, [a, b])
 
         # 2. Cancelled after the handover: B gives the image back, A takes it again.
         qb = rig.qemu(b, incoming=True)
@@ -145,7 +184,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert "Spindle A: node (all) active=false" in r.stdout and "Spindle B: node (all) active=true" in r.stdout
         assert qb.exited(30), "the cancelled destination QEMU did not exit"
         assert qa.status() == "running" and a.node_active() and not b.node_active()
-        wait_fio_progress(rig, "on A after the cancel at switchover")
+        wait_fio_progress(rig, "on A after the cancel at switchover", qa, [a, b])
 
         # 3. A -> B, while fio runs: a first pass of ~6 s, a second, then converge.
         a_from, b_from = len(a.log()), len(b.log())
@@ -156,7 +195,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qb.status() == "running" and b.node_active() and not a.node_active()
         check_handover(a.log()[a_from:], b.log()[b_from:])
         qa.stop()
-        wait_fio_progress(rig, "on B")
+        wait_fio_progress(rig, "on B", qb, [a, b])
 
         # 4. B -> A: A's daemon, inactive since the handover, is now the destination.
         a_from, b_from = len(a.log()), len(b.log())
@@ -166,7 +205,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qa2.status() == "running" and a.node_active() and not b.node_active()
         check_handover(b.log()[b_from:], a.log()[a_from:])
         qb.stop()
-        wait_fio_progress(rig, "back on A")
+        wait_fio_progress(rig, "back on A", qa2, [a, b])
 
         write_mailbox(image, "stop")
         run = rig.finish()
