@@ -81,16 +81,24 @@ def classify(serial: str) -> str:
     return "io-stalled" if all(b["inflight"] > 0 for b in last) else "disk-idle"
 
 
-# Kernel crash reports on the serial console (the guest prints only emerg/alert/crit).
-CRASH_RE = re.compile(r"Oops|Kernel panic|BUG: |general protection fault|invalid opcode|double fault|"
-                      r"unable to handle|RIP: [0-9a-f]{4}:")
+# Kernel crash reports and warnings on the serial console (the migration script raises the
+# console level to show errors and warnings).
+CRASH_RE = re.compile(r"Oops|Kernel panic|BUG: |WARNING: CPU|general protection fault|invalid opcode|"
+                      r"double fault|unable to handle|RIP: [0-9a-f]{4}:")
+# What would make the device a suspect: never counted as the guest kernel's own crash.
+# (The driver's own messages, not stack frames or "Modules linked in", which name it always.)
+DEVICE_BLAME_RE = re.compile(r"I/O error|blk_update_request|is not a head|virtio_blk virtio\d|virtio_pci \d|vda:")
 
 
 def guest_crash(serial: str) -> str | None:
-    """The crash's signature (its first matching lines), or None. The heartbeat's kernel-log
-    dump (GUEST-DMESG: hung-task stacks, which show user RIPs) is not a crash."""
-    hits = [line.strip() for line in serial.splitlines()
-            if CRASH_RE.search(line) and not line.startswith("GUEST-DMESG")]
+    """The guest kernel's crash or warning signature (its first matching lines), or None.
+    None as well when any kernel line names the disk or its driver (the device may be at
+    fault then: the caller must not explain that away). The heartbeat's dumps (GUEST-TASK,
+    GUEST-DMESG: stacks of a stuck fio, which show user RIPs) are not crashes."""
+    lines = [line.strip() for line in serial.splitlines() if not line.startswith("GUEST-")]
+    if any(DEVICE_BLAME_RE.search(line) for line in lines if line.startswith("[")):
+        return None
+    hits = [line for line in lines if CRASH_RE.search(line)]
     return " | ".join(hits[:4]) if hits else None
 
 
@@ -122,6 +130,13 @@ def ring_state(qemu, queue: int = 0) -> dict:
 
 def ring_report(qemu, queues: int = 1) -> list[str]:
     lines = []
+    try:   # the device's status byte, started or not, and the vhost device's view
+        status = qmp_helper.execute(str(qemu.test_qmp), "x-query-virtio-status", {"path": VIRTIO_PATH})
+        lines.append(f"{qemu.name} device: status {status.get('status')}, started {status.get('started')}, "
+                     f"vm-running {status.get('vm-running')}, broken {status.get('broken')}, "
+                     f"vhost-dev {status.get('vhost-dev')}")
+    except Exception as error:  # noqa: BLE001
+        lines.append(f"{qemu.name}: x-query-virtio-status failed: {error}")
     for q in range(queues):
         try:
             lines.append(f"{qemu.name} queue {q}: {ring_state(qemu, q)}")

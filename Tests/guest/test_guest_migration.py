@@ -60,6 +60,10 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")]
 
 FIO_SCRIPT = HEARTBEAT_SH + """
+# Kernel errors and warnings on the console too (init shows only emerg/alert/crit): a guest
+# kernel damaged by a migration often says only "BUG: scheduling while atomic" (KERN_ERR)
+# and then hangs; at the default level its serial log stays empty.
+echo 5 > /proc/sys/kernel/printk
 step booted
 wait_for_disk 120 || exit 1
 heartbeat &
@@ -95,14 +99,14 @@ def wait_fio_progress(rig: MigrationRig, what: str, qemu, daemons) -> None:
     """The guest finishes another fio job: it runs, and its disk works, where it is now
     (`qemu`). A job normally takes 10-40 s under TCG. After 180 s the guest's heartbeats
     decide: still finishing requests (a loaded machine) earns up to 300 s more. A guest that
-    crashed (an oops on its console) or stopped running (no heartbeat: its kernel no longer
-    schedules even a shell loop that never touches the disk) is QEMU 7.2 TCG's (see the
-    comment above the test) and skips the test with its signature; a guest that runs while
-    its disk requests never finish fails it, with stall-report.txt (migrationdiag) attached."""
+    crashed (an oops, BUG or WARNING on its console) or stopped running (no heartbeat: its
+    kernel no longer schedules even a shell loop that never touches the disk) is QEMU 7.2
+    TCG's (see the comment above the test) and skips the test with its signature; a guest
+    that waits for its disk fails it, with stall-report.txt (migrationdiag) attached."""
     start = fio_runs(rig)
 
     def progressed() -> bool:
-        return fio_runs(rig) > start or qemu.proc.poll() is not None or bool(guest_crash(qemu.text()))
+        return fio_runs(rig) > start or qemu.proc.poll() is not None or bool(guest_crash(rig.text()))
     try:
         wait_until(f"a fio job to finish {what}", progressed, 180)
     except AssertionError:
@@ -113,11 +117,12 @@ def wait_fio_progress(rig: MigrationRig, what: str, qemu, daemons) -> None:
                 pass
     if fio_runs(rig) > start:
         return
-    crash = guest_crash(qemu.text())
-    if crash or qemu.proc.poll() is not None:
-        (rig.workdir / "guest-crash.txt").write_text(crash or f"{qemu.name} exited rc={qemu.proc.poll()}")
-        pytest.skip(f"guest kernel crashed {what} (QEMU 7.2 TCG migration, also seen without Spindle): "
-                    f"{crash or f'{qemu.name} exited, rc={qemu.proc.poll()}'}")
+    crash = guest_crash(rig.text())
+    if crash:
+        (rig.workdir / "guest-crash.txt").write_text(crash)
+        pytest.skip(f"guest kernel crashed {what} (QEMU 7.2 TCG migration, also seen without Spindle): {crash}")
+    assert qemu.proc.poll() is None, f"{qemu.name} exited (rc {qemu.proc.poll()}) {what}, no kernel crash on its console:\n" \
+        + guestlib.tail(qemu.serial_log, 30)
     report = stall_report(qemu, daemons, rig.workdir)
     outcome = classify(qemu.text())
     if outcome == "no-heartbeat":
@@ -142,16 +147,22 @@ def check_handover(src_log: str, dst_log: str) -> None:
     assert started == answered, f"destination SET_VRING_BASE {started} != source GET_VRING_BASE {answered}"
 
 
-# Not yet dependable here: in about 3 of 8 runs on this machine (2026-12-06) the guest kernel
-# crashed or stopped issuing I/O after a completed migration (an oops in the timer interrupt
-# with a garbage RIP on B; no request at all on A after the way back), while fio verify never
-# reported bad data. The same crash happens without Spindle (test_guest_migration_oracle.py:
-# 2 of 9 runs with qemu-storage-daemon, 1 of 21 with QEMU's own virtio-blk disk, the same
-# oops on B), so it is QEMU 7.2 TCG's, not the backend's; the hang on A is not explained.
-# Runs every time, reported as XPASS/XFAIL; the page-cache proof below stays strict.
-@pytest.mark.xfail(strict=False, reason="guest kernel crashes after some TCG migrations, also without Spindle (see comment)")
+# Strict, with QEMU 7.2 TCG's guest-kernel damage reported as a skip. In some runs on this
+# machine the guest kernel is damaged by a completed migration (CPU-written guest memory
+# arriving stale; the same happens with qemu-storage-daemon and with QEMU's own virtio-blk
+# disk: test_guest_migration_oracle.py). It then oopses on B, or only logs "BUG: scheduling
+# while atomic" (KERN_ERR, invisible at the init's console level: hence the "empty serial
+# log" of the hang seen once in CI) and hangs later, on B or after the way back to A. The
+# guest script raises the console level, the guest prints a heartbeat, and:
+# - a kernel crash, BUG or WARNING on the console (none naming the disk) -> skip, with it;
+# - a guest whose heartbeat stopped -> skip;
+# - a guest that runs with nothing in flight at its disk, nothing unanswered in the ring and
+#   nothing held by a daemon (the device owes it nothing) -> skip;
+# - anything else, a stall with requests in flight included -> fail, with stall-report.txt.
+# (2026-12-06, /work/p7notes/hang.md: the runs and what each showed.)
 def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
+    # trace: every vhost-user message a daemon gets (a few hundred lines), for a hang's story
+    monkeypatch.setenv("SPINDLE_LOG_LEVEL", "trace")
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
         f.truncate(64 * MiB)
@@ -211,6 +222,14 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         run = rig.finish()
         run.assert_passed("disk-present", "fio-verify", "no-io-errors", "config-same")
         print(f"fio jobs: {run.infos.get('fio-runs')}, config: {run.infos.get('config-before')}")
+    except (AssertionError, OSError) as error:
+        # A guest kernel that crashed or warned (console level 5: errors and warnings) makes
+        # any later step fail (QEMU gone, a migration refused, fio stuck): QEMU 7.2 TCG's.
+        crash = guest_crash(rig.text())
+        if crash:
+            (tmp_path / "guest-crash.txt").write_text(f"{crash}\n\nthen: {error}")
+            pytest.skip(f"guest kernel crashed after a TCG migration (also seen without Spindle): {crash}")
+        raise
     finally:
         rig.stop()
 
