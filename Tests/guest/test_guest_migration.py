@@ -153,6 +153,8 @@ def check_handover(src_log: str, dst_log: str) -> None:
 # disk: test_guest_migration_oracle.py). It then oopses on B, or only logs "BUG: scheduling
 # while atomic" (KERN_ERR, invisible at the init's console level: hence the "empty serial
 # log" of the hang seen once in CI) and hangs later, on B or after the way back to A. The
+# oracle shows that hang without vhost-user too (QEMU's own virtio-blk: 2 of 8 runs hung
+# back on A, silent, the vCPU spinning). The
 # guest script raises the console level, the guest prints a heartbeat, and:
 # - a kernel crash, BUG or WARNING on the console (none naming the disk) -> skip, with it;
 # - a guest whose heartbeat stopped -> skip;

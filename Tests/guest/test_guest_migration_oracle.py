@@ -40,6 +40,14 @@ to a garbage RIP inside the per-CPU area (GS base + 0x1fdc0, NX): the signature 
 Spindle. So the crash needs neither Spindle nor vhost-user: it is QEMU 7.2 TCG's migration
 (most likely lost guest CPU writes to per-CPU data and kernel stacks; not proven). Few runs:
 the rates (2/9 vs 1/21) do not tell whether vhost-user makes it more likely.
+Again on a loaded machine (2026-12-06 evening, six other builds, SPINDLE_MIGRATION_SLOW_RETURN=1,
+SPINDLE_ORACLE_PROGRESS_TIMEOUT=240, with the heartbeat and console level 5 of FIO_SCRIPT):
+  none  8 runs: 3 crashes on B (two oopses; one "BUG: scheduling while atomic: fio"),
+        2 hangs back on A, 3 passes
+  qsd   (see /work/p7notes/hang.md)
+The two hangs are the CI hang's description without any vhost-user: after the way back the
+serial log stays empty (not even the heartbeat), the vCPU runs (HLT=0) at a fixed RIP,
+no request reaches the disk. Load makes all of it more frequent.
 """
 
 from __future__ import annotations
