@@ -26,6 +26,7 @@ import pytest
 
 import guestlib
 from conftest import pattern_bytes
+from migrationdiag import HEARTBEAT_SH, classify, guest_crash, nothing_pending_at_device, stall_report
 from migrationlib import (GET_BASE_RE, SET_BASE_RE, MigrationRig, crawl_after_first_pass, first_per_queue,
                           last_per_queue, vring_bases, wait_until, write_mailbox)
 
@@ -43,6 +44,10 @@ FINISH = ["--finish-after-passes", "3"]
 # once. In one CI run on a loaded machine the guest made no request at all after a ten-pass
 # return to A (unexplained; see the part 7 note), as a guest once panicked after 46 passes.
 RETURN = ["--max-bandwidth", str(1024 * MiB), "--downtime-limit", "1000"]
+# SPINDLE_MIGRATION_SLOW_RETURN=1: the way back iterates like step 3 (first pass at 32 MiB/s,
+# converge after three passes), as it did when the hang on A was seen; for reproducing it.
+if os.environ.get("SPINDLE_MIGRATION_SLOW_RETURN") == "1":
+    RETURN = FIRST_PASS + FINISH
 # QEMU 7.2's TCG loses guest CPU writes during a migration, probably so: after a dirty-bitmap sync clears a
 # page's bit, a vCPU keeps writing it through the TLB entry it already had (no trap, no new
 # bit) until its TLB is flushed. Seen here with no vhost-user device at all: a guest writing
@@ -54,9 +59,14 @@ MIGRATION_APPEND = guestlib.KERNEL_APPEND + " pti=on"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")]
 
-FIO_SCRIPT = """
+FIO_SCRIPT = HEARTBEAT_SH + """
+# Kernel errors and warnings on the console too (init shows only emerg/alert/crit): a guest
+# kernel damaged by a migration often says only "BUG: scheduling while atomic" (KERN_ERR)
+# and then hangs; at the default level its serial log stays empty.
+echo 5 > /proc/sys/kernel/printk
 step booted
 wait_for_disk 120 || exit 1
+heartbeat &
 cfg_before=$(disk_config); info config-before "$cfg_before"
 runs=0; failed=0
 step fio-started
@@ -69,6 +79,7 @@ while [ "$(mailbox)" != stop ]; do
     rc=$?
     if [ $rc -ne 0 ] || grep -q 'err= *[1-9]' /tmp/fio.log; then
         failed=$((failed + 1)); sed "s/^/fio run $runs: /" /tmp/fio.log
+        [ $rc -gt 128 ] && echo "GUEST-INFO fio-killed $runs signal $((rc - 128))"
     fi
     echo "GUEST-INFO fio-run $runs"
 done
@@ -85,10 +96,58 @@ def fio_runs(rig: MigrationRig) -> int:
     return int(runs[-1]) if runs else 0
 
 
-def wait_fio_progress(rig: MigrationRig, what: str) -> None:
-    """The guest finishes another fio job: it runs, and its disk works, where it is now."""
+def wait_fio_progress(rig: MigrationRig, what: str, qemu, daemons) -> None:
+    """The guest finishes another fio job: it runs, and its disk works, where it is now
+    (`qemu`). A job normally takes 10-40 s under TCG. After 180 s the guest's heartbeats
+    decide: still finishing requests (a loaded machine) earns up to 300 s more. A guest that
+    crashed (an oops, BUG or WARNING on its console) or stopped running (no heartbeat: its
+    kernel no longer schedules even a shell loop that never touches the disk) is QEMU 7.2
+    TCG's (see the comment above the test) and skips the test with its signature; a guest
+    that waits for its disk fails it, with stall-report.txt (migrationdiag) attached."""
     start = fio_runs(rig)
-    wait_until(f"a fio job to finish {what}", lambda: fio_runs(rig) > start, 180)
+
+    def progressed() -> bool:   # (a panic ends the wait; a BUG or warning may be survived)
+        return fio_runs(rig) > start or qemu.proc.poll() is not None or "Kernel panic" in qemu.text()
+    try:
+        wait_until(f"a fio job to finish {what}", progressed, 180)
+    except AssertionError:
+        if classify(qemu.text()) == "slow":
+            try:
+                wait_until(f"a fio job to finish {what} (slow)", progressed, 300)
+            except AssertionError:
+                pass
+    if fio_runs(rig) > start:
+        return
+    crash = guest_crash(rig.text())
+    if crash:
+        (rig.workdir / "guest-crash.txt").write_text(crash)
+        pytest.skip(f"guest kernel crashed {what} (QEMU 7.2 TCG migration, also seen without Spindle): {crash}")
+    assert qemu.proc.poll() is None, f"{qemu.name} exited (rc {qemu.proc.poll()}) {what}, no kernel crash on its console:\n" \
+        + guestlib.tail(qemu.serial_log, 30)
+    report = stall_report(qemu, daemons, rig.workdir)
+    outcome = classify(qemu.text())
+    if outcome == "no-heartbeat":
+        pytest.skip(f"guest kernel stopped running {what} (no heartbeat; QEMU 7.2 TCG): {report[:3000]}")
+    if outcome == "disk-idle" and nothing_pending_at_device(qemu, daemons):
+        # The guest runs, its block layer has nothing in flight, the ring holds nothing
+        # unanswered and the daemons hold nothing: the device owes the guest nothing, fio
+        # is stuck above the disk (a guest-memory loss of QEMU 7.2 TCG, see the comment above).
+        pytest.skip(f"guest stuck above its disk {what} (nothing in flight, nothing in the ring): {report[:3000]}")
+    raise AssertionError(f"no fio job finished {what}; {report}")
+
+
+def skip_if_fio_only_killed(serial: str) -> None:
+    """A fio job that died of a signal (a segfault after a migration: fio's own memory, which
+    only the guest CPU writes, came over damaged) while no job reported an I/O or verify
+    error: QEMU 7.2 TCG's damage in user space, not the disk's. A stale page the device
+    wrote would fail fio's verify ("bad magic", "crc"), not crash it."""
+    killed = dict(re.findall(r"GUEST-INFO fio-killed (\d+) signal (\d+)", serial))
+    failed = set(re.findall(r"^fio run (\d+): ", serial, re.MULTILINE))
+    complaints = [line for line in serial.splitlines() if line.startswith("fio run ")
+                  and re.search(r"verify|crc|bad |err=|error", line, re.IGNORECASE)]
+    if killed and failed <= set(killed) and not complaints:
+        pytest.skip(f"fio died of a signal after a TCG migration (jobs and signals {killed}), no I/O or "
+                    f"verify error: guest user memory damaged (QEMU 7.2 TCG, see the comment above the test)")
 
 
 def migrate_args(rig, src, dst, src_d, dst_d) -> list[str]:
@@ -103,16 +162,25 @@ def check_handover(src_log: str, dst_log: str) -> None:
     assert started == answered, f"destination SET_VRING_BASE {started} != source GET_VRING_BASE {answered}"
 
 
-# Not yet dependable here: in about 3 of 8 runs on this machine (2026-12-06) the guest kernel
-# crashed or stopped issuing I/O after a completed migration (an oops in the timer interrupt
-# with a garbage RIP on B; no request at all on A after the way back), while fio verify never
-# reported bad data. The same crash happens without Spindle (test_guest_migration_oracle.py:
-# 2 of 9 runs with qemu-storage-daemon, 1 of 21 with QEMU's own virtio-blk disk, the same
-# oops on B), so it is QEMU 7.2 TCG's, not the backend's; the hang on A is not explained.
-# Runs every time, reported as XPASS/XFAIL; the page-cache proof below stays strict.
-@pytest.mark.xfail(strict=False, reason="guest kernel crashes after some TCG migrations, also without Spindle (see comment)")
+# Strict, with QEMU 7.2 TCG's guest-kernel damage reported as a skip. In some runs on this
+# machine the guest kernel is damaged by a completed migration (CPU-written guest memory
+# arriving stale; the same happens with qemu-storage-daemon and with QEMU's own virtio-blk
+# disk: test_guest_migration_oracle.py). It then oopses on B, or only logs "BUG: scheduling
+# while atomic" (KERN_ERR, invisible at the init's console level: hence the "empty serial
+# log" of the hang seen once in CI) and hangs later, on B or after the way back to A. The
+# oracle shows that hang without vhost-user too (QEMU's own virtio-blk: 2 of 8 runs hung
+# back on A, silent, the vCPU spinning). The
+# guest script raises the console level, the guest prints a heartbeat, and:
+# - a kernel crash, BUG or WARNING on the console (none naming the disk) -> skip, with it;
+# - fio killed by a signal (a segfault) with no I/O or verify error from any job -> skip;
+# - a guest whose heartbeat stopped -> skip;
+# - a guest that runs with nothing in flight at its disk, nothing unanswered in the ring and
+#   nothing held by a daemon (the device owes it nothing) -> skip;
+# - anything else, a stall with requests in flight included -> fail, with stall-report.txt.
+# (2026-12-06, /work/p7notes/hang.md: the runs and what each showed.)
 def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPINDLE_LOG_LEVEL", "debug")
+    # trace: every vhost-user message a daemon gets (a few hundred lines), for a hang's story
+    monkeypatch.setenv("SPINDLE_LOG_LEVEL", "trace")
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
         f.truncate(64 * MiB)
@@ -122,7 +190,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         b = rig.daemon("spindleB", image, active=False)
         qa = rig.qemu(a)
         rig.wait_step("fio-started", 180)
-        wait_fio_progress(rig, "on A")
+        wait_fio_progress(rig, "on A", qa, [a, b])
 
         # 1. Cancelled halfway through the first pass (nothing handed over yet).
         qb = rig.qemu(b, incoming=True)
@@ -135,7 +203,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qa.migration()["status"] == "cancelled"
         assert qb.exited(30), "the cancelled destination QEMU did not exit"
         assert qa.status() == "running" and a.node_active() and not b.node_active()
-        wait_fio_progress(rig, "on A after the cancel")
+        wait_fio_progress(rig, "on A after the cancel", qa, [a, b])
 
         # 2. Cancelled after the handover: B gives the image back, A takes it again.
         qb = rig.qemu(b, incoming=True)
@@ -145,7 +213,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert "Spindle A: node (all) active=false" in r.stdout and "Spindle B: node (all) active=true" in r.stdout
         assert qb.exited(30), "the cancelled destination QEMU did not exit"
         assert qa.status() == "running" and a.node_active() and not b.node_active()
-        wait_fio_progress(rig, "on A after the cancel at switchover")
+        wait_fio_progress(rig, "on A after the cancel at switchover", qa, [a, b])
 
         # 3. A -> B, while fio runs: a first pass of ~6 s, a second, then converge.
         a_from, b_from = len(a.log()), len(b.log())
@@ -156,7 +224,7 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qb.status() == "running" and b.node_active() and not a.node_active()
         check_handover(a.log()[a_from:], b.log()[b_from:])
         qa.stop()
-        wait_fio_progress(rig, "on B")
+        wait_fio_progress(rig, "on B", qb, [a, b])
 
         # 4. B -> A: A's daemon, inactive since the handover, is now the destination.
         a_from, b_from = len(a.log()), len(b.log())
@@ -166,12 +234,21 @@ def test_fio_verify_across_cancelled_completed_and_return_migrations(tmp_path, m
         assert qa2.status() == "running" and a.node_active() and not b.node_active()
         check_handover(b.log()[b_from:], a.log()[a_from:])
         qb.stop()
-        wait_fio_progress(rig, "back on A")
+        wait_fio_progress(rig, "back on A", qa2, [a, b])
 
         write_mailbox(image, "stop")
         run = rig.finish()
+        skip_if_fio_only_killed(rig.text())
         run.assert_passed("disk-present", "fio-verify", "no-io-errors", "config-same")
         print(f"fio jobs: {run.infos.get('fio-runs')}, config: {run.infos.get('config-before')}")
+    except (AssertionError, OSError) as error:
+        # A guest kernel that crashed or warned (console level 5: errors and warnings) makes
+        # any later step fail (QEMU gone, a migration refused, fio stuck): QEMU 7.2 TCG's.
+        crash = guest_crash(rig.text())
+        if crash:
+            (tmp_path / "guest-crash.txt").write_text(f"{crash}\n\nthen: {error}")
+            pytest.skip(f"guest kernel crashed after a TCG migration (also seen without Spindle): {crash}")
+        raise
     finally:
         rig.stop()
 

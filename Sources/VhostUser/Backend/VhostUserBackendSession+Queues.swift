@@ -65,6 +65,7 @@ extension VhostUserBackendSession {
         var split = try SplitVirtqueue(memory: memory, size: size, addresses: addresses, features: features,
                                        lastAvailableIndex: UInt16(truncatingIfNeeded: vrings[i].base))
         let tracker = inflightTracker(queue: i, ring: &split)
+        logger.debug("queue \(i): starting at avail index \(split.lastAvailableIndex); in guest memory: \(split.snapshot)")
         return .split(split, inflight: tracker)
     }
 

@@ -71,6 +71,7 @@ extension VhostUserBackendSession {
         vrings[i].callFD = nil
         // The queue marked everything it wrote before it reported the base (finishStop).
         logger.info("queue \(i): GET_VRING_BASE answered \(base)")
+        logRingSnapshot(i, "stopped", deviceIndex: base)
         return .reply(VhostUserReply.vringState(.getVringBase, VhostUserVringState(index: state.index, num: base)))
     }
 
