@@ -65,7 +65,7 @@ final class Qcow2Driver: BlockDriver {
             var allocator: Qcow2Allocator?
             if let writing {
                 let chainClusterSize = max(Int(read.layout.clusterSize), backing.io.chainClusterSize)
-                allocator = Qcow2Allocator(fd: fileIO.fd, layout: read.layout, refcountOrder: read.header.refcountOrder,
+                allocator = Qcow2Allocator(fd: fileIO.fd, layout: read.layout, version: read.header.version, refcountOrder: read.header.refcountOrder,
                                            refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize)
                 guard allocator != nil else { throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path") }
             }

@@ -22,6 +22,7 @@ enum Qcow2WriteTarget: Equatable {
             return copied ? .copied(hostOffset: hostOffset) : .refused
         case .zero:
             let hostOffset = raw & Qcow2Entries.offsetMask
+            if hostOffset == 0 { return .fresh }
             guard copied, !layout.overlapsMetadata(hostOffset, length: layout.clusterSize) else { return .refused }
             return .zeroAllocated(hostOffset: hostOffset)
         case .compressed(let hostOffset, let byteCount):
@@ -68,6 +69,10 @@ extension Qcow2Allocator {
             return -Int64(EIO)
         }
         let inFirstCluster = min(span, clusterSize - offsetInCluster)
+        if request.pointee.operation == .writeZeroes && zeroClusters && offsetInCluster == 0 && span >= clusterSize {
+            let zeroed = markZero(io, l1Index: l1Index, tableOffset: tableOffset, first: first, clusters: span >> clusterBits)
+            if zeroed != 0 { return zeroed }
+        }
         switch Qcow2WriteTarget.of(UInt64(bigEndian: entries[0]), layout: layout) {
         case .copied(let hostOffset):
             let rc = writeData(request, from: done, count: inFirstCluster, head: 0, tail: 0, at: hostOffset + offsetInCluster)

@@ -20,6 +20,8 @@ public final class Qcow2Allocator: @unchecked Sendable {
     let fd: Int32
     let layout: Qcow2Layout
     let geometry: Qcow2RefcountGeometry
+    /// Whether write-zeroes may set the zero flag (version 3 images; version 2 has none).
+    let zeroClusters: Bool
     /// Where the header's refcount_table_offset (u64) and refcount_table_clusters (u32) are.
     static let refcountTableFieldsOffset: UInt64 = 48
 
@@ -45,8 +47,9 @@ public final class Qcow2Allocator: @unchecked Sendable {
     var iovCapacity: Int
 
     /// `table`: the refcount table as decoded at open (checked by the caller).
-    public init?(fd: Int32, layout: Qcow2Layout, refcountOrder: UInt32, refcountTable: [UInt64], chainClusterSize: Int) {
+    public init?(fd: Int32, layout: Qcow2Layout, version: UInt32, refcountOrder: UInt32, refcountTable: [UInt64], chainClusterSize: Int) {
         self.fd = fd
+        zeroClusters = version >= 3
         self.layout = layout
         geometry = Qcow2RefcountGeometry(clusterBits: layout.clusterBits, refcountOrder: refcountOrder)
         table = refcountTable

@@ -240,3 +240,19 @@ def test_refused_read_write_opens(tmp_path):
         f.seek(72)
         f.write((1).to_bytes(8, "big"))
     assert "qemu-img check -r all" in refusal(dirty, tmp_path, read_only=False)
+
+
+def test_write_zeroes_sets_zero_clusters_on_v3_and_writes_zeroes_on_v2(tmp_path):
+    base = create(tmp_path / "base.qcow2")
+    write(base, f"write -P 0xb0 0 {SIZE}")
+    steps = [("write", 0, 64 * KiB, 0x01), ("zero", 64 * KiB, 128 * KiB), ("zero", 0, 64 * KiB),
+             ("write", 4096, 512, 0x02), ("zero", 200 * KiB, 8 * KiB), ("flush",)]
+    ref_base = bytes([0xb0]) * SIZE
+    for compat in ("1.1", "0.10"):
+        overlay = create(tmp_path / f"zero-{compat}.qcow2", backing=base, compat=compat)
+        apply_through_spindle(overlay, tmp_path, steps)
+        assert_clean_and_equal(overlay, reference(tmp_path, steps, SIZE, base=ref_base))
+        extents = json.loads(run("qemu-img", "map", "--output=json", str(overlay)))
+        covering = next(e for e in extents if e["start"] <= 64 * KiB < e["start"] + e["length"])
+        # v3: the clusters zeroed whole carry the zero flag; v2 has none (zeroes are data).
+        assert covering["zero"] is (compat == "1.1"), extents
