@@ -161,6 +161,9 @@ final class Qcow2Driver: BlockDriver {
     }
 
     func close() {
+        if let allocator = image.allocator, allocator.close() < 0 {
+            Qcow2ChainOpening().logger.warning("qcow2 node '\(node)': could not give back the clusters reserved for allocation in '\(filename)'; qemu-img check will report them as leaked (harmless; qemu-img check -r leaks removes them)")
+        }
         Self.release(file, user: self)
         if let backing { Self.release(backing, user: self) }
     }

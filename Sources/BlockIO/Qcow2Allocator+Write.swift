@@ -88,15 +88,17 @@ extension Qcow2Allocator {
             return Int64(inFirstCluster)
         case .compressed(let hostOffset, let byteCount):
             let rc = allocate(io, request, from: done, count: inFirstCluster, clusters: 1, l1Index: l1Index,
-                              tableOffset: tableOffset, first: first)
+                              tableOffset: tableOffset, first: first, fillIsZero: false)
             if rc < 0 { return Int64(rc) }
             return releaseCompressed(hostOffset: hostOffset, byteCount: byteCount) < 0 ? -Int64(EIO) : Int64(inFirstCluster)
         case .fresh:
             var run: UInt64 = 1
             while run < clusters && Qcow2WriteTarget.of(UInt64(bigEndian: entries[Int(run)]), layout: layout) == .fresh { run += 1 }
             let count = min(span, run * clusterSize - offsetInCluster)
+            let noBacking: Bool
+            if case .none = io.backing { noBacking = true } else { noBacking = false }
             let rc = allocate(io, request, from: done, count: count, clusters: run, l1Index: l1Index,
-                              tableOffset: tableOffset, first: first)
+                              tableOffset: tableOffset, first: first, fillIsZero: noBacking)
             return rc < 0 ? Int64(rc) : Int64(count)
         case .refused:
             return -Int64(EIO)
@@ -105,9 +107,13 @@ extension Qcow2Allocator {
 
     /// New clusters for `clusters` entries from `first` (and a new L2 table if the L1 entry
     /// has none), in QEMU's order: refcounts, data with its fill and the new table written,
-    /// one fdatasync, then the entries (or the L1 entry) that point at them.
+    /// one fdatasync, then the entries (or the L1 entry) that point at them. The data
+    /// clusters' refcounts come durable from the reservation; when the fill is all zeroes
+    /// (no backing file) and no table is new, the fdatasync is left out: the clusters were
+    /// never written (past the file's old end), so an entry that reaches the disk before its
+    /// data shows zeroes, what the guest saw there before its unflushed write.
     private func allocate(_ io: Qcow2IO, _ request: UnsafeMutablePointer<BlockRequest>, from done: UInt64, count: UInt64,
-                          clusters: UInt64, l1Index: UInt64, tableOffset: UInt64, first: UInt64) -> Int32 {
+                          clusters: UInt64, l1Index: UInt64, tableOffset: UInt64, first: UInt64, fillIsZero: Bool) -> Int32 {
         let clusterBits = UInt64(layout.clusterBits)
         var newTable: UInt64 = 0
         if tableOffset == 0 {
@@ -115,7 +121,7 @@ extension Qcow2Allocator {
             if claimed < 0 { return Int32(claimed) }
             newTable = UInt64(claimed) << clusterBits
         }
-        let claimed = claim(clusters)
+        let claimed = claimDurable(clusters)
         if claimed < 0 { return Int32(claimed) }
         let data = UInt64(claimed) << clusterBits
         var rc = fillAndWrite(io, request, from: done, count: count, clusters: clusters, at: data)
@@ -125,7 +131,7 @@ extension Qcow2Allocator {
             entries[i] = ((data + (UInt64(i) << clusterBits)) | Qcow2Entries.copiedFlag).bigEndian
         }
         if newTable != 0 { rc = Qcow2SyncIO.write(fd, tableScratch, Int(layout.clusterSize), at: newTable) }
-        if rc == 0 { rc = Qcow2SyncIO.datasync(fd) }
+        if rc == 0 && (newTable != 0 || !fillIsZero) { rc = Qcow2SyncIO.datasync(fd) }
         if rc < 0 { return rc }
         if newTable != 0 {
             rc = Qcow2SyncIO.writeBigEndian(fd, newTable | Qcow2Entries.copiedFlag, at: layout.l1Offset + l1Index * 8)
