@@ -11,6 +11,8 @@
 #                                              # IOPS (requests wait in the group's queue)
 #   METRICS=1 bench/malloc-count.sh            # with --metrics, scraped by curl every 0.5 s
 #   BENCH_ARGS=--packed bench/malloc-count.sh  # packed rings (the export gets packed-ring=on)
+#   IMAGE=qcow2 bench/malloc-count.sh          # a 256 MiB qcow2 image, every cluster allocated
+#                                              # (preallocation=falloc: writes take the fast path)
 # Writes bench/results/malloc-count.md (OUT=... to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,11 @@ if [ "$IMAGE" = file ]; then
     bench_at_exit 'rm -f "$IMG"'
     truncate -s 256M "$IMG"; dd if=/dev/urandom of="$IMG" bs=1M count=256 conv=notrunc status=none
     NODE="driver=file,node-name=n0,filename=$IMG"
+elif [ "$IMAGE" = qcow2 ]; then
+    IMG=${IMAGE_DIR:-/var/tmp}/spindle-malloc-count.qcow2
+    bench_at_exit 'rm -f "$IMG"'
+    qemu-img create -q -f qcow2 -o preallocation=falloc "$IMG" 256M
+    NODE="driver=qcow2,node-name=n0,file.driver=file,file.filename=$IMG"
 else
     NODE="driver=null-co,node-name=n0,size=1G"
 fi
@@ -70,6 +77,8 @@ iothread_count() {
 echo "# Heap allocations per request on the I/O path"
 echo
 echo "\`$0\` (IMAGE=$IMAGE, RUNTIME=$RUNTIME, METRICS=${METRICS:-0}${BENCH_ARGS:+, BENCH_ARGS=$BENCH_ARGS}), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
+echo "Node: \`$NODE\`."
+echo
 echo "Spindle runs under \`bench/malloc-count/malloc-count.c\` (LD_PRELOAD; counts malloc, calloc,"
 echo "realloc, posix_memalign, aligned_alloc, memalign per thread). The IOThread's count is read"
 echo "after the warm-up (queue set up, requests flowing) and again at the end of the window."

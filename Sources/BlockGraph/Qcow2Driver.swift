@@ -4,9 +4,10 @@ import ControlThread
 import Glibc
 import Qcow2Format
 
-/// `driver=qcow2` (read-only for now): a qcow2 image in a `file` node, over a backing node
-/// or the chain its header names. Open reads the header and the L1 table here, on the
-/// control thread; the data path (Qcow2IO) serves reads on the IOThreads.
+/// `driver=qcow2`: a qcow2 image in a `file` node, over a backing node or the chain its
+/// header names. Open reads the header and the L1 table here, on the control thread; the
+/// data path (Qcow2IO) serves reads and writes on the IOThreads, with its allocator
+/// (Qcow2Allocator) for writes that need new clusters.
 ///
 /// Children are either graph nodes (`file=<node>`, `backing=<node>`: this node is their
 /// user, so they cannot be deleted under it) or opened by this node and owned by it (an
@@ -39,7 +40,6 @@ final class Qcow2Driver: BlockDriver {
         self.backingDisplay = backingDisplay
     }
 
-    static let writingRefused = "writing qcow2 images is not implemented yet (part 8 in progress); open it with read-only=on"
 
     static func open(_ options: Qcow2Options, node: NodeName, nodes: [NodeName: BlockNode]) throws(BlockError) -> Qcow2Driver {
         try open(options, node: node, nodes: nodes, chain: Qcow2ChainOpening(topNode: node))
@@ -53,7 +53,7 @@ final class Qcow2Driver: BlockDriver {
         do throws(BlockError) {
             let reader = Qcow2ImageReader(fd: fileIO.fd, fileLength: fileIO.length, subject: "\(subject) ('\(filename)')")
             let read = try reader.read(readOnly: options.readOnly)
-            guard options.readOnly else { throw BlockError(errno: EROFS, "\(subject): \(writingRefused)") }
+            let writing = options.readOnly ? nil : try reader.prepareWriting(read, fileWritable: fileIO.writable)
             let backing = try openBacking(options.backing, header: read.header, imagePath: filename, nodes: nodes,
                                           chain: chain.entering(path: filename))
             opened = backing
@@ -62,10 +62,17 @@ final class Qcow2Driver: BlockDriver {
                 throw BlockError(errno: ENOMEM, "\(subject): cannot map \(cacheBytes) bytes for the L2 cache (lower l2-cache-size)")
             }
             let logger = chain.logger
+            var allocator: Qcow2Allocator?
+            if let writing {
+                let chainClusterSize = max(Int(read.layout.clusterSize), backing.io.chainClusterSize)
+                allocator = Qcow2Allocator(fd: fileIO.fd, layout: read.layout, version: read.header.version, refcountOrder: read.header.refcountOrder,
+                                           refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize)
+                guard allocator != nil else { throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path") }
+            }
             let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,
-                             backing: backing.io) { [subject, filename] guestOffset, problem in
+                             backing: backing.io, allocator: allocator) { [subject, filename] guestOffset, problem in
                 // Called once, from the IOThread that met it; later ones are only counted.
-                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); reads there fail with EIO, further errors are not logged; check the image with qemu-img check")
+                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); requests there fail with EIO, further errors are not logged; check the image with qemu-img check")
             }
             driver = Qcow2Driver(node: node, file: file, backing: backing.child, image: io, filename: filename,
                                  header: read.header, backingDisplay: backing.display)
@@ -136,14 +143,15 @@ final class Qcow2Driver: BlockDriver {
         return nodes
     }
 
-    /// Reading needs consistent reads of the file and of the backing chain; this node never
-    /// writes (writable opens are refused), so it asks for nothing more.
+    /// Reading needs consistent reads of the file and of the backing chain; a writable node
+    /// also writes its file (metadata included) while it has users.
     func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {
-        let needed: BlockPermissions = users.isEmpty ? [] : [.consistentRead]
-        for child in [file] + (backing.map { [$0] } ?? []) {
+        let reading: BlockPermissions = users.isEmpty ? [] : [.consistentRead]
+        let fileNeeds = reading.union(image.writable && !users.isEmpty ? [.write] : [])
+        for (child, needed) in [(file, fileNeeds)] + (backing.map { [($0, reading)] } ?? []) {
             switch child {
             case .node(let node): try node.setUser(self, permissions: needed)
-            case .owned(let driver): try driver.applyPermissions(users.isEmpty ? [] : [.consistentRead])
+            case .owned(let driver): try driver.applyPermissions(users.isEmpty ? [] : [needed])
             }
         }
     }
@@ -153,12 +161,23 @@ final class Qcow2Driver: BlockDriver {
     }
 
     func close() {
+        if let allocator = image.allocator, allocator.close() < 0 {
+            Qcow2ChainOpening().logger.warning("qcow2 node '\(node)': could not give back the clusters reserved for allocation in '\(filename)'; qemu-img check will report them as leaked (harmless; qemu-img check -r leaks removes them)")
+        }
         Self.release(file, user: self)
         if let backing { Self.release(backing, user: self) }
     }
 
-    // Read-only: nothing of this node is ever dirty; its size is the header's.
-    func flushToDisk() throws(BlockError) {}
+    /// Metadata is written through by the allocation path: one fdatasync makes it durable.
+    func flushToDisk() throws(BlockError) {
+        guard image.writable else { return }
+        while fdatasync(image.fd) != 0 {
+            guard errno == EINTR else {
+                throw BlockError(errno: errno, "qcow2 node '\(node)': cannot flush '\(filename)': \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+    // Its size is the header's (resizing is refused).
     func refreshLength() -> Bool { false }
 
     var display: BlockNodeDisplay {

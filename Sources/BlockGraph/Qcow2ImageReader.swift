@@ -52,7 +52,7 @@ struct Qcow2ImageReader {
         return Image(header: header, layout: layout, l2TableOffsets: offsets, corruptL1Entries: corrupt)
     }
 
-    private func pread(count: Int, at offset: UInt64, what: String) throws(BlockError) -> [UInt8] {
+    func pread(count: Int, at offset: UInt64, what: String) throws(BlockError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {

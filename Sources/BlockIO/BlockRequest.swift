@@ -57,6 +57,9 @@ public struct BlockRequest {
     public var formatTableDepth: UInt8 = 0xff
     public var formatTableIndex: UInt64 = 0
     public var formatClusterBits: UInt8 = 0
+    /// The qcow2 L2 cache's generation when this request started reading a table (a table
+    /// read before an allocation changed it is not cached).
+    public var formatTableGeneration: UInt64 = 0
 
     public init() {}
 

@@ -11,9 +11,15 @@ public enum Qcow2Backing: Sendable {
     case qcow2(Qcow2IO)
     /// A raw image (zeroes past its end).
     case raw(FileIO)
+
+    /// The largest cluster of the qcow2 layers (0 if none).
+    public var chainClusterSize: Int {
+        if case .qcow2(let layer) = self { return layer.chainClusterSize }
+        return 0
+    }
 }
 
-/// The `qcow2` driver's data path, read-only for now. A request is cut into pieces, one at a
+/// The `qcow2` driver's data path. A read is cut into pieces, one at a
 /// time (a request has at most one SQE in flight): host-contiguous allocated clusters are
 /// one readv on the guest's own buffers into the image file; zero clusters and ranges past
 /// the backing chain's end are zero-filled in place; unallocated ones are resolved in the
@@ -21,15 +27,19 @@ public enum Qcow2Backing: Sendable {
 /// compressed clusters are read into the slot's scratch and inflated. An L2 table missing
 /// from the cache is read into the slot's scratch, offered to the shared cache, and used
 /// from the scratch. Nothing is allocated per request except the slot's scratch growing.
+/// Writes (Qcow2IO+Write) take the same lookups: clusters with COPIED set are written in
+/// place; everything else goes to the image's `Qcow2Allocator` (the slow path).
 public final class Qcow2IO: BlockDriverIO {
     public let layout: Qcow2Layout
     /// The image file's descriptor (the `file` child's, borrowed).
     public let fd: Int32
     /// L2 table offsets by L1 index, checked at open; `Qcow2IO.corruptL1` marks a bad one.
-    /// Written once at init, only read afterwards.
-    nonisolated(unsafe) private let l1: UnsafeMutablePointer<UInt64>
+    /// Set afterwards only by the allocation path (a new L2 table, once it is durable).
+    nonisolated(unsafe) private let l1: UnsafeMutablePointer<Atomic<UInt64>>
     public let cache: Qcow2L2Cache
     public let backing: Qcow2Backing
+    /// The slow path of a writable image (nil: read-only).
+    public let allocator: Qcow2Allocator?
     /// How many requests failed on corrupt metadata; the first one is reported (logged by
     /// the GS side's closure: once per image, so the error path allocates once at most).
     public let corruptionsSeen = Atomic<UInt64>(0)
@@ -37,15 +47,16 @@ public final class Qcow2IO: BlockDriverIO {
 
     public static let corruptL1: UInt64 = .max
     /// The largest cluster of the qcow2 layers from here down: the scratch regions' size.
-    let chainClusterSize: Int
+    public let chainClusterSize: Int
 
     public init(layout: Qcow2Layout, fd: Int32, l2TableOffsets: [UInt64], cache: Qcow2L2Cache, backing: Qcow2Backing,
-                reportCorruption: @escaping @Sendable (_ guestOffset: UInt64, _ problem: Qcow2EntryProblem) -> Void) {
+                allocator: Qcow2Allocator? = nil, reportCorruption: @escaping @Sendable (_ guestOffset: UInt64, _ problem: Qcow2EntryProblem) -> Void) {
         self.reportCorruption = reportCorruption
         self.layout = layout
         self.fd = fd
         l1 = .allocate(capacity: max(1, l2TableOffsets.count))
-        l1.initialize(from: l2TableOffsets, count: l2TableOffsets.count)
+        for (index, offset) in l2TableOffsets.enumerated() { (l1 + index).initialize(to: Atomic(offset)) }
+        self.allocator = allocator
         self.cache = cache
         self.backing = backing
         if case .qcow2(let next) = backing {
@@ -55,10 +66,13 @@ public final class Qcow2IO: BlockDriverIO {
         }
     }
 
-    deinit { l1.deallocate() }
+    deinit {
+        l1.deinitialize(count: Int(layout.l1Size))
+        l1.deallocate()
+    }
 
     public var length: UInt64 { layout.virtualSize }
-    public var writable: Bool { false }
+    public var writable: Bool { allocator != nil }
 
     static let stageIdle: UInt8 = 0
     static let stageReading: UInt8 = 1
@@ -72,10 +86,8 @@ public final class Qcow2IO: BlockDriverIO {
             request.pointee.formatTableDepth = 0xff
             request.pointee.stage = Self.stageIdle
             return run(request, on: context)
-        case .flush:
-            return .done(0)  // nothing of ours is ever dirty while read-only
-        case .write, .discard, .writeZeroes:
-            return .done(-EROFS)
+        case .flush, .write, .discard, .writeZeroes:
+            return submitWrite(request, on: context)
         }
     }
 
@@ -95,13 +107,17 @@ public final class Qcow2IO: BlockDriverIO {
             guard let layer = layer(at: request.pointee.formatTableDepth), UInt64(result) == layer.layout.clusterSize else {
                 return corruption(request, .pastEndOfFile)
             }
-            layer.cache.insert(l1Index: request.pointee.formatTableIndex, table: Qcow2Pieces.table(request))
+            layer.cache.insert(l1Index: request.pointee.formatTableIndex, table: Qcow2Pieces.table(request),
+                               loadedAt: request.pointee.formatTableGeneration)
         case Self.stageReadingCompressed:
             guard inflateCluster(request, compressedBytes: Int(result)) else { return corruption(request, .compressedDataInvalid) }
+        case Self.stageWriting, Self.stageFlushing:
+            return completeWrite(request, result: result, stage: stage, on: context)
         default:
             return -EIO  // a CQE we did not ask for
         }
-        switch run(request, on: context) {
+        let next = request.pointee.operation == .read ? run(request, on: context) : runWrite(request, on: context)
+        switch next {
         case .queued: return nil
         case .done(let final): return final
         }
@@ -133,7 +149,7 @@ public final class Qcow2IO: BlockDriverIO {
     }
 
     /// Fails the request with EIO; the image's first such failure is reported.
-    private func corruption(_ request: UnsafeMutablePointer<BlockRequest>, _ problem: Qcow2EntryProblem) -> Int32 {
+    func corruption(_ request: UnsafeMutablePointer<BlockRequest>, _ problem: Qcow2EntryProblem) -> Int32 {
         if corruptionsSeen.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
             reportCorruption(request.pointee.offset + request.pointee.formatDone, problem)
         }
@@ -154,7 +170,12 @@ public final class Qcow2IO: BlockDriverIO {
     /// The L2 table offset for `l1Index`: 0 unallocated, `corruptL1` corrupt.
     @inline(__always)
     func l2TableOffset(_ l1Index: UInt64) -> UInt64 {
-        l1Index < UInt64(layout.l1Size) ? l1[Int(l1Index)] : 0
+        l1Index < UInt64(layout.l1Size) ? l1[Int(l1Index)].load(ordering: .acquiring) : 0
+    }
+
+    /// A new L2 table for `l1Index`, written and durable (the allocation path).
+    func setL2TableOffset(_ l1Index: UInt64, _ offset: UInt64) {
+        l1[Int(l1Index)].store(offset, ordering: .releasing)
     }
 
     private func submitRead(_ request: UnsafeMutablePointer<BlockRequest>, fd readFD: Int32, hostOffset: UInt64, count: UInt64,
@@ -175,7 +196,7 @@ public final class Qcow2IO: BlockDriverIO {
         return .queued
     }
 
-    private func submitTableLoad(_ request: UnsafeMutablePointer<BlockRequest>, depth layerDepth: UInt8, fd tableFD: Int32, l1Index: UInt64,
+    func submitTableLoad(_ request: UnsafeMutablePointer<BlockRequest>, depth layerDepth: UInt8, fd tableFD: Int32, l1Index: UInt64,
                                  tableOffset: UInt64, on context: IOContext) -> SubmitResult {
         guard let layer = layer(at: layerDepth), Qcow2Pieces.reserveScratch(request, extra: chainClusterSize) else { return .done(-ENOMEM) }
         guard let sqe = context.sqe() else { return .done(-EBUSY) }
@@ -183,6 +204,7 @@ public final class Qcow2IO: BlockDriverIO {
         sqe.pointee.user_data = request.pointee.token.rawValue
         request.pointee.formatTableDepth = layerDepth
         request.pointee.formatTableIndex = l1Index
+        request.pointee.formatTableGeneration = layer.cache.generation.load(ordering: .sequentiallyConsistent)
         request.pointee.stage = Self.stageLoadingTable
         return .queued
     }

@@ -9,8 +9,14 @@ import Synchronization
 /// another thread holds it (the reader then uses its own copy). Only misses write shared
 /// cache lines; hits read them. Tables are stored as on disk (big-endian).
 ///
-/// While images are read-only a cached table never goes stale; the write path will have to
-/// update or drop slots under the same sequence numbers.
+/// Writable images: the allocation path writes a changed L2 entry to the file first, then
+/// `update`s it in every slot holding that table (one cache shared by all IOThreads, so no
+/// thread keeps a copy of its own that could go stale: the multi-queue corruption other
+/// implementations shipped). A table read from the file before that write and inserted
+/// after it would be stale; `insert` prevents it with the generation: a loader notes the
+/// generation before its read and inserts only if it is unchanged once it holds the slot,
+/// and `update` bumps the generation before it looks at the slots (both sequentially
+/// consistent: either the loader sees the new generation, or `update` sees its slot).
 public final class Qcow2L2Cache: @unchecked Sendable {
     public static let ways = 4
     public let slotCount: Int
@@ -23,6 +29,8 @@ public final class Qcow2L2Cache: @unchecked Sendable {
     nonisolated(unsafe) private let keys: UnsafeMutablePointer<Atomic<UInt64>>
     /// Picks victims round-robin within a set (relaxed: only spreading matters).
     private let clock = Atomic<UInt64>(0)
+    /// Bumped by every `update` (see above).
+    public let generation = Atomic<UInt64>(0)
 
     /// `bytes` of tables of `tableBytes` each (at least one set of 4); nil if the memory
     /// cannot be mapped. Anonymous memory: pages are only touched as tables come in.
@@ -68,18 +76,45 @@ public final class Qcow2L2Cache: @unchecked Sendable {
         return nil
     }
 
-    /// Copies the table for `l1Index` (read from the image, `tableBytes` long) into a slot of
-    /// its set, unless another thread is filling that slot right now.
-    public func insert(l1Index: UInt64, table: UnsafeRawPointer) {
+    /// Copies the table for `l1Index` (read from the image, `tableBytes` long, after
+    /// `generation` read `loadedAt`) into a slot of its set, unless another thread is filling
+    /// that slot right now or an entry of the image changed since.
+    public func insert(l1Index: UInt64, table: UnsafeRawPointer, loadedAt: UInt64) {
         let first = Int(l1Index % UInt64(setCount)) * Self.ways
         let slot = first + Int(clock.wrappingAdd(1, ordering: .relaxed).oldValue % UInt64(Self.ways))
         let before = sequences[slot].load(ordering: .relaxed)
         guard before & 1 == 0,
-              sequences[slot].compareExchange(expected: before, desired: before &+ 1, ordering: .acquiring).exchanged else { return }
+              sequences[slot].compareExchange(expected: before, desired: before &+ 1, ordering: .sequentiallyConsistent).exchanged else { return }
         keys[slot].store(0, ordering: .relaxed)
-        atomicMemoryFence(ordering: .releasing)
-        memcpy(tables + slot * tableBytes, table, tableBytes)
-        keys[slot].store(l1Index &+ 1, ordering: .relaxed)
+        if generation.load(ordering: .sequentiallyConsistent) == loadedAt {
+            atomicMemoryFence(ordering: .releasing)
+            memcpy(tables + slot * tableBytes, table, tableBytes)
+            keys[slot].store(l1Index &+ 1, ordering: .relaxed)
+        }
         sequences[slot].store(before &+ 2, ordering: .releasing)
+    }
+
+    /// Sets `count` entries from `first` (big-endian, as on disk, already written to the
+    /// file) in every slot holding the table for `l1Index`. Only the allocation path calls
+    /// it, under the image's allocation lock; it waits out a loader's short memcpy.
+    public func update(l1Index: UInt64, first: Int, count: Int, from entries: UnsafeRawPointer) {
+        generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        let key = l1Index &+ 1
+        let firstSlot = Int(l1Index % UInt64(setCount)) * Self.ways
+        for slot in firstSlot..<(firstSlot + Self.ways) {
+            while true {
+                let before = sequences[slot].load(ordering: .sequentiallyConsistent)
+                if before & 1 != 0 {
+                    sched_yield()
+                    continue
+                }
+                guard keys[slot].load(ordering: .relaxed) == key else { break }
+                guard sequences[slot].compareExchange(expected: before, desired: before &+ 1, ordering: .acquiring).exchanged else { continue }
+                atomicMemoryFence(ordering: .releasing)
+                memcpy(tables + slot * tableBytes + first * 8, entries, count * 8)
+                sequences[slot].store(before &+ 2, ordering: .releasing)
+                break
+            }
+        }
     }
 }

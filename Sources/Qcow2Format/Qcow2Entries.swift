@@ -26,6 +26,8 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
     /// compressed bytes that do not inflate to a whole cluster.
     case corruptL1Entry
     case compressedDataInvalid
+    /// A write there needed the allocation path, which failed.
+    case allocationFailed
 
     public var description: String {
         switch self {
@@ -36,6 +38,7 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
         case .pastEndOfFile: return "it points past the end of the file"
         case .corruptL1Entry: return "the L1 entry mapping it is corrupt"
         case .compressedDataInvalid: return "its compressed data does not inflate to a whole cluster"
+        case .allocationFailed: return "a write there needed new metadata and that failed: an I/O error, a full disk, or inconsistent metadata"
         }
     }
 }

@@ -66,13 +66,14 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            throttle node of that group; over the limit they
                            wait in order (flushes are not limited)
 
-  --blockdev driver=qcow2,node-name=<name>,file=<node>,read-only=on
+  --blockdev driver=qcow2,node-name=<name>,file=<node>[,read-only=on]
              [,backing=<node>|null][,l2-cache-size=<bytes>]
                          a qcow2 image in file node <node> (or, in JSON, an
                            inline "file": {"driver": "file", "filename": ...};
                            keyval file.driver=file,file.filename=<path>)
-                         read-only=on is required: writing qcow2 images is not
-                           implemented yet (auto-read-only=on also does)
+                         read-write unless read-only=on (auto-read-only=on
+                           means read-only); dirty or corrupt images and images
+                           with internal snapshots open read-only only
                          backing: a qcow2 or file node under the image, or null
                            for none (default: the chain the image's header
                            names, opened read-only)

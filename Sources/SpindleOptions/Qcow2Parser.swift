@@ -2,7 +2,7 @@ import BlockCommon
 
 /// The keys of `driver=qcow2`: the image's `file` (a node name, or an inline file object as
 /// in QEMU's JSON form), `backing` (a node name or null; absent: the image's own header),
-/// `l2-cache-size` and `read-only` (required for now: writing is not implemented yet).
+/// `l2-cache-size` and `read-only`.
 enum Qcow2Parser {
     static let keys = ["node-name", "file", "backing", "l2-cache-size", "read-only", "driver", "active",
                        "auto-read-only", "force-share", "detect-zeroes"]

@@ -22,6 +22,17 @@ if CommandLine.arguments.contains("--dump") {
     }
 }
 
+// The script mode (tests' writes): given requests one at a time, each acknowledged on stdout.
+if CommandLine.arguments.contains("--script") {
+    do {
+        try DiskScript.run(Array(CommandLine.arguments.dropFirst()))
+        exit(0)
+    } catch {
+        printError(error.description)
+        exit(1)
+    }
+}
+
 let options: BenchOptions
 do {
     options = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()))

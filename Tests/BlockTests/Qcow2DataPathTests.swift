@@ -71,18 +71,40 @@ import Testing
         var table = [UInt64](repeating: 0, count: 64)
         for i in 0..<64 { table[i] = (UInt64(i) << 16 | 7).bigEndian }
         #expect(cache.entry(l1Index: 3, index: 5) == nil)
-        table.withUnsafeBytes { cache.insert(l1Index: 3, table: $0.baseAddress!) }
+        table.withUnsafeBytes { cache.insert(l1Index: 3, table: $0.baseAddress!, loadedAt: 0) }
         #expect(cache.entry(l1Index: 3, index: 5) == 5 << 16 | 7)
         #expect(cache.entry(l1Index: 4, index: 5) == nil)
         // Filling more tables than the set holds evicts some; what is still there is right.
         for l1 in 10..<30 as Range<UInt64> {
             var other = table
             for i in 0..<64 { other[i] = (l1 << 32 | UInt64(i)).bigEndian }
-            other.withUnsafeBytes { cache.insert(l1Index: l1, table: $0.baseAddress!) }
+            other.withUnsafeBytes { cache.insert(l1Index: l1, table: $0.baseAddress!, loadedAt: 0) }
         }
         for l1 in 10..<30 as Range<UInt64> {
             if let value = cache.entry(l1Index: l1, index: 9) { #expect(value == l1 << 32 | 9) }
         }
         #expect(cache.entry(l1Index: 29, index: 63) == 29 << 32 | 63)
+    }
+
+    /// The write path's rules: an allocation's new entries reach every cached copy of their
+    /// table, and a table read before an allocation changed it is not cached afterwards.
+    @Test func updatesReachCachedTablesAndStaleLoadsAreDropped() throws {
+        let cache = try #require(Qcow2L2Cache(bytes: 4 * 512, tableBytes: 512))
+        let table = [UInt64](repeating: 0, count: 64)
+        let loadedAt = cache.generation.load(ordering: .sequentiallyConsistent)
+        table.withUnsafeBytes { cache.insert(l1Index: 2, table: $0.baseAddress!, loadedAt: loadedAt) }
+        #expect(cache.entry(l1Index: 2, index: 7) == 0)
+        var entries: [UInt64] = [(1 << 63 | 0x9_0000).bigEndian, (1 << 63 | 0xa_0000).bigEndian]
+        entries.withUnsafeBytes { cache.update(l1Index: 2, first: 7, count: 2, from: $0.baseAddress!) }
+        #expect(cache.entry(l1Index: 2, index: 7) == UInt64(1) << 63 | 0x9_0000)
+        #expect(cache.entry(l1Index: 2, index: 8) == UInt64(1) << 63 | 0xa_0000)
+        #expect(cache.entry(l1Index: 2, index: 9) == 0)
+        // Another table read before that update (the old generation): not inserted.
+        table.withUnsafeBytes { cache.insert(l1Index: 5, table: $0.baseAddress!, loadedAt: loadedAt) }
+        #expect(cache.entry(l1Index: 5, index: 0) == nil)
+        entries[0] = 0
+        let now = cache.generation.load(ordering: .sequentiallyConsistent)
+        table.withUnsafeBytes { cache.insert(l1Index: 5, table: $0.baseAddress!, loadedAt: now) }
+        #expect(cache.entry(l1Index: 5, index: 0) == 0)
     }
 }
