@@ -77,6 +77,10 @@ final class RbdDriver: BlockDriver, OutsideResizeSource {
     /// Whether this process holds the image's exclusive lock now.
     var holdsExclusiveLock: Bool { lock.held }
 
+    /// Another client that holds the image's exclusive lock and still watches it, if any
+    /// (RbdLockWait: a start-up waits for it rather than fail).
+    var watchingLockHolder: String? { lock.held ? nil : lock.watchingHolder() }
+
     func currentImageSize() -> UInt64? {
         var size: UInt64 = 0
         return spindle_rbd_get_size(connection.image, &size) == 0 ? size : nil

@@ -67,12 +67,18 @@ struct RbdExclusiveLock {
     /// acquire, which breaks its lock and blocklists it. Our own automatic lock (taken by a
     /// resize before any writer) is simply made explicit.
     private func refuseWhileAnotherClientWatches() throws(BlockError) {
+        if let holder = watchingHolder() { throw inUse(by: holder) }
+    }
+
+    /// The address of another client that holds the lock and still watches the image (so
+    /// taking the lock now would be refused), or nil: we hold it, nobody does, its holder
+    /// died and Ceph expired its watch, or the cluster cannot tell (acquire then decides).
+    func watchingHolder() -> String? {
         var owner = 0 as Int32
-        if spindle_rbd_is_exclusive_lock_owner(image, &owner) == 0, owner != 0 { return }
+        if spindle_rbd_is_exclusive_lock_owner(image, &owner) == 0, owner != 0 { return nil }
         var address = [CChar](repeating: 0, count: 256)
-        let state = spindle_rbd_lock_owner_state(image, &address, address.count)
-        guard state == 1 else { return }  // nobody, a dead holder, or cannot tell: acquire decides
-        throw inUse(by: address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        guard spindle_rbd_lock_owner_state(image, &address, address.count) == 1 else { return nil }
+        return address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     private func inUse(by holder: String?) -> BlockError {

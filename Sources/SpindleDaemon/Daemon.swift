@@ -35,6 +35,11 @@ public final class Daemon {
     var stateFile: StateFileRecorder?
     /// sd_notify's socket when run by a Type=notify systemd service.
     let systemd = SystemdNotifier.fromEnvironment()
+    /// True while the command line and the state file are applied: an export whose rbd
+    /// image another client still locks then waits for it (Daemon+RbdLockRetry.swift).
+    var startingUp = false
+    /// Per rbd node: the retry that waits for its image's exclusive lock.
+    var rbdLockRetries: [NodeName: RbdLockRetry] = [:]
 
     /// - Parameter requestQuit: called by QMP `quit` (after the reply is queued); it should
     ///   make the owner call `shutdown()`.
@@ -63,10 +68,12 @@ public final class Daemon {
         for blockdev in configuration.blockdevs {
             try graph.openNode(blockdev)
         }
+        startingUp = true
         for options in configuration.exports {
             try addExport(options)
         }
         try await replayStateFile(configuration)
+        startingUp = false
         monitors = try startMonitors(configuration: configuration, target: self)
         for (server, options) in zip(monitors, configuration.monitors) where options.chardev.wait {
             logger.notice("waiting for a QMP client on \(server.path) (wait=on)")
@@ -93,7 +100,7 @@ public final class Daemon {
         for named in options.namedIOThreads where iothreads[named] == nil {
             throw DaemonError("--export id=\(options.id): iothread '\(named)' does not exist; add --object iothread,id=\(named) before it")
         }
-        let export = try VhostUserBlkExport(options: options, graph: graph, threads: self)
+        let export = try exportWaitingForRbdLock(options) ?? VhostUserBlkExport(options: options, graph: graph, threads: self)
         export.onFrontendChange = { [weak self] in self?.notifyStatus() }
         exports.append(export)
     }
@@ -125,6 +132,7 @@ public final class Daemon {
     /// in-flight requests complete), IOThreads, then nodes (flushing and unlocking images).
     public func shutdown() async {
         await cancelAllJobs()
+        cancelRbdLockRetries()
         for server in monitors { server.close() }
         monitors.removeAll()
         for export in exports.reversed() { await export.delete() }

@@ -175,7 +175,9 @@ struct RbdKillReconnectTests {
         let resumed = try frontend.reconnect(socketPath: socket, queues: driver.queues)
         for q in driver.queues.indices { driver.queues[q].kick() }
         // The dead process still holds the image's exclusive lock until its watch times out
-        // in the OSD (about 30 s): the resubmitted writes wait for it.
+        // in the OSD (about 30 s): the new process starts anyway, its node inactive, and
+        // retries the lock every second (Daemon+RbdLockRetry.swift); the resubmitted writes
+        // wait for it.
         driver.harvestAll(seconds: 120)
         usleep(300_000)
         driver.harvest()  // anything more would be a request completed twice
