@@ -3,7 +3,7 @@ image (B with active=off), a guest runs fio randwrite with crc32c verify on A, a
 qemu-configs/migrate.sh, unchanged, migrates it to B: at switchover `blockdev-set-active
 false` on A releases the image's exclusive lock and `true` on B takes it. fio never fails,
 the guest logs no I/O error and sees the same config space; the lock moved (both logs).
-Uses test_rbd.py's cluster fixture (markers `slow` and `rbd`)."""
+Uses the session's Ceph cluster (conftest.py) (markers `slow` and `rbd`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from guestlib import Backend
+from migrationdiag import HEARTBEAT_SH
 from migrationlib import Daemon, MigrationRig, wait_until
 from test_guest_migration import MIGRATION_APPEND, check_handover, migrate_args, wait_fio_progress
 from test_rbd import image, node_arg, secret_arg  # noqa: F401 (fixtures)
@@ -26,9 +27,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.rbd,
               pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle")]
 
 # fio jobs back to back until two have run on B (the QEMU the guest runs on says which side).
-FIO_SCRIPT = """
+FIO_SCRIPT = HEARTBEAT_SH + """
+echo 5 > /proc/sys/kernel/printk
 step booted
 wait_for_disk 120 || exit 1
+heartbeat &
 cfg_before=$(disk_config); info config-before "$cfg_before"
 runs=0; failed=0; on_b=0
 step fio-started
@@ -77,7 +80,7 @@ def test_fio_verify_across_a_migration_with_the_disk_on_rbd(tmp_path, monkeypatc
         rig.daemons.append(b)
         qa = rig.qemu(a)
         rig.wait_step("fio-started", 180)
-        wait_fio_progress(rig, "on A")
+        wait_fio_progress(rig, "on A", qa, [a, b])
         a_from, b_from = len(a.log()), len(b.log())
         qb = rig.qemu(b, incoming=True)
         r = rig.migrate_sh(*CONVERGE, *migrate_args(rig, qa, qb, a, b))
