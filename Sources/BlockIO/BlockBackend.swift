@@ -27,8 +27,13 @@ public final class BlockBackend: @unchecked Sendable {
 
     private let inFlight = Atomic<Int>(0)
     private let quiesceDepth = Atomic<Int>(0)
-    /// Set by the GS side while it waits for in-flight to reach zero.
-    private let drainWaiter = PosixMutex<(@Sendable () -> Void)?>(nil)
+    /// Set by the GS side while it waits for in-flight to reach zero. Held in a struct: a
+    /// bare closure in the generic mutex is reabstracted on every `inout` access, and a read
+    /// that writes it back wraps it in two more thunks each time (refused admissions while
+    /// quiesced read it once each: an inactive node's queue polled for 30 s nested it so
+    /// deep that calling or releasing it overflowed the IOThread's stack).
+    private struct DrainWaiter { var call: (@Sendable () -> Void)? }
+    private let drainWaiter = PosixMutex(DrainWaiter(call: nil))
 
     @ControlActor
     package init(name: String, permissions: BlockPermissions) {
@@ -63,7 +68,7 @@ public final class BlockBackend: @unchecked Sendable {
     public func endRequest() {
         let remaining = inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent).newValue
         if remaining == 0 && quiesceDepth.load(ordering: .sequentiallyConsistent) > 0 {
-            drainWaiter.withLock { $0 }?()
+            drainWaiter.withLock { $0.call }?()
         }
     }
 
@@ -126,7 +131,7 @@ public final class BlockBackend: @unchecked Sendable {
     /// is called, from whichever IOThread ends the last request, when it reaches zero.
     @ControlActor
     package func beginQuiesce(onDrained waiter: @escaping @Sendable () -> Void) -> Bool {
-        drainWaiter.withLock { $0 = waiter }
+        drainWaiter.withLock { $0.call = waiter }
         quiesceDepth.wrappingAdd(1, ordering: .sequentiallyConsistent)
         return inFlight.load(ordering: .sequentiallyConsistent) == 0
     }
@@ -140,7 +145,7 @@ public final class BlockBackend: @unchecked Sendable {
     package func endQuiesce() -> Bool {
         let depth = quiesceDepth.wrappingSubtract(1, ordering: .sequentiallyConsistent).newValue
         precondition(depth >= 0, "unbalanced drain end on BlockBackend '\(name)'")
-        if depth == 0 { drainWaiter.withLock { $0 = nil } }
+        if depth == 0 { drainWaiter.withLock { $0.call = nil } }
         return depth == 0
     }
 }
