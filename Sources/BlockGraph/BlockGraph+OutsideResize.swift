@@ -40,15 +40,7 @@ extension BlockGraph {
         let affected = usersOfNodeAndFiltersAbove(node)
         let changed = await withDrained(affected) { node.driver.refreshLength() }
         guard changed else { return }
-        var notified: [String] = []
-        var unnotified: [String] = []
-        for backend in affected {
-            if deviceOps[ObjectIdentifier(backend)]?.resized() == true {
-                notified.append(backend.name)
-            } else {
-                unnotified.append(backend.name)
-            }
-        }
+        let (notified, unnotified) = tellDevicesResized(affected)
         logger.notice("image resized elsewhere: node takes the new size", metadata: [
             "node": "\(node.name)", "from": "\(oldSize)", "to": "\(node.length)",
             "told": "\(notified.sorted())", "not-told": "\(unnotified.sorted())"])

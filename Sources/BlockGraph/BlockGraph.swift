@@ -175,17 +175,24 @@ public final class BlockGraph {
         let affected = (below + throttles).flatMap { self.users(of: $0.name) }
         let oldSize = node.length
         try await withDrained(affected) { () throws(BlockError) in try node.resize(to: size) }
+        let (notified, unnotified) = tellDevicesResized(affected)
+        logger.info("resized node", metadata: ["node": "\(name)", "from": "\(oldSize)", "to": "\(size)"])
+        return ResizeResult(oldSize: oldSize, newSize: size, notifiedDevices: notified, unnotifiedDevices: unnotified)
+    }
+
+    /// Tells each device on `backends` that its disk changed size (block_resize, or a resize
+    /// made elsewhere); returns the names of those told and of those that could not be.
+    func tellDevicesResized(_ backends: [BlockBackend]) -> (notified: [String], unnotified: [String]) {
         var notified: [String] = []
         var unnotified: [String] = []
-        for backend in affected {
+        for backend in backends {
             if deviceOps[ObjectIdentifier(backend)]?.resized() == true {
                 notified.append(backend.name)
             } else {
                 unnotified.append(backend.name)
             }
         }
-        logger.info("resized node", metadata: ["node": "\(name)", "from": "\(oldSize)", "to": "\(size)"])
-        return ResizeResult(oldSize: oldSize, newSize: size, notifiedDevices: notified, unnotifiedDevices: unnotified)
+        return (notified, unnotified)
     }
 
     /// Withdraws a BlockBackend's access to its image (drive_del): drains it (in-flight
