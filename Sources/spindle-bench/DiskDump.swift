@@ -43,18 +43,9 @@ enum DiskDump {
         while offset < capacity {
             let bytes = Int(min(UInt64(blockSize), capacity - offset))
             queue.prepare(slot: 0, type: .read, sector: offset / 512, byteCount: bytes)
-            queue.submit(slot: 0)
-            _ = queue.ring.publishAvailable()
-            queue.kick()
-            var waited = 0
-            while queue.ring.pendingUsedCount() == 0 {
-                waited += 1
-                guard waited < 200_000 else { throw BenchFailure("read at \(offset) did not complete within 20 s") }
-                usleep(100)
-            }
-            _ = queue.ring.popUsed()
-            guard queue.status(of: 0) == BlkStatus.ok else {
-                throw BenchFailure("read of \(bytes) bytes at \(offset) failed with status \(queue.status(of: 0))")
+            let status = try queue.runSlotZero(within: 20, what: "read at \(offset)")
+            guard status == BlkStatus.ok else {
+                throw BenchFailure("read of \(bytes) bytes at \(offset) failed with status \(status)")
             }
             guard pwrite(fd, queue.data(of: 0), bytes, off_t(offset)) == bytes else {
                 throw BenchFailure("cannot write \(output): \(String(cString: strerror(errno)))")

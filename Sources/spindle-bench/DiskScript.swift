@@ -85,18 +85,9 @@ enum DiskScript {
                 queue.data(of: 0).initializeMemory(as: UInt8.self, repeating: step.byte, count: step.length)
                 queue.prepare(slot: 0, type: step.type, sector: step.offset / 512, byteCount: step.length)
             }
-            queue.submit(slot: 0)
-            _ = queue.ring.publishAvailable()
-            queue.kick()
-            var waited = 0
-            while queue.ring.pendingUsedCount() == 0 {
-                waited += 1
-                guard waited < 600_000 else { throw BenchFailure("script step \(number + 1) did not complete within 60 s") }
-                usleep(100)
-            }
-            _ = queue.ring.popUsed()
-            guard queue.status(of: 0) == BlkStatus.ok else {
-                throw BenchFailure("script step \(number + 1) (\(step.type) at \(step.offset)) failed with status \(queue.status(of: 0))")
+            let status = try queue.runSlotZero(within: 60, what: "script step \(number + 1)")
+            guard status == BlkStatus.ok else {
+                throw BenchFailure("script step \(number + 1) (\(step.type) at \(step.offset)) failed with status \(status)")
             }
             var line = "done \(number + 1)\n"
             line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
