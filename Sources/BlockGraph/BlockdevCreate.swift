@@ -75,12 +75,14 @@ extension BlockGraph {
                 return "Could not resize '\(path)' for the new image: \(String(cString: strerror(errno)))"
             }
             for write in image.writes {
-                let written = write.bytes.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, $0.count, off_t(write.offset)) }
-                if written != write.bytes.count {
-                    return "Could not write the qcow2 metadata to '\(path)': \(written < 0 ? String(cString: strerror(errno)) : "short write")"
+                let rc = write.bytes.withUnsafeBytes { bytes -> Int32 in
+                    guard let base = bytes.baseAddress else { return 0 }
+                    return Qcow2SyncIO.write(fd, base, bytes.count, at: write.offset)
                 }
+                if rc < 0 { return "Could not write the qcow2 metadata to '\(path)': \(String(cString: strerror(-rc)))" }
             }
-            return fdatasync(fd) == 0 ? nil : "Could not flush '\(path)' to disk: \(String(cString: strerror(errno)))"
+            let rc = Qcow2SyncIO.datasync(fd)
+            return rc == 0 ? nil : "Could not flush '\(path)' to disk: \(String(cString: strerror(-rc)))"
         }
         await target.release(self)
         if let failure { throw BlockError(errno: EIO, failure) }

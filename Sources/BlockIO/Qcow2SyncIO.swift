@@ -3,8 +3,8 @@ import Glibc
 import Qcow2Format
 
 /// Blocking file I/O for the qcow2 allocation path (never the fast path): whole transfers
-/// or -errno, EINTR retried.
-enum Qcow2SyncIO {
+/// or -errno, EINTR retried. Also what blockdev-create writes a new image's metadata with.
+package enum Qcow2SyncIO {
     /// Reads up to `count` bytes; returns how many (short only at the end of the file) or -errno.
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, at offset: UInt64) -> Int {
         var done = 0
@@ -26,7 +26,7 @@ enum Qcow2SyncIO {
         return 0
     }
 
-    static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, at offset: UInt64) -> Int32 {
+    package static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, at offset: UInt64) -> Int32 {
         var done = 0
         while done < count {
             let put = Glibc.pwrite(fd, buffer + done, count - done, off_t(offset) + off_t(done))
@@ -59,7 +59,7 @@ enum Qcow2SyncIO {
         return 0
     }
 
-    static func datasync(_ fd: Int32) -> Int32 {
+    package static func datasync(_ fd: Int32) -> Int32 {
         while fdatasync(fd) != 0 {
             if errno != EINTR { return -errno }
         }
