@@ -22,7 +22,7 @@ final class Qcow2Driver: BlockDriver {
 
     private let node: NodeName
     private let file: Child
-    private let backing: Child?
+    let backing: Child?
     private let image: Qcow2IO
     let filename: String
     let header: Qcow2Header

@@ -149,6 +149,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            limits, block_set_io_throttle (README)
                            images: blockdev-create (file, qcow2; a job),
                            blockdev-snapshot, blockdev-snapshot-sync (README)
+                           block-stream (pull a qcow2 chain into its top node
+                           while the guest runs; a job) (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes
