@@ -17,23 +17,29 @@ public final class StreamJob {
     private let graph: BlockGraph
     /// Holds the top writable (its image's write lock) while the job writes it.
     private var topUser: BlockBackend?
+    /// Told once the streamed layers were dropped (the daemon records the new chain).
+    private let onFinished: (@ControlActor (StreamPlan) -> Void)?
     private let logger: Logger
 
     static let blocker = "block device is in use by block job: stream"
 
-    private init(options: StreamOptions, plan: StreamPlan, graph: BlockGraph, topUser: BlockBackend) {
+    private init(options: StreamOptions, plan: StreamPlan, graph: BlockGraph, topUser: BlockBackend,
+                 onFinished: (@ControlActor (StreamPlan) -> Void)?) {
         self.options = options
         self.plan = plan
         self.graph = graph
         self.topUser = topUser
+        self.onFinished = onFinished
         var logger = Logger(label: "spindle.job")
         logger[metadataKey: "job"] = "\(options.jobID)"
         self.logger = logger
     }
 
     /// Starts a stream into `options.device`. Errors are QEMU's texts for the command.
+    /// `onFinished` is called (on the control thread) once the node backs onto the base.
     @discardableResult
-    public static func start(_ options: StreamOptions, graph: BlockGraph, registry: JobRegistry) throws(JobError) -> StreamJob {
+    public static func start(_ options: StreamOptions, graph: BlockGraph, registry: JobRegistry,
+                             onFinished: (@ControlActor (StreamPlan) -> Void)? = nil) throws(JobError) -> StreamJob {
         ControlActor.preconditionOnControlThread("StreamJob.start")
         let plan: StreamPlan
         do throws(BlockError) {
@@ -53,7 +59,7 @@ public final class StreamJob {
             driver.discard()
             throw JobError(error.message)
         }
-        let job = StreamJob(options: options, plan: plan, graph: graph, topUser: topUser)
+        let job = StreamJob(options: options, plan: plan, graph: graph, topUser: topUser, onFinished: onFinished)
         for name in job.blockedNodes { graph.setBlocker(blocker, on: name) }
         job.logger.notice("stream started", metadata: [
             "node": "\(plan.top)", "base": "\(plan.base?.filename ?? "none (whole chain)")",
@@ -83,6 +89,7 @@ public final class StreamJob {
                 "node": "\(plan.top)", "error": "\(error.message)"])
             return error.message
         }
+        onFinished?(plan)
         return nil
     }
 

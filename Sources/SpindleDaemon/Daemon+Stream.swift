@@ -16,9 +16,23 @@ extension Daemon {
                                     baseNode: request.baseNode.map(NodeName.init), backingFile: request.backingFile,
                                     speed: request.speed, autoFinalize: request.autoFinalize, autoDismiss: request.autoDismiss)
         do throws(JobError) {
-            try StreamJob.start(options, graph: graph, registry: jobs)
+            try StreamJob.start(options, graph: graph, registry: jobs) { [weak self] plan in self?.recordStreamedChain(plan) }
         } catch {
             throw QMPError(.genericError, error.message)
         }
+    }
+
+    /// With --state-file: the node's new backing, so that a restart opens the new chain.
+    func recordStreamedChain(_ plan: StreamPlan) {
+        guard let recorder = stateFile else { return }
+        let backing: JSONValue? = plan.base == nil ? .null : plan.base!.node.map { .string($0.rawValue) }
+        let readOnly = graph.nodes[plan.top]?.readOnly ?? false
+        guard recorder.model.recordBackingChange(node: plan.top.rawValue, backing: backing, readOnly: readOnly) else {
+            // A command-line node whose chain came from its header: the header says the truth.
+            guard plan.copied.first?.node != nil else { return }
+            logger.warning("state file: node '\(plan.top)' comes from the command line; its new chain after block-stream is not recorded (after a restart it is opened as the command line says: the same data, the streamed layers in use again); change the command line to match")
+            return
+        }
+        recordGraphChanges()
     }
 }

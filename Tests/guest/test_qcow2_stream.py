@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from interactive import ok
-from qcow2qmp import (BENCH, KiB, MiB, SKIPS, daemon, dump, export, img_check, img_info, run)  # noqa: F401
+from guestlib import Backend
+from interactive import ok, spindle_qmp
+from qcow2qmp import (BENCH, KiB, MiB, SKIPS, SPINDLE, daemon, dump, export, img_check, img_info, run)  # noqa: F401
 
 pytestmark = SKIPS
 
@@ -272,3 +273,50 @@ def test_refusals_carry_qemus_texts(daemon):
     ok(client, "job-cancel", id="busy")
     events_until_concluded(client, "busy")
     img_check(top)
+
+
+@pytest.mark.parametrize("how", ["snapshot-sync", "base-node"])
+def test_the_new_chain_survives_a_restart_with_the_state_file(tmp_path, how):
+    """Recorded in the state file: after a stream, a restart opens the node over its new
+    backing (none after a whole-chain stream of a blockdev-snapshot-sync overlay; the base
+    node after a stream down to it), serving the same data."""
+    tmp = tmp_path
+    base, mid, top, reference = make_chain(tmp)
+    qmp = tmp / "qmp.sock"
+    argv = ["--qmp", str(qmp), "--state-file", str(tmp / "state.json")]
+    expected_depth = 0 if how == "snapshot-sync" else 1
+    backend = Backend(SPINDLE, tmp, "first")
+    try:
+        backend.start(argv, qmp)
+        client = spindle_qmp(qmp)
+        if how == "snapshot-sync":
+            add_node(client, "top", top, writable=True)
+            ok(client, "blockdev-snapshot-sync", **{"node-name": "top", "snapshot-file": str(tmp / "snap.qcow2"),
+                                                    "snapshot-node-name": "snap"})
+            node = "snap"
+        else:
+            add_chain_nodes(client, base, mid, top)
+            node = "top"
+        sock = export(client, tmp, node, writable=True)
+        ok(client, "block-stream", **{"job-id": "s", "device": node,
+                                      **({} if how == "snapshot-sync" else {"base-node": "base"})})
+        events_until_concluded(client, "s")
+        assert node_info(client, node)["backing_file_depth"] == expected_depth
+        client.close()
+    finally:
+        backend.stop()
+    qmp.unlink(missing_ok=True)
+    backend = Backend(SPINDLE, tmp, "second")
+    try:
+        backend.start(argv, qmp)
+        client = spindle_qmp(qmp)
+        assert node_info(client, node)["backing_file_depth"] == expected_depth
+        assert dump(sock, tmp, "after-restart") == reference.read_bytes()
+        if how == "snapshot-sync":  # the overlay is recorded as the blockdev-add of a standalone image now
+            assert "blockdev-snapshot-sync" not in (tmp / "state.json").read_text()
+        client.close()
+    finally:
+        backend.stop()
+    image = tmp / "snap.qcow2" if how == "snapshot-sync" else top
+    img_check(image)
+    compare(image, reference)
