@@ -37,22 +37,6 @@ extension Qcow2IO {
     public func readBackingSync(_ offset: UInt64, count: Int, into buffer: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer) -> Int32 {
         backing.readSync(offset, count: count, into: buffer, scratch: scratch)
     }
-
-    /// The backing layers below this one, top first (qcow2 layers, then a raw one if the
-    /// chain ends in a raw image).
-    public var backingLayers: [Qcow2Backing] {
-        var layers: [Qcow2Backing] = []
-        var next = backing
-        while true {
-            switch next {
-            case .none: return layers
-            case .raw: return layers + [next]
-            case .qcow2(let layer):
-                layers.append(next)
-                next = layer.backing
-            }
-        }
-    }
 }
 
 extension Qcow2Allocator {

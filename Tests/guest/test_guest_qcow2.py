@@ -39,8 +39,8 @@ COMMON = "--ioengine=libaio --direct=1 --iodepth=8 --numjobs=2 --group_reporting
 REGIONS = {
     "write-4k": f"--rw=randwrite --bs=4k --offset=0 --size=8M --offset_increment=8M --randseed=41 {COMMON}",
     "write-64k": f"--rw=randwrite --bs=64k --offset=16M --size=8M --offset_increment=8M --randseed=42 {COMMON}",
-    "during-snapshot": f"--rw=randwrite --bs=4k --offset=32M --size=6M --offset_increment=6M --randseed=43 {COMMON}",
-    "during-stream": f"--rw=randwrite --bs=64k --offset=44M --size=6M --offset_increment=6M --randseed=44 {COMMON}",
+    "during-snapshot": f"--rw=randwrite --bs=64k --offset=32M --size=6M --offset_increment=6M --randseed=43 {COMMON}",
+    "during-stream": f"--rw=randwrite --bs=4k --offset=44M --size=6M --offset_increment=6M --randseed=44 {COMMON}",
 }
 UNTOUCHED = (56 * MiB, 4 * MiB)  # only the base's pattern, to the end of the test
 MAILBOX_WORDS = {"snapshot": "a" * 32, "stream": "b" * 32, "checked": "c" * 32}
@@ -152,7 +152,7 @@ def test_qcow2_overlay_snapshot_and_stream_under_fio_verify(tmp_path, monkeypatc
         # fio runs while block-stream pulls base and top into the new overlay (a speed limit
         # keeps the job going for seconds of guest writes).
         guest.wait_step("fio-during-stream", timeout=300)
-        ok(spindle, "block-stream", **{"job-id": "pull", "device": "snap", "speed": 16 * MiB})
+        ok(spindle, "block-stream", **{"job-id": "pull", "device": "snap", "speed": 8 * MiB})
         completed = wait_event(spindle, "BLOCK_JOB_COMPLETED", timeout=900)
         assert completed["data"]["type"] == "stream" and "error" not in completed["data"], completed
         [node] = [n for n in ok(spindle, "query-named-block-nodes") if n["node-name"] == "snap"]
