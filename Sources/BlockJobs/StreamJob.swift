@@ -79,18 +79,24 @@ public final class StreamJob {
     // MARK: called by the copier thread (through runOnControlThread)
 
     /// The copy is done and the job commits: drop the streamed layers. Returns an error text
-    /// if that failed (the chain then stays; the top holds their data too).
+    /// if that failed (the chain then stays; the top holds their data too). The top stays
+    /// blocked until the switch is over (other commands run while its users drain); the
+    /// streamed nodes do not (the old chain may be needed again if the switch fails).
     func finish() async -> String? {
-        await release()
+        for name in plan.copied.compactMap(\.node) where graph.nodes[name]?.blocker == Self.blocker {
+            graph.setBlocker(nil, on: name)
+        }
+        var failure: String?
         do throws(BlockError) {
             try await graph.finishStream(plan)
         } catch {
             logger.error("stream: dropping the streamed layers failed; the node keeps its chain", metadata: [
                 "node": "\(plan.top)", "error": "\(error.message)"])
-            return error.message
+            failure = error.message
         }
-        onFinished?(plan)
-        return nil
+        await release()
+        if failure == nil { onFinished?(plan) }
+        return failure
     }
 
     /// Cancel or failure: the chain stays as it is.
