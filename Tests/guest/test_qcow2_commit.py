@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from interactive import ok
-from qcow2qmp import BENCH, KiB, MiB, SKIPS, daemon, dump, img_check, img_info, run  # noqa: F401
+from guestlib import Backend
+from interactive import ok, spindle_qmp
+from qcow2qmp import BENCH, KiB, MiB, SKIPS, SPINDLE as SPINDLE_BIN, daemon, dump, img_check, img_info, run  # noqa: F401
 
 pytestmark = SKIPS
 
@@ -291,3 +292,43 @@ def test_intermediate_commit_cancelled_leaves_the_chain(daemon):
     for image in (base, mid, top):
         img_check(image)
     compare(top, reference)
+
+
+def test_an_active_commit_survives_a_restart_with_the_state_file(tmp_path):
+    """Recorded in the state file: after a restart with the same command line the export
+    serves base, the committed layers are not opened again; an intermediate commit is
+    refused while a state file is kept (its backing switch is not recorded yet)."""
+    tmp = tmp_path
+    base, mid, top, reference = make_chain(tmp)
+    qmp = tmp / "qmp.sock"
+    argv = ["--qmp", str(qmp), "--state-file", str(tmp / "state.json")]
+    backend = Backend(SPINDLE_BIN, tmp, "first")
+    try:
+        backend.start(argv, qmp)
+        client = spindle_qmp(qmp)
+        open_chain(client, base, mid, top)
+        sock = export_top(client, tmp)
+        reply = client.cmd_raw("block-commit", {"job-id": "i", "device": "top", "top-node": "mid"})
+        assert "not recorded in the state file yet" in reply["error"]["desc"]
+        events = Events(client)
+        ok(client, "block-commit", **{"job-id": "c"}, device="e-top")
+        events.wait_status("c", "ready")
+        ok(client, "job-complete", id="c")
+        events.wait_status("c", "null")
+        write_through(sock, reference, [(2 * MiB, 64 * KiB, 0xb1)])
+        client.close()
+    finally:
+        backend.stop()
+    qmp.unlink(missing_ok=True)
+    backend = Backend(SPINDLE_BIN, tmp, "second")
+    try:
+        backend.start(argv, qmp)
+        client = spindle_qmp(qmp)
+        assert ok(client, "query-block-exports")[0]["node-name"] == "base"
+        assert nodes(client) == ["base"]
+        assert dump(tmp / "top.sock", tmp, "after") == reference.read_bytes()
+        client.close()
+    finally:
+        backend.stop()
+    img_check(base)
+    compare(base, reference)
