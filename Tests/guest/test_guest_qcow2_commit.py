@@ -71,6 +71,7 @@ def test_active_commit_and_pivot_under_fio_verify(tmp_path, monkeypatch):
     backend.start(["--qmp", str(qmp)], qmp)
     monkeypatch.setenv("VU_NUM_QUEUES", "2")
     guest = None
+    spindle = None
     try:
         spindle = spindle_qmp(qmp)
         for iot in ("iot0", "iot1"):
@@ -111,6 +112,8 @@ def test_active_commit_and_pivot_under_fio_verify(tmp_path, monkeypatch):
     finally:
         if guest:
             guest.close()
+        if spindle:
+            spindle.close()
         backend.stop()
     result = subprocess.run(["qemu-img", "check", str(base)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
