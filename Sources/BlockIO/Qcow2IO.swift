@@ -38,7 +38,9 @@ public final class Qcow2IO: BlockDriverIO {
     nonisolated(unsafe) private let l1: UnsafeMutablePointer<Atomic<UInt64>>
     public let cache: Qcow2L2Cache
     /// Changed only under drain (a commit switching it to the base: `replaceBacking`).
-    nonisolated(unsafe) public private(set) var backing: Qcow2Backing
+    /// Read per request on the backing path: no dynamic exclusivity check (writes happen
+    /// only under drain, when no request reads it).
+    @exclusivity(unchecked) nonisolated(unsafe) public private(set) var backing: Qcow2Backing
     /// The slow path of a writable image (nil: read-only).
     public let allocator: Qcow2Allocator?
     /// How many requests failed on corrupt metadata; the first one is reported (logged by
