@@ -31,6 +31,8 @@ public final class CommitJob {
     /// Holds base writable and locked for the job's writes while it runs.
     var baseUser: BlockBackend?
     var drained: [BlockBackend] = []
+    /// The nodes this job marked busy (blockedNodes), cleared when it ends.
+    var blocked: [BlockNode] = []
     let logger: Logger
 
     static let blocker = "block device is in use by block job: commit"
@@ -77,7 +79,8 @@ public final class CommitJob {
         let bitmap = DirtyBitmap(length: top.length, granularity: granularity)
         let filter = MirrorFilterIO(source: top.io, target: chain.base.io, bitmap: bitmap)
         let job = CommitJob(options: options, graph: graph, chain: chain, baseUser: baseUser)
-        for node in [chain.base] + chain.layers { graph.setBlocker(blocker, on: node.name) }
+        job.blocked = blockedNodes(chain, graph: graph)
+        for node in job.blocked { graph.setBlocker(blocker, on: node.name) }
         if chain.isActiveCommit {
             // From here on every guest write to top is marked; what was written before is
             // in the images' tables, read next.
@@ -106,10 +109,19 @@ public final class CommitJob {
         return job
     }
 
+    /// The nodes no other job may use while this one runs: base, the committed layers and,
+    /// for an intermediate commit, every node reading through the overlay (another job's
+    /// thread reading through it would not be drained for the backing switch).
+    static func blockedNodes(_ chain: CommitChain, graph: BlockGraph) -> [BlockNode] {
+        [chain.base] + chain.layers + (chain.overlay.map { graph.nodesReading(through: $0) } ?? [])
+    }
+
     /// What must hold before anything changes: nodes free, base writable and of top's size.
     private static func checkUsable(_ chain: CommitChain, graph: BlockGraph) throws(JobError) {
-        for node in [chain.base] + chain.layers {
+        for node in blockedNodes(chain, graph: graph) {
             if let blocker = node.blocker { throw JobError("Node '\(node.name)' is busy: \(blocker)") }
+        }
+        for node in [chain.base] + chain.layers {
             guard node.isActive else { throw JobError("Inactive node '\(node.name)' cannot take part in a commit; activate it first (blockdev-set-active)") }
         }
         // Each layer is used by the one above only (top of an active commit: by nothing
@@ -149,7 +161,8 @@ public final class CommitJob {
     }
 
     func release() async {
-        for node in [chain.base] + chain.layers { graph.setBlocker(nil, on: node.name) }
+        for node in blocked { graph.setBlocker(nil, on: node.name) }
+        blocked = []
         if let baseUser {
             self.baseUser = nil
             await graph.deleteBackend(baseUser)

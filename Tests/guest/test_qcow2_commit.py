@@ -248,6 +248,9 @@ def test_intermediate_commit_backs_top_onto_base_without_ready(daemon):
     ok(client, "block-commit", **{"job-id": "i0"}, device="e-top", **{"top-node": "mid", "base-node": "base"},
        speed=512 * KiB, **{"backing-file": "base.qcow2"})
     events.wait_status("i0", "running")
+    # The overlay (top) is busy too: another job reading through it would not be drained.
+    reply = client.cmd_raw("blockdev-del", {"node-name": "top"})
+    assert reply["error"]["desc"] == "Node 'top' is busy: block device is in use by block job: commit"
     write_through(sock, reference, [(64 * KiB, 64 * KiB, 0xa1), (5 * MiB, 4 * KiB, 0xa2)])
     assert events.wait_status("i0", "null") == ["created", "running", "waiting", "pending", "concluded", "null"]
     assert events.absent("BLOCK_JOB_READY")
