@@ -302,6 +302,8 @@ def test_guest_fio_verify_survives_sigkills_of_an_rbd_daemon(tmp_path, monkeypat
             backend.stop()
     assert len(backends) == KILLS + 1
     assert backends[-1].exit_code == 0, guestlib.tail(backends[-1].log_path)
+    # Requests the killed daemon had taken come back from the inflight region; ones the guest
+    # had made available but the daemon not yet taken are simply taken from the ring again.
     resubmitted = [sum(int(m) for m in re.findall(r"resubmitting (\d+) requests left in flight", log_text(b.log_path)))
                    for b in backends[1:]]
     assert sum(resubmitted) > 0, "no request was in flight at any kill"
