@@ -22,12 +22,13 @@ final class Qcow2Driver: BlockDriver {
 
     private let node: NodeName
     private let file: Child
-    let backing: Child?
+    /// Changed only by a commit, under drain (BlockGraph+CommitSwitch.swift).
+    var backing: Child?
     private let image: Qcow2IO
     let filename: String
     let header: Qcow2Header
     /// What query-named-block-nodes shows of the backing chain (nil: none).
-    let backingDisplay: Qcow2BackingDisplay?
+    var backingDisplay: Qcow2BackingDisplay?
 
     private init(node: NodeName, file: Child, backing: Child?, image: Qcow2IO, filename: String, header: Qcow2Header,
                  backingDisplay: Qcow2BackingDisplay?) {

@@ -53,6 +53,8 @@ public protocol MonitorCommandTarget: AnyObject {
     func blockdevSnapshot(node: String, overlay: String) async throws(QMPError)
     /// blockdev-snapshot-sync: create (or open) the overlay, then as blockdev-snapshot.
     func blockdevSnapshotSync(_ request: SnapshotSyncRequest) async throws(QMPError)
+    /// block-commit: start a commit job (CommitCommands.swift; the default refuses it).
+    func blockCommit(_ request: CommitRequest) async throws(QMPError)
     /// block-stream: pull a qcow2 node's backing layers (above a base) into it, then drop them.
     /// Default (StreamCommands.swift) refuses.
     func blockStream(_ request: StreamRequest) async throws(QMPError)

@@ -149,6 +149,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            limits, block_set_io_throttle (README)
                            images: blockdev-create (file, qcow2; a job),
                            blockdev-snapshot, blockdev-snapshot-sync (README)
+                           block-commit (qcow2 layers added as nodes into
+                           their base; the active layer ends READY and pivots on
+                           job-complete or block-job-complete) (README)
                            block-stream (pull a qcow2 chain into its top node
                            while the guest runs; a job) (README)
                            job-complete, job-finalize, job-dismiss (README)
