@@ -55,6 +55,9 @@ public protocol MonitorCommandTarget: AnyObject {
     func blockdevSnapshotSync(_ request: SnapshotSyncRequest) async throws(QMPError)
     /// block-commit: start a commit job (CommitCommands.swift; the default refuses it).
     func blockCommit(_ request: CommitRequest) async throws(QMPError)
+    /// block-stream: pull a qcow2 node's backing layers (above a base) into it, then drop them.
+    /// Default (StreamCommands.swift) refuses.
+    func blockStream(_ request: StreamRequest) async throws(QMPError)
 }
 
 extension MonitorCommandTarget {

@@ -20,6 +20,7 @@ struct QMPCommandDispatcher {
         "query-blockstats",
         "blockdev-create", "blockdev-snapshot", "blockdev-snapshot-sync",
         "block-commit", "block-job-complete",
+        "block-stream",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -71,6 +72,7 @@ struct QMPCommandDispatcher {
         case "blockdev-snapshot-sync": return try await SnapshotCommands(target: target).blockdevSnapshotSync(&arguments)
         case "block-commit": return try await CommitCommands(target: target).blockCommit(&arguments)
         case "block-job-complete": return try CommitCommands(target: target).blockJobComplete(&arguments)
+        case "block-stream": return try await StreamCommands(target: target).blockStream(&arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

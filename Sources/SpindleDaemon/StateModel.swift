@@ -94,3 +94,33 @@ extension StateModel {
         return entries.last { $0.key == key && $0.rule?.effect == .create }?.arguments
     }
 }
+
+extension StateModel {
+    /// block-stream gave node `id` a new backing (`backing`: a node name, null, or nil: the
+    /// chain its header names): the entry that creates the node is rewritten so that a replay
+    /// opens it that way (a blockdev-snapshot-sync becomes the blockdev-add of its overlay,
+    /// the file being there), in place, and blockdev-snapshot entries that gave it its old
+    /// backing go. Returns false if the state does not create the node (the command line
+    /// does): then nothing changes.
+    mutating func recordBackingChange(node id: String, backing: JSONValue?, readOnly: Bool) -> Bool {
+        let key = StateKey(kind: .node, id: id)
+        guard let creation = entries.lastIndex(where: { $0.key == key && $0.rule?.effect == .create }) else { return false }
+        var entry = entries[creation]
+        switch entry.command {
+        case "blockdev-add":
+            entry.arguments["backing"] = backing
+        case "blockdev-snapshot-sync":
+            guard case .string(let file)? = entry.arguments["snapshot-file"] else { return false }
+            var arguments = JSONObject(["driver": .string("qcow2"), "node-name": .string(id),
+                                        "file": .object(JSONObject(["driver": .string("file"), "filename": .string(file)]))])
+            arguments["backing"] = backing
+            if readOnly { arguments["read-only"] = .bool(true) }
+            entry = StateEntry(command: "blockdev-add", arguments: arguments)
+        default:
+            return false
+        }
+        entries[creation] = entry
+        drop(entries.indices.filter { $0 > creation && entries[$0].command == "blockdev-snapshot" && entries[$0].key == key })
+        return true
+    }
+}

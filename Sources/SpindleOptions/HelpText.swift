@@ -152,6 +152,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            block-commit (qcow2 layers added as nodes into
                            their base; the active layer ends READY and pivots on
                            job-complete or block-job-complete) (README)
+                           block-stream (pull a qcow2 chain into its top node
+                           while the guest runs; a job) (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes

@@ -1,0 +1,71 @@
+import BlockCommon
+import ControlThread
+
+/// block-stream's arguments after the monitor checked them.
+public struct StreamRequest: Sendable, Equatable {
+    /// QEMU defaults the job id to the device's name, which a node name is not: an absent
+    /// job-id gives "Invalid job ID ''" (as blockdev-mirror's).
+    public var jobID: String
+    public var device: String
+    public var base: String?
+    public var baseNode: String?
+    public var backingFile: String?
+    public var speed: UInt64
+    public var autoFinalize: Bool
+    public var autoDismiss: Bool
+
+    public init(jobID: String, device: String, base: String? = nil, baseNode: String? = nil, backingFile: String? = nil,
+                speed: UInt64 = 0, autoFinalize: Bool = true, autoDismiss: Bool = true) {
+        self.jobID = jobID
+        self.device = device
+        self.base = base
+        self.baseNode = baseNode
+        self.backingFile = backingFile
+        self.speed = speed
+        self.autoFinalize = autoFinalize
+        self.autoDismiss = autoDismiss
+    }
+}
+
+/// block-stream: QEMU 7.2's arguments (qapi/block-core.json BlockStream), their checks, then
+/// the target.
+@ControlActor
+struct StreamCommands {
+    let target: any MonitorCommandTarget
+
+    private enum ErrorAction: String { case report, ignore, enospc, stop, auto }
+
+    func blockStream(_ arguments: inout CommandArguments) async throws(QMPError) -> JSONValue {
+        let jobID = try arguments.optionalString("job-id")
+        let device = try arguments.requiredString("device")
+        let base = try arguments.optionalString("base")
+        let baseNode = try arguments.optionalString("base-node")
+        let backingFile = try arguments.optionalString("backing-file")
+        let bottom = try arguments.optionalString("bottom")
+        let speed = try arguments.optionalInt64("speed")
+        let onError = try arguments.optionalEnum("on-error", ErrorAction.self)
+        let filterNodeName = try arguments.optionalString("filter-node-name")
+        let autoFinalize = try arguments.optionalBool("auto-finalize") ?? true
+        let autoDismiss = try arguments.optionalBool("auto-dismiss") ?? true
+        try arguments.finish()
+        if let onError, onError != .report {
+            throw QMPError("on-error=\(onError.rawValue) is not supported by Spindle; errors always end the job (report)")
+        }
+        if filterNodeName != nil {
+            throw QMPError("'filter-node-name' is not supported by Spindle; its stream job puts no filter node over the image")
+        }
+        if bottom != nil { throw QMPError("'bottom' is not supported by Spindle; give the node below it as base-node") }
+        if let speed, speed < 0 { throw QMPError("Parameter 'speed' expects a non-negative value") }
+        try await target.blockStream(StreamRequest(
+            jobID: jobID ?? "", device: device, base: base, baseNode: baseNode, backingFile: backingFile,
+            speed: UInt64(speed ?? 0), autoFinalize: autoFinalize, autoDismiss: autoDismiss))
+        return .emptyObject
+    }
+}
+
+extension MonitorCommandTarget {
+    /// Default: targets without a block graph refuse block-stream.
+    public func blockStream(_ request: StreamRequest) async throws(QMPError) {
+        throw QMPError("block-stream is not supported here")
+    }
+}
