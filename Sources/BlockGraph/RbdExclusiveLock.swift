@@ -43,12 +43,14 @@ struct RbdExclusiveLock {
             }
             return
         }
+        _ = breakDeadPredecessorsLock()  // only a provably dead predecessor's (RbdStaleLockTakeover)
         try refuseWhileAnotherClientWatches()
         let rc = spindle_rbd_lock_acquire_exclusive(image)
         switch -rc {
         case 0:
             held = true
             logger.notice("took the image's exclusive lock", metadata: ["node": "\(node)", "image": "\(imageName)"])
+            recordHolder()
         case EINVAL:
             // No exclusive-lock feature on the image: nothing to take, and nothing stops
             // another client writing it. Served, with a warning.
@@ -67,18 +69,21 @@ struct RbdExclusiveLock {
     /// acquire, which breaks its lock and blocklists it. Our own automatic lock (taken by a
     /// resize before any writer) is simply made explicit.
     private func refuseWhileAnotherClientWatches() throws(BlockError) {
-        if let holder = watchingHolder() { throw inUse(by: holder) }
+        if let holder = watchingHolder(evenDeadPredecessor: true) { throw inUse(by: holder) }
     }
 
     /// The address of another client that holds the lock and still watches the image (so
     /// taking the lock now would be refused), or nil: we hold it, nobody does, its holder
-    /// died and Ceph expired its watch, or the cluster cannot tell (acquire then decides).
-    func watchingHolder() -> String? {
+    /// died and Ceph expired its watch, its holder is this daemon's provably dead predecessor
+    /// (taking the lock breaks it at once; unless `evenDeadPredecessor`), or the cluster
+    /// cannot tell (acquire then decides).
+    func watchingHolder(evenDeadPredecessor: Bool = false) -> String? {
         var owner = 0 as Int32
         if spindle_rbd_is_exclusive_lock_owner(image, &owner) == 0, owner != 0 { return nil }
         var address = [CChar](repeating: 0, count: 256)
         guard spindle_rbd_lock_owner_state(image, &address, address.count) == 1 else { return nil }
-        return address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let holder = address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return evenDeadPredecessor || deadPredecessor(holding: holder) == nil ? holder : nil
     }
 
     private func inUse(by holder: String?) -> BlockError {

@@ -175,12 +175,14 @@ struct RbdKillReconnectTests {
         let resumed = try frontend.reconnect(socketPath: socket, queues: driver.queues)
         for q in driver.queues.indices { driver.queues[q].kick() }
         // The dead process still holds the image's exclusive lock until its watch times out
-        // in the OSD (about 30 s): the new process starts anyway, its node inactive, and
-        // retries the lock every second (Daemon+RbdLockRetry.swift); the resubmitted writes
-        // wait for it.
+        // in the OSD (about 30 s); the image's takeover record proves it is this daemon's dead
+        // predecessor, so the new process breaks it at once (RbdStaleLockTakeover.swift).
         driver.harvestAll(seconds: 120)
         usleep(300_000)
         driver.harvest()  // anything more would be a request completed twice
+        let secondLog = (try? String(contentsOfFile: directory.appendingPathComponent("second.log").path, encoding: .utf8)) ?? ""
+        #expect(second.isRunning, "the restarted spindle died: \(secondLog)")
+        #expect(secondLog.contains("broke the stale exclusive lock of this daemon's dead predecessor"), "\(secondLog)")
 
         #expect(completedBeforeKill > 0, "no write completed before the kill")
         #expect(inFlightAtKill > 0, "nothing was in flight at the kill")
