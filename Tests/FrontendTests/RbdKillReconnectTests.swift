@@ -171,7 +171,15 @@ struct RbdKillReconnectTests {
         // The new process replaces the dead one's socket file, as a restarted daemon does.
         unlink(socket)
         let second = try Self.startSpindle(socket: socket, image: image, cluster: cluster, log: directory.appendingPathComponent("second.log").path)
-        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL); second.waitUntilExit() } }
+        defer {
+            // SIGTERM: a clean exit releases the lock, so removing the image does not wait for
+            // a dead client's watch to expire (~30 s); SIGKILL only if it hangs.
+            if second.isRunning { kill(second.processIdentifier, SIGTERM) }
+            let deadline = Date().addingTimeInterval(20)
+            while second.isRunning && Date() < deadline { usleep(50_000) }
+            if second.isRunning { kill(second.processIdentifier, SIGKILL) }
+            second.waitUntilExit()
+        }
         let resumed = try frontend.reconnect(socketPath: socket, queues: driver.queues)
         for q in driver.queues.indices { driver.queues[q].kick() }
         // The dead process still holds the image's exclusive lock until its watch times out
