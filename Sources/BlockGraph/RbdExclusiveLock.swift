@@ -81,10 +81,17 @@ struct RbdExclusiveLock {
         var owner = 0 as Int32
         if spindle_rbd_is_exclusive_lock_owner(image, &owner) == 0, owner != 0 { return nil }
         var address = [CChar](repeating: 0, count: 256)
-        guard spindle_rbd_lock_owner_state(image, &address, address.count) == 1 else { return nil }
+        let state = spindle_rbd_lock_owner_state(image, &address, address.count)
+        // An advisory lock (`rbd lock add`) is no exclusive-lock owner librbd can talk to:
+        // rbd_lock_acquire would wait on it for as long as it stands. Never broken: refused.
+        if state == -EBUSY { return Self.advisoryLockHolder }
+        guard state == 1 else { return nil }
         let holder = address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return evenDeadPredecessor || deadPredecessor(holding: holder) == nil ? holder : nil
     }
+
+    /// How an advisory lock's holder is named in messages ("client ... holds its exclusive lock").
+    static let advisoryLockHolder = "with an advisory lock (rbd lock add; rbd lock ls IMAGE shows it, rbd lock rm removes it)"
 
     private func inUse(by holder: String?) -> BlockError {
         let who = holder.map { "client \($0)" } ?? "another client"

@@ -9,6 +9,7 @@ lock is taken; deleting the waiting export ends the wait cleanly. No guest boots
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -203,6 +204,37 @@ def test_deleting_the_waiting_export_ends_the_wait(tmp_path, ceph, image):
             second.stop()
     assert TOOK not in log_of(second)
     assert first.exit_code == 0 and second.exit_code == 0
+
+
+def test_an_advisory_lock_is_waited_for_and_never_broken(tmp_path, ceph, image):
+    """`rbd lock add` (an advisory lock, no exclusive-lock owner librbd can ask): the daemon
+    neither breaks it nor hangs in rbd_lock_acquire; it listens, waits, and serves once the
+    operator removes the lock."""
+    conf = ["-c", ceph["CEPH_CONF"]]
+    subprocess.run(["rbd", *conf, "lock", "add", f"rbd/{image}", "operator-lock"], check=True, timeout=60)
+    daemon = None
+    try:
+        daemon = start(tmp_path, "daemon", ceph, image)  # listens within 20 s, or raises
+        assert WAITING in log_of(daemon) and "advisory lock" in log_of(daemon), log_of(daemon)
+        # Writes for 20 s: spindle-bench gives up on requests still in flight 10 s after its run.
+        writes = subprocess.Popen([str(BENCH), "--socket", str(tmp_path / "disk.sock"), "--rw", "write", "--bs", "1M",
+                                   "--iodepth", "2", "--runtime", "20", "--ramp", "0", "--size", str(4 * MiB), "--json-only",
+                                   "--cpus", "none", "--queues", "2", "--fill", "0xee"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        lockers = json.loads(subprocess.run(["rbd", *conf, "lock", "ls", "--format", "json", f"rbd/{image}"],
+                                            check=True, capture_output=True, text=True, timeout=60).stdout)
+        assert [entry["id"] for entry in lockers] == ["operator-lock"], lockers
+        assert TOOK not in log_of(daemon) and writes.poll() is None, log_of(daemon)
+        subprocess.run(["rbd", *conf, "lock", "rm", f"rbd/{image}", "operator-lock", lockers[0]["locker"]],
+                       check=True, timeout=60)
+        assert wait_for_log(daemon, TOOK, 30), log_of(daemon)
+        bench_ok(writes, timeout=120)
+        assert holds_pattern(ceph, image, 0xEE)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+    assert daemon.exit_code == 0, log_of(daemon)
 
 
 def test_a_state_file_export_that_waited_for_the_lock_keeps_its_options(tmp_path, ceph, image):
