@@ -30,7 +30,14 @@ echo "== unit tests"
 # One test at a time: several suites look at process-wide state (open descriptors,
 # /proc/self/maps, image locks that a child spawned by another test holds between fork and
 # exec), which tests running beside them in the same process disturb. ~30 s either way.
-swift test --skip-build --no-parallel
+# RbdKillReconnectTests needs a Ceph cluster: a throwaway one for the unit tests (always stopped).
+unit_ceph=$(mktemp -d /tmp/spindle-ceph-unit.XXXXXX)
+trap 'bash scripts/ceph-cluster.sh stop "$unit_ceph/c" >/dev/null 2>&1 || true; rm -rf "$unit_ceph"' EXIT
+bash scripts/ceph-cluster.sh start "$unit_ceph/c" >/dev/null
+SPINDLE_CEPH_DIR="$unit_ceph/c" swift test --skip-build --no-parallel
+bash scripts/ceph-cluster.sh stop "$unit_ceph/c" >/dev/null
+rm -rf "$unit_ceph"
+trap - EXIT
 
 echo "== layering (README's module table and Package.swift against the imports)"
 python3 -m pytest -q -p no:cacheprovider Tests/Layering

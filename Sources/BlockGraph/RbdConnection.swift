@@ -39,6 +39,8 @@ struct RbdConnection {
             try set(cluster, "client_mount_timeout", mountTimeoutSeconds, node: node)
             try set(cluster, "rados_mon_op_timeout", monitorOperationTimeoutSeconds, node: node)
             try set(cluster, "rados_osd_op_timeout", osdOperationTimeoutSeconds, node: node)
+            // Breaking a dead predecessor's lock (RbdStaleLockTakeover) must also fence it off.
+            try set(cluster, "rbd_blocklist_on_break_lock", "true", node: node)
             if !options.servers.isEmpty {
                 let hosts = options.servers.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }
                 try set(cluster, "mon_host", hosts.joined(separator: ";"), node: node)

@@ -43,12 +43,14 @@ struct RbdExclusiveLock {
             }
             return
         }
+        _ = breakDeadPredecessorsLock()  // only a provably dead predecessor's (RbdStaleLockTakeover)
         try refuseWhileAnotherClientWatches()
         let rc = spindle_rbd_lock_acquire_exclusive(image)
         switch -rc {
         case 0:
             held = true
             logger.notice("took the image's exclusive lock", metadata: ["node": "\(node)", "image": "\(imageName)"])
+            recordHolder()
         case EINVAL:
             // No exclusive-lock feature on the image: nothing to take, and nothing stops
             // another client writing it. Served, with a warning.
@@ -67,19 +69,29 @@ struct RbdExclusiveLock {
     /// acquire, which breaks its lock and blocklists it. Our own automatic lock (taken by a
     /// resize before any writer) is simply made explicit.
     private func refuseWhileAnotherClientWatches() throws(BlockError) {
-        if let holder = watchingHolder() { throw inUse(by: holder) }
+        if let holder = watchingHolder(evenDeadPredecessor: true) { throw inUse(by: holder) }
     }
 
     /// The address of another client that holds the lock and still watches the image (so
     /// taking the lock now would be refused), or nil: we hold it, nobody does, its holder
-    /// died and Ceph expired its watch, or the cluster cannot tell (acquire then decides).
-    func watchingHolder() -> String? {
+    /// died and Ceph expired its watch, its holder is this daemon's provably dead predecessor
+    /// (taking the lock breaks it at once; unless `evenDeadPredecessor`), or the cluster
+    /// cannot tell (acquire then decides).
+    func watchingHolder(evenDeadPredecessor: Bool = false) -> String? {
         var owner = 0 as Int32
         if spindle_rbd_is_exclusive_lock_owner(image, &owner) == 0, owner != 0 { return nil }
         var address = [CChar](repeating: 0, count: 256)
-        guard spindle_rbd_lock_owner_state(image, &address, address.count) == 1 else { return nil }
-        return address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let state = spindle_rbd_lock_owner_state(image, &address, address.count)
+        // An advisory lock (`rbd lock add`) is no exclusive-lock owner librbd can talk to:
+        // rbd_lock_acquire would wait on it for as long as it stands. Never broken: refused.
+        if state == -EBUSY { return Self.advisoryLockHolder }
+        guard state == 1 else { return nil }
+        let holder = address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return evenDeadPredecessor || deadPredecessor(holding: holder) == nil ? holder : nil
     }
+
+    /// How an advisory lock's holder is named in messages ("client ... holds its exclusive lock").
+    static let advisoryLockHolder = "with an advisory lock (rbd lock add; rbd lock ls IMAGE shows it, rbd lock rm removes it)"
 
     private func inUse(by holder: String?) -> BlockError {
         let who = holder.map { "client \($0)" } ?? "another client"

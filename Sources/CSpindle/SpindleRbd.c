@@ -46,6 +46,7 @@ int spindle_rbd_load(const char *librbd, const char *librados, char *error, size
     RESOLVE(rbd_update_watch); RESOLVE(rbd_update_unwatch); RESOLVE(rbd_lock_acquire); RESOLVE(rbd_lock_release);
     RESOLVE(rbd_is_exclusive_lock_owner); RESOLVE(rbd_lock_get_owners); RESOLVE(rbd_lock_get_owners_cleanup);
     RESOLVE(rbd_watchers_list); RESOLVE(rbd_watchers_list_cleanup);
+    RESOLVE(rbd_metadata_get); RESOLVE(rbd_metadata_set); RESOLVE(rbd_lock_break);
 #undef RESOLVE
     // The libraries stay loaded for the life of the process (librados' threads run their code).
     spindle_rbd_table = table;

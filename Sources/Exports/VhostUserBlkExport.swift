@@ -42,8 +42,13 @@ public final class VhostUserBlkExport: BlockDeviceOps {
     /// `VirtioBlkDevice.queueMemoryBytes`.
     public var memoryBytes: Int { device.queueMemoryBytes }
 
-    public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider) throws {
+    /// `waitsForActivation`: the node may stay inactive until the daemon activates it (a
+    /// start-up waiting for an rbd lock) although `options` do not allow it; `options` stay
+    /// as given, so what the state file records and queries show stays true.
+    public init(options: VhostUserBlkExportOptions, graph: BlockGraph, threads: any IOThreadProvider,
+                waitsForActivation: Bool = false) throws {
         ControlActor.preconditionOnControlThread("VhostUserBlkExport.init")
+        let allowInactive = options.allowInactive || waitsForActivation
         var logger = Logger(label: "spindle.export")
         logger[metadataKey: "export"] = "\(options.id)"
         self.logger = logger
@@ -54,9 +59,9 @@ public final class VhostUserBlkExport: BlockDeviceOps {
         if options.writable { permissions.insert(.write) }
         do {
             // As QEMU: without allow-inactive the export activates its node first.
-            if !options.allowInactive, graph.nodes[options.nodeName] != nil { try graph.activate(node: options.nodeName) }
+            if !allowInactive, graph.nodes[options.nodeName] != nil { try graph.activate(node: options.nodeName) }
             backend = try graph.createBackend(name: options.id, node: options.nodeName, permissions: permissions,
-                                              allowInactive: options.allowInactive)
+                                              allowInactive: allowInactive)
         } catch {
             throw ExportError("--export id=\(options.id): \(error.message)")
         }

@@ -12,10 +12,10 @@ struct RbdLockRetry {
     var exportIDs: [String]
 }
 
-/// A daemon restarted in place after a crash (same command line, or its state file) finds
-/// its rbd image's exclusive lock still held by its dead self until Ceph expires that
-/// client's watch (osd_client_watch_timeout, 30 s by default). Failing the start then would
-/// make a service manager loop and a reconnecting QEMU give up; instead the export listens
+/// A daemon started while another client holds its rbd image's exclusive lock: a live
+/// Spindle, or a dead client whose watch Ceph keeps until osd_client_watch_timeout (30 s by
+/// default) and that is not provably this daemon's own dead predecessor (that one's lock is
+/// broken at once: RbdStaleLockTakeover). Failing the start then would make a service manager loop and a reconnecting QEMU give up; instead the export listens
 /// on an inactive node (a frontend connects, its requests wait in the rings) while the
 /// control thread retries activation every second. QMP block-export-add and
 /// blockdev-set-active keep refusing at once: an operator wants the answer now.
@@ -34,10 +34,9 @@ extension Daemon {
             return nil
         }
         graph.inactivateUnusedForLockWait(node.name)
-        var waiting = options
-        waiting.allowInactive = true  // until the lock is taken (RbdLockRetry.finish)
-        let export = try VhostUserBlkExport(options: waiting, graph: graph, threads: self)
-        logger.warning("rbd image is in use: client \(holder) holds its exclusive lock (this daemon before a restart, whose watch Ceph keeps until osd_client_watch_timeout, 30 s by default, or another Spindle serving it); the export listens and its requests wait; retrying every second until the lock is taken", metadata: [
+        // Inactive until the lock is taken (finishRbdLockWait); its options stay as given.
+        let export = try VhostUserBlkExport(options: options, graph: graph, threads: self, waitsForActivation: true)
+        logger.warning("rbd image is in use: client \(holder) holds its exclusive lock (another Spindle serving it, or a dead client not provably this daemon's predecessor, whose watch Ceph keeps until osd_client_watch_timeout, 30 s by default); the export listens and its requests wait; retrying every second until the lock is taken", metadata: [
             "export": "\(options.id)", "node": "\(node.name)"])
         if rbdLockRetries[node.name] == nil {
             rbdLockRetries[node.name] = RbdLockRetry(task: retryRbdLock(node: node.name), exportIDs: [options.id])

@@ -46,10 +46,13 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
   node inactive, taking no permissions or image locks, so that another process
   (a migration's source) keeps the image until QMP blockdev-set-active.
   For rbd the image lock is RBD's exclusive lock, held while active and
-  written; a resize made elsewhere (rbd resize) reaches the guest. At start-up
-  a writable --export whose rbd image another client still locks (this daemon
-  before a crash, until Ceph expires its watch; or another live daemon) waits:
-  it listens, its requests wait, the lock is retried every second.
+  written; a resize made elsewhere (rbd resize) reaches the guest. The lock of
+  this daemon's predecessor killed on this host (image metadata
+  spindle.lock-holder names it, its pid is gone) is broken at once and its
+  client blocklisted. At start-up a writable --export whose rbd image another
+  client still locks (another live daemon, or a dead client Ceph has not
+  expired yet) waits: it listens, its requests wait, the lock is retried every
+  second.
 
   --blockdev driver=x-delay,node-name=<name>,file=<node>[,hold-every=<n>]
              [,hold-ms=<ms>][,fail-every=<n>][,fail-errno=<errno>]

@@ -128,7 +128,10 @@ extension VirtqueueServer {
 
     @inlinable
     public final func pollForWork() -> Bool {
-        guard state == .running, slots.hasFree, parkedSlot < 0 else { return false }
+        // While the backend is quiesced (drained, or its node inactive: a lock or migration
+        // wait can last many seconds) requests stay in the ring until resumeAfterDrain; finding
+        // them is no work, or the thread would spin on them at 100 % CPU for the whole wait.
+        guard state == .running, slots.hasFree, parkedSlot < 0, !handler.isQuiescing else { return false }
         let waiting: UInt16
         do {
             waiting = try ring.availableCount()
@@ -154,8 +157,9 @@ extension VirtqueueServer {
     public final func pollingEnds() -> Bool {
         polling = false
         guard state == .running else { return false }
-        // Work that arrived while kicks were off would never be kicked for: take it now.
-        guard ring.enableGuestKicks() else { return false }
+        // Work that arrived while kicks were off would never be kicked for: take it now
+        // (unless quiesced: resumeAfterDrain takes it, and the thread may sleep meanwhile).
+        guard ring.enableGuestKicks(), !handler.isQuiescing else { return false }
         processAvailable()
         return true
     }

@@ -171,16 +171,26 @@ struct RbdKillReconnectTests {
         // The new process replaces the dead one's socket file, as a restarted daemon does.
         unlink(socket)
         let second = try Self.startSpindle(socket: socket, image: image, cluster: cluster, log: directory.appendingPathComponent("second.log").path)
-        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL); second.waitUntilExit() } }
+        defer {
+            // SIGTERM: a clean exit releases the lock, so removing the image does not wait for
+            // a dead client's watch to expire (~30 s); SIGKILL only if it hangs.
+            if second.isRunning { kill(second.processIdentifier, SIGTERM) }
+            let deadline = Date().addingTimeInterval(20)
+            while second.isRunning && Date() < deadline { usleep(50_000) }
+            if second.isRunning { kill(second.processIdentifier, SIGKILL) }
+            second.waitUntilExit()
+        }
         let resumed = try frontend.reconnect(socketPath: socket, queues: driver.queues)
         for q in driver.queues.indices { driver.queues[q].kick() }
         // The dead process still holds the image's exclusive lock until its watch times out
-        // in the OSD (about 30 s): the new process starts anyway, its node inactive, and
-        // retries the lock every second (Daemon+RbdLockRetry.swift); the resubmitted writes
-        // wait for it.
+        // in the OSD (about 30 s); the image's takeover record proves it is this daemon's dead
+        // predecessor, so the new process breaks it at once (RbdStaleLockTakeover.swift).
         driver.harvestAll(seconds: 120)
         usleep(300_000)
         driver.harvest()  // anything more would be a request completed twice
+        let secondLog = (try? String(contentsOfFile: directory.appendingPathComponent("second.log").path, encoding: .utf8)) ?? ""
+        #expect(second.isRunning, "the restarted spindle died: \(secondLog)")
+        #expect(secondLog.contains("broke the stale exclusive lock of this daemon's dead predecessor"), "\(secondLog)")
 
         #expect(completedBeforeKill > 0, "no write completed before the kill")
         #expect(inFlightAtKill > 0, "nothing was in flight at the kill")

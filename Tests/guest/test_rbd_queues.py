@@ -158,19 +158,58 @@ def test_queues_move_between_iothreads_under_write_load(tmp_path, ceph, image):
 OSD_OP_TIMEOUT_S = 30
 
 
-# Opt-in: in a clean-clone CI rehearsal (the shared session cluster, after the other rbd
-# tests) the frozen OSD's requests never completed after the thaw and the cluster stayed
-# unusable (`rbd rm` / `rbd create` timed out), which took the rbd tests after it down too;
-# on the branch, alone, it passed. Not understood yet: run it with SPINDLE_RBD_OSD_FAULTS=1.
-@pytest.mark.skipif(os.environ.get("SPINDLE_RBD_OSD_FAULTS") != "1",
-                    reason="opt-in (SPINDLE_RBD_OSD_FAULTS=1): an OSD away once left CI's cluster unusable")
+@pytest.fixture(scope="module")
+def own_ceph():
+    """A throwaway cluster of the OSD-away test's own (started here, always stopped), never
+    the session's: once, in a CI rehearsal on the shared cluster after the other rbd tests,
+    the thawed OSD's requests never completed and `rbd rm`/`rbd create` hung for minutes,
+    which took every rbd test after it down too (alone, and on a fresh cluster, it passes;
+    the cause was not found: the OSD's log is shown when it fails)."""
+    if not shutil.which("ceph-mon") or not shutil.which("rbd"):
+        pytest.skip("Ceph is not installed (scripts/ceph-cluster.sh install)")
+    folder = Path(tempfile.mkdtemp(prefix="spindle-ceph-osd-"))
+    try:
+        subprocess.run([str(SCRIPT), "start", str(folder / "c")], check=True, timeout=180,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = {"DIR": str(folder / "c")}
+        for line in (folder / "c" / "env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        yield env
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(folder / "c")], timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def own_image(own_ceph):
+    subprocess.run(["rbd", "-c", own_ceph["CEPH_CONF"], "create", "--size", "64M", "rbd/osd-away"], check=True, timeout=120)
+    yield "osd-away"
+    subprocess.run(["rbd", "-c", own_ceph["CEPH_CONF"], "rm", "rbd/osd-away"], capture_output=True, timeout=120)
+
+
+def osd_log_tail(ceph, lines: int = 40) -> str:
+    """The OSD's own account of the outage (slow operations, heartbeat timeouts, map changes)."""
+    pidfile = Path(ceph["DIR"]) / "osd.pid"
+    pid = pidfile.read_text().strip() if pidfile.exists() else ""
+    alive = bool(pid) and Path(f"/proc/{pid}").exists()
+    state = f"OSD process {pid or '?'}: {'running' if alive else 'GONE (crashed, or killed by the OOM killer?)'}"
+    path = Path(ceph["DIR"]) / "log" / "osd.0.log"
+    if not path.exists():
+        return f"{state}; no OSD log"
+    wanted = ("slow", "timed out", "heartbeat", "marked", "down", "boot", "error", "abort", "suicide", "full")
+    kept = [line for line in path.read_text(errors="replace").splitlines() if any(w in line.lower() for w in wanted)]
+    return f"{state}; OSD log:\n" + "\n".join(kept[-lines:])
+
+
 @pytest.mark.parametrize("outage", ["freeze", "restart"])
-def test_osd_away_for_ten_seconds_under_load_loses_nothing(tmp_path, ceph, image, outage):
+def test_osd_away_for_ten_seconds_under_load_loses_nothing(tmp_path, own_ceph, own_image, outage):
     """Requests wait while the only OSD is away and complete when it is back; none fails.
     `freeze`: the OSD hangs (SIGSTOP) for exactly 10 s. `restart`: it is stopped, and started
     again after 10 s; on a loaded machine its start can take longer than the op timeout,
     which is then reported instead of a verdict."""
-    backend, sock = serve(tmp_path, ceph, image)
+    backend, sock = serve(tmp_path, own_ceph, own_image)
     away = False
     started = time.monotonic()
     try:
@@ -180,10 +219,10 @@ def test_osd_away_for_ten_seconds_under_load_loses_nothing(tmp_path, ceph, image
         try:
             time.sleep(3)
             started = time.monotonic()
-            subprocess.run([str(SCRIPT), "osd-freeze" if outage == "freeze" else "osd-stop", ceph["DIR"]], check=True, timeout=60)
+            subprocess.run([str(SCRIPT), "osd-freeze" if outage == "freeze" else "osd-stop", own_ceph["DIR"]], check=True, timeout=60)
             away = True
             time.sleep(10)
-            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", ceph["DIR"]], check=True, timeout=180)
+            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", own_ceph["DIR"]], check=True, timeout=180)
             away = False
             took = time.monotonic() - started
             out, err = load.communicate(timeout=180)
@@ -195,12 +234,12 @@ def test_osd_away_for_ten_seconds_under_load_loses_nothing(tmp_path, ceph, image
             outcome = json.loads(out.strip().splitlines()[-1])["errors"] if out.strip() else err.strip()
             pytest.xfail(f"the OSD took {took:.0f} s to come back (machine load {os.getloadavg()[0]:.0f}), "
                          f"beyond the op timeout of {OSD_OP_TIMEOUT_S} s; requests failed: {outcome}")
-        assert out.strip(), f"spindle-bench gave no result (exit {load.returncode}): {err}"
+        assert out.strip(), f"spindle-bench gave no result (exit {load.returncode}): {err}\n{osd_log_tail(own_ceph)}"
         result = json.loads(out.strip().splitlines()[-1])
-        assert load.returncode == 0 and result["errors"] == 0 and result["ios"] > 100, (result, err)
+        assert load.returncode == 0 and result["errors"] == 0 and result["ios"] > 100, (result, err, osd_log_tail(own_ceph))
         bench(sock, "randread", runtime=1, iodepth=32, expect=0x3C)
     finally:
         if away:
-            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", ceph["DIR"]], timeout=180)
+            subprocess.run([str(SCRIPT), "osd-thaw" if outage == "freeze" else "osd-start", own_ceph["DIR"]], timeout=180)
         backend.stop()
-    assert_pattern(ceph, image, 0x3C)
+    assert_pattern(own_ceph, own_image, 0x3C)

@@ -5,8 +5,10 @@
 #ifndef SPINDLE_RBD_H
 #define SPINDLE_RBD_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -54,6 +56,10 @@ struct spindle_rbd_api {
     void (*rbd_lock_get_owners_cleanup)(char **owners, size_t count);
     int (*rbd_watchers_list)(spindle_rbd_image_t image, void *watchers, size_t *max_watchers);
     void (*rbd_watchers_list_cleanup)(void *watchers, size_t count);
+    // Taking over a dead predecessor's lock (RbdStaleLockTakeover).
+    int (*rbd_metadata_get)(spindle_rbd_image_t image, const char *key, char *value, size_t *val_len);
+    int (*rbd_metadata_set)(spindle_rbd_image_t image, const char *key, const char *value);
+    int (*rbd_lock_break)(spindle_rbd_image_t image, int lock_mode, const char *lock_owner);
 };
 
 /// Filled by spindle_rbd_load; read-only afterwards.
@@ -122,5 +128,21 @@ static inline int spindle_rbd_is_exclusive_lock_owner(spindle_rbd_image_t image,
 /// taking the lock breaks it and blocklists that client); negative errno: cannot tell.
 /// The holder's address goes into `owner`.
 int spindle_rbd_lock_owner_state(spindle_rbd_image_t image, char *owner, size_t owner_size);
+
+/// One metadata value of the image (`rbd image-meta get`): 0 and a NUL-terminated `value`,
+/// -ENOENT without that key, -ERANGE if it does not fit in `value_size` bytes.
+static inline int spindle_rbd_metadata_get(spindle_rbd_image_t image, const char *key, char *value, size_t value_size) {
+    size_t length = value_size;
+    int rc = spindle_rbd_table.rbd_metadata_get(image, key, value, &length);
+    if (rc == 0 && (value_size == 0 || memchr(value, 0, value_size) == NULL)) return -ERANGE;
+    return rc;
+}
+static inline int spindle_rbd_metadata_set(spindle_rbd_image_t image, const char *key, const char *value) { return spindle_rbd_table.rbd_metadata_set(image, key, value); }
+/// Breaks the exclusive lock `owner` holds (an address from rbd_lock_get_owners; -EBUSY if
+/// the lock has changed hands since) and, with rbd_blocklist_on_break_lock, blocklists it.
+/// Breaks a live holder's lock too: the caller must know the holder is dead.
+static inline int spindle_rbd_lock_break_exclusive(spindle_rbd_image_t image, const char *owner) {
+    return spindle_rbd_table.rbd_lock_break(image, SPINDLE_RBD_LOCK_MODE_EXCLUSIVE, owner);
+}
 
 #endif
