@@ -8,7 +8,7 @@ import Logging
 /// thread's once-a-second attempt to take it.
 struct RbdLockRetry {
     let task: Task<Void, Never>
-    /// Exports created for this wait (given without allow-inactive).
+    /// Exports created for this wait (with or without allow-inactive).
     var exportIDs: [String]
 }
 
@@ -24,7 +24,7 @@ extension Daemon {
     /// another client holds the lock of an rbd image under a writable export's node.
     /// Nil when no wait is needed (the caller creates the export as usual).
     func exportWaitingForRbdLock(_ options: VhostUserBlkExportOptions) throws -> VhostUserBlkExport? {
-        guard startingUp, options.writable, !options.allowInactive, let node = graph.nodes[options.nodeName] else { return nil }
+        guard startingUp, options.writable, let node = graph.nodes[options.nodeName] else { return nil }
         let holder: String
         if node.isActive, let found = graph.rbdLockHolder(under: node.name) {
             holder = found

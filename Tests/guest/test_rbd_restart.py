@@ -59,13 +59,15 @@ def blocklist(ceph) -> str:
     return out.stdout + out.stderr
 
 
-def start(tmp: Path, log_name: str, ceph, image: str) -> Backend:
+def start(tmp: Path, log_name: str, ceph, image: str, allow_inactive: bool = False) -> Backend:
     """Spindle serving `image` as r0 / e0 on disk.sock, with QMP on qmp.sock: the same
     command line every time, as a service manager restarts it."""
     for stale in ("disk.sock", "qmp.sock"):
         (tmp / stale).unlink(missing_ok=True)  # what the dead process left behind
     backend = Backend(SPINDLE, tmp, log_name)
     export = f"vhost-user-blk,id=e0,node-name=r0,addr.type=unix,addr.path={tmp / 'disk.sock'},writable=on,num-queues=2"
+    if allow_inactive:
+        export += ",allow-inactive=on"
     backend.start(["--object", secret_arg(ceph), "--blockdev", node_arg(ceph, image), "--export", export,
                    "--qmp", str(tmp / "qmp.sock")], tmp / "qmp.sock", timeout=20)
     return backend
@@ -171,6 +173,35 @@ def test_a_second_live_daemon_waits_until_the_first_lets_go(tmp_path, ceph, imag
         # Its export now keeps the node active, as one given without allow-inactive does.
         reply = set_active(qb, False)
         assert "allow-inactive" in reply["error"]["desc"], reply
+        qa.close()
+        qb.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert first.exit_code == 0 and second.exit_code == 0
+
+
+def test_an_allow_inactive_export_waits_too(tmp_path, ceph, image):
+    """The fleet's command line (allow-inactive=on, for migration) waits for a live holder's
+    lock at start-up as well, instead of failing the start; once active it may be set
+    inactive again, as its options allow."""
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = start(first_dir, "a", ceph, image)
+    second = None
+    try:
+        bench_ok(write_bench(first_dir / "disk.sock", 0xAA))
+        second = start(second_dir, "b", ceph, image, allow_inactive=True)
+        assert WAITING in log_of(second), log_of(second)
+        qa = spindle_qmp(first_dir / "qmp.sock")
+        qb = spindle_qmp(second_dir / "qmp.sock")
+        ok(qa, "block-export-del", id="e0")
+        assert wait_for_log(second, TOOK, 30), log_of(second)
+        bench_ok(write_bench(second_dir / "disk.sock", 0xCC))
+        assert holds_pattern(ceph, image, 0xCC)
+        assert "error" not in set_active(qb, False)
         qa.close()
         qb.close()
     finally:
