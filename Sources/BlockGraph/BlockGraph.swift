@@ -45,6 +45,8 @@ public final class BlockGraph {
     public internal(set) var throttleGroups: [String: ThrottleGroup] = [:]
     /// Groups block_set_io_throttle made; they go with their last throttle node.
     var implicitThrottleGroups: Set<String> = []
+    /// Told when a node's image was found corrupt (BlockGraph+Corruption.swift).
+    public var onImageCorrupted: (@ControlActor (ImageCorruption) -> Void)?
 
     public init() {}
 
@@ -60,6 +62,7 @@ public final class BlockGraph {
         let node = try BlockNode.open(options, nodes: nodes, throttleGroups: throttleGroups)
         nodes[options.nodeName] = node
         watchOutsideResizes(of: node)
+        watchCorruption(of: node)
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
         return node
     }

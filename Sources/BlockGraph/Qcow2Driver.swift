@@ -20,17 +20,24 @@ final class Qcow2Driver: BlockDriver {
         case owned(any BlockDriver)
     }
 
-    private let node: NodeName
+    let node: NodeName
     private let file: Child
     private let backing: Child?
-    private let image: Qcow2IO
+    private(set) var image: Qcow2IO
     let filename: String
-    let header: Qcow2Header
+    var header: Qcow2Header
+    /// How the data path reports corrupt metadata to this driver (Qcow2Driver+Corruption).
+    let corruptionRelay: Qcow2CorruptionRelay
+    /// Called once the image was found corrupt (BlockGraph+Corruption sets it).
+    var onCorruption: (@ControlActor (Qcow2CorruptionFinding) -> Void)?
+    /// Whether this image's corruption was handled (events once per node).
+    var corruptionHandled = false
     /// What query-named-block-nodes shows of the backing chain (nil: none).
     let backingDisplay: Qcow2BackingDisplay?
 
     private init(node: NodeName, file: Child, backing: Child?, image: Qcow2IO, filename: String, header: Qcow2Header,
-                 backingDisplay: Qcow2BackingDisplay?) {
+                 backingDisplay: Qcow2BackingDisplay?, corruptionRelay: Qcow2CorruptionRelay) {
+        self.corruptionRelay = corruptionRelay
         self.node = node
         self.file = file
         self.backing = backing
@@ -69,13 +76,13 @@ final class Qcow2Driver: BlockDriver {
                                            refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize)
                 guard allocator != nil else { throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path") }
             }
+            let relay = Qcow2CorruptionRelay()
             let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,
-                             backing: backing.io, allocator: allocator) { [subject, filename] guestOffset, problem in
-                // Called once, from the IOThread that met it; later ones are only counted.
-                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); requests there fail with EIO, further errors are not logged; check the image with qemu-img check")
-            }
+                             backing: backing.io, allocator: allocator,
+                             reportCorruption: relay.reporter(subject: subject, filename: filename, logger: logger))
             driver = Qcow2Driver(node: node, file: file, backing: backing.child, image: io, filename: filename,
-                                 header: read.header, backingDisplay: backing.display)
+                                 header: read.header, backingDisplay: backing.display, corruptionRelay: relay)
+            relay.driver = driver
             if read.corruptL1Entries > 0 {
                 chain.logger.warning("\(subject): \(read.corruptL1Entries) L1 entries of '\(filename)' are corrupt; reads of the guest ranges they map fail with EIO (check the image with qemu-img check)")
             }

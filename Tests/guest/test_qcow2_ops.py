@@ -1,0 +1,136 @@
+"""qcow2 operations beyond reads and writes, without a guest: BLOCK_IMAGE_CORRUPTED when an
+image's metadata is found inconsistent, block_resize of a qcow2 node (and its L1 table's
+growth), and blockdev-mirror with qcow2 sources and targets. Real images made and checked by
+qemu-img/qemu-io, spindle-bench as the frontend (ConfigWatcher for config-change messages).
+Every daemon started is stopped, even on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from guestlib import Backend
+from interactive import ok, spindle_qmp, wait_event
+from test_qcow2 import BENCH, KiB, MiB, SPINDLE, create, patch, reference, run, write
+from test_rbd_ownership import ConfigWatcher
+
+pytestmark = [
+    pytest.mark.skipif("spindle" not in Path(SPINDLE).name, reason="needs SPINDLE_BIN pointing at spindle"),
+    pytest.mark.skipif(not BENCH.exists(), reason="needs spindle-bench next to spindle"),
+]
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+
+
+def qcow2_node(image: Path, node: str = "d0", **extra) -> str:
+    return json.dumps({"driver": "qcow2", "node-name": node, "file": {"driver": "file", "filename": str(image)}, **extra})
+
+
+def export(name: str, node: str, sock: Path) -> str:
+    return f"vhost-user-blk,id={name},node-name={node},writable=on,addr.type=unix,addr.path={sock}"
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BENCH), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def script(sock: Path, tmp: Path, *lines: str) -> subprocess.CompletedProcess:
+    path = tmp / "steps.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return bench("--socket", str(sock), "--script", str(path))
+
+
+def dump(sock: Path, out: Path, bs: int = 64 * KiB) -> subprocess.CompletedProcess:
+    return bench("--socket", str(sock), "--dump", str(out), "--bs", str(bs))
+
+
+def read_expecting(sock: Path, size: int, byte: int) -> subprocess.CompletedProcess:
+    return bench("--socket", str(sock), "--rw", "read", "--bs", "4k", "--iodepth", "4", "--runtime", "1", "--ramp", "0",
+                 "--size", str(size), "--json-only", "--cpus", "none", "--expect", hex(byte))
+
+
+def info(image: Path) -> dict:
+    return json.loads(run("qemu-img", "info", "-U", "--output=json", str(image)))
+
+
+def check_clean(image: Path) -> None:
+    result = subprocess.run(["qemu-img", "check", str(image)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def l1_table(image: Path) -> tuple[int, int]:
+    header = image.read_bytes()[:112]
+    return struct.unpack(">Q", header[40:48])[0], struct.unpack(">I", header[36:40])[0]
+
+
+def test_corrupt_l2_entry_raises_block_image_corrupted_once_and_marks_the_image(tmp_path):
+    image = create(tmp_path / "c.qcow2", size=8 * MiB, cluster_size=64 * KiB)
+    write(image, "write -P 0x55 0 1M", f"write -P 0x66 {4 * MiB} 64k")
+    l1_offset, _ = l1_table(image)
+    l2_offset = struct.unpack(">Q", image.read_bytes()[l1_offset:l1_offset + 8])[0] & OFFSET_MASK
+    patch(image, l2_offset + 64 * 8, ">Q", (1 << 63) | l1_offset)  # guest cluster 4M's data "is" the L1 table
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(4 * MiB))
+    sock, other_sock, qmp = tmp_path / "c.sock", tmp_path / "o.sock", tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle-corrupt")
+    try:
+        backend.start(["--blockdev", qcow2_node(image), "--blockdev", f"driver=file,node-name=o0,filename={other}",
+                       "--export", export("e0", "d0", sock), "--export", export("e1", "o0", other_sock),
+                       "--qmp", str(qmp)], other_sock)
+        client = spindle_qmp(qmp)
+        first = dump(sock, tmp_path / "c1.dump")
+        assert first.returncode != 0 and "status 1" in first.stderr, first.stderr  # VIRTIO_BLK_S_IOERR
+        event = wait_event(client, "BLOCK_IMAGE_CORRUPTED")["data"]
+        assert event["device"] == "e0" and event["node-name"] == "d0" and event["fatal"] is True, event
+        assert event["offset"] == l1_offset and event["size"] == 64 * KiB, event
+        assert "L1 or refcount table" in event["msg"] and "0x400000" in event["msg"], event
+        # The same bad read again: an error, no second event (checked after the next commands).
+        second = dump(sock, tmp_path / "c2.dump")
+        assert second.returncode != 0 and "status 1" in second.stderr, second.stderr
+        # Reads that do not touch the bad entry go on; writes fail; the node shows read-only.
+        reads = read_expecting(sock, MiB, 0x55)
+        assert reads.returncode == 0 and '"errors":0' in reads.stdout.replace(" ", ""), reads.stdout + reads.stderr
+        refused = script(sock, tmp_path, "write 0 4096 0x77")
+        assert refused.returncode != 0 and "status 1" in refused.stderr, refused.stderr
+        assert {n["node-name"]: n for n in ok(client, "query-named-block-nodes")}["d0"]["ro"] is True
+        # The daemon and the other export keep serving.
+        assert script(other_sock, tmp_path, "write 0 65536 0x42", "flush").returncode == 0
+        assert dump(other_sock, tmp_path / "o.dump").returncode == 0
+        assert (tmp_path / "o.dump").read_bytes()[:65536] == b"\x42" * 65536
+        assert backend.alive()
+        assert [e for e in client.get_events(wait=False) if e["event"] == "BLOCK_IMAGE_CORRUPTED"] == []
+        client.close()
+    finally:
+        backend.stop()
+    log = backend.log_path.read_text()
+    assert "qcow2 node 'd0'" in log and "qemu-img check -r all" in log and hex(l1_offset) in log, log[-3000:]
+    assert log.count("corrupt metadata at guest offset 4194304") == 1 and log.count("has corrupt metadata:") == 1, log[-3000:]
+    assert info(image)["format-specific"]["data"]["corrupt"] is True
+    # QEMU now opens it read-only only, as Spindle does.
+    denied = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write 0 4k", str(image)], capture_output=True, text=True)
+    assert denied.returncode != 0 and "corrupt" in (denied.stdout + denied.stderr).lower()
+
+
+def test_corrupt_entry_of_a_read_only_node_is_reported_not_fatal(tmp_path):
+    image = create(tmp_path / "r.qcow2", size=MiB, cluster_size=64 * KiB)
+    write(image, "write -P 0x55 0 64k")
+    l1_offset, _ = l1_table(image)
+    l2_offset = struct.unpack(">Q", image.read_bytes()[l1_offset:l1_offset + 8])[0] & OFFSET_MASK
+    patch(image, l2_offset, ">Q", (1 << 63) | (l2_offset + 512))  # misaligned
+    sock, qmp = tmp_path / "r.sock", tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle-ro")
+    try:
+        backend.start(["--blockdev", qcow2_node(image, **{"read-only": True}),
+                       "--export", f"vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path={sock}", "--qmp", str(qmp)], sock)
+        client = spindle_qmp(qmp)
+        assert dump(sock, tmp_path / "r.dump").returncode != 0
+        event = wait_event(client, "BLOCK_IMAGE_CORRUPTED")["data"]
+        assert event["fatal"] is False and event["node-name"] == "d0" and "not cluster-aligned" in event["msg"], event
+        client.close()
+    finally:
+        backend.stop()
+    assert info(image)["format-specific"]["data"]["corrupt"] is False  # a read-only image is not written
