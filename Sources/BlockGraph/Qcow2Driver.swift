@@ -23,7 +23,8 @@ final class Qcow2Driver: BlockDriver {
     let node: NodeName
     private let file: Child
     private let backing: Child?
-    private(set) var image: Qcow2IO
+    /// Replaced (under drain) only by a resize (Qcow2Driver+Resize).
+    var image: Qcow2IO
     let filename: String
     var header: Qcow2Header
     /// How the data path reports corrupt metadata to this driver (Qcow2Driver+Corruption).
@@ -163,10 +164,6 @@ final class Qcow2Driver: BlockDriver {
         }
     }
 
-    func resize(to size: UInt64) throws(BlockError) {
-        throw BlockError(errno: ENOTSUP, "qcow2 node '\(node)': resizing qcow2 images is not implemented yet")
-    }
-
     func close() {
         if let allocator = image.allocator, allocator.close() < 0 {
             Qcow2ChainOpening().logger.warning("qcow2 node '\(node)': could not give back the clusters reserved for allocation in '\(filename)'; qemu-img check will report them as leaked (harmless; qemu-img check -r leaks removes them)")
@@ -184,7 +181,7 @@ final class Qcow2Driver: BlockDriver {
             }
         }
     }
-    // Its size is the header's (resizing is refused).
+    // Its size is the header's (changed only by block_resize, Qcow2Driver+Resize).
     func refreshLength() -> Bool { false }
 
     var display: BlockNodeDisplay {

@@ -134,3 +134,51 @@ def test_corrupt_entry_of_a_read_only_node_is_reported_not_fatal(tmp_path):
     finally:
         backend.stop()
     assert info(image)["format-specific"]["data"]["corrupt"] is False  # a read-only image is not written
+
+
+def resize_daemon(tmp: Path, image: Path, name: str) -> tuple[Backend, object, Path]:
+    sock, qmp = tmp / f"{name}.sock", tmp / f"{name}-qmp.sock"
+    backend = Backend(SPINDLE, tmp, name)
+    backend.start(["--blockdev", qcow2_node(image), "--export", export("e0", "d0", sock), "--qmp", str(qmp)], sock)
+    return backend, spindle_qmp(qmp), sock
+
+
+@pytest.mark.parametrize("cluster,old,new", [(64 * KiB, 8 * MiB, 24 * MiB), (512, 8 * MiB, 40 * MiB)],
+                         ids=["64k-same-l1", "512-l1-grows"])
+def test_block_resize_grows_a_qcow2_node_and_tells_the_frontend(tmp_path, cluster, old, new):
+    image = create(tmp_path / "g.qcow2", size=old, cluster_size=cluster)
+    write(image, "write -P 0x11 0 64k", f"write -P 0x22 {old - 64 * KiB} 64k")
+    l1_before = l1_table(image)
+    backend, client, sock = resize_daemon(tmp_path, image, "spindle-grow")
+    watcher = ConfigWatcher(sock)
+    try:
+        assert watcher.capacity_bytes() == old
+        reply = client.cmd_raw("block_resize", {"node-name": "d0", "size": old - MiB})
+        assert reply["error"]["desc"] == "qcow2 doesn't support shrinking images yet", reply
+        ok(client, "block_resize", **{"node-name": "d0", "size": new})
+        assert watcher.wait_config_change(10), "no config-change message after block_resize"
+        assert watcher.capacity_bytes() == new
+        node = {n["node-name"]: n for n in ok(client, "query-named-block-nodes")}["d0"]
+        assert node["image"]["virtual-size"] == new
+        watcher.close()
+        # Writes past the old end, across it, and at the new end.
+        done = script(sock, tmp_path, f"write {old - 4096} 8192 0x33", f"write {new - 128 * KiB} {128 * KiB} 0x44",
+                      f"write {(old + new) // 2} 4096 0x55", "flush")
+        assert done.returncode == 0, done.stderr
+        assert dump(sock, tmp_path / "g.dump", bs=256 * KiB).returncode == 0
+        client.close()
+    finally:
+        backend.stop()
+    assert info(image)["virtual-size"] == new
+    check_clean(image)
+    l1_after = l1_table(image)
+    if cluster == 512:
+        assert l1_after[1] > l1_before[1] and l1_after[0] != l1_before[0], (l1_before, l1_after)
+    else:
+        assert l1_after == l1_before
+    ref = reference(image, tmp_path)
+    assert (tmp_path / "g.dump").read_bytes() == ref
+    assert ref[:64 * KiB] == b"\x11" * (64 * KiB) and ref[old - 64 * KiB:old - 4096] == b"\x22" * (60 * KiB)
+    assert ref[old - 4096:old + 4096] == b"\x33" * 8192 and ref[new - 128 * KiB:] == b"\x44" * (128 * KiB)
+    assert ref[(old + new) // 2:(old + new) // 2 + 4096] == b"\x55" * 4096
+    assert ref[old + 4096:(old + new) // 2] == bytes((old + new) // 2 - old - 4096)
