@@ -182,3 +182,89 @@ def test_block_resize_grows_a_qcow2_node_and_tells_the_frontend(tmp_path, cluste
     assert ref[old - 4096:old + 4096] == b"\x33" * 8192 and ref[new - 128 * KiB:] == b"\x44" * (128 * KiB)
     assert ref[(old + new) // 2:(old + new) // 2 + 4096] == b"\x55" * 4096
     assert ref[old + 4096:(old + new) // 2] == bytes((old + new) // 2 - old - 4096)
+
+
+def writer(sock: Path, size: int, fill: int, seconds: int = 4) -> subprocess.Popen:
+    """spindle-bench writing `fill` at random 4 KiB places of the first `size` bytes."""
+    return subprocess.Popen([str(BENCH), "--socket", str(sock), "--rw", "write", "--bs", "4k", "--iodepth", "4",
+                             "--runtime", str(seconds), "--ramp", "0", "--size", str(size), "--json-only", "--cpus", "none",
+                             "--fill", hex(fill)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def mirror_source(tmp: Path, kind: str) -> tuple[Path, str, Path | None]:
+    """The source image, its --blockdev, and its backing file (if any)."""
+    if kind == "raw":
+        src = tmp / "src.img"
+        run("qemu-img", "create", "-q", "-f", "raw", str(src), str(16 * MiB))
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x21 0 3M", "-c", f"write -P 0x22 {12 * MiB} 1M", str(src))
+        return src, f"driver=file,node-name=d0,filename={src}", None
+    base = create(tmp / "base.qcow2", size=16 * MiB)
+    write(base, "write -P 0x31 0 6M", f"write -P 0x32 {12 * MiB} 2M")
+    src = create(tmp / "top.qcow2", size=16 * MiB, backing=base)
+    write(src, f"write -P 0x33 {MiB} 1M", f"write -z {4 * MiB} 512k", f"write -P 0x34 {15 * MiB} 64k")
+    return src, qcow2_node(src), base
+
+
+@pytest.mark.parametrize("source,target,sync", [("raw", "qcow2", "full"), ("chain", "qcow2", "full"),
+                                                ("chain", "raw", "full"), ("chain", "qcow2-over-base", "top")])
+def test_mirror_with_qcow2_source_or_target_pivots_under_writes(tmp_path, source, target, sync):
+    src, blockdev, base = mirror_source(tmp_path, source)
+    if target == "raw":
+        tgt = tmp_path / "tgt.img"
+        run("qemu-img", "create", "-q", "-f", "raw", str(tgt), str(16 * MiB))
+        target_node = {"driver": "file", "node-name": "tgt", "filename": str(tgt)}
+    else:
+        tgt = create(tmp_path / "tgt.qcow2", size=16 * MiB, backing=base if target == "qcow2-over-base" else None)
+        target_node = {"driver": "qcow2", "node-name": "tgt", "file": {"driver": "file", "filename": str(tgt)}}
+    sock, qmp = tmp_path / "m.sock", tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle-mirror")
+    try:
+        backend.start(["--blockdev", blockdev, "--export", export("e0", "d0", sock), "--qmp", str(qmp)], sock)
+        client = spindle_qmp(qmp)
+        ok(client, "blockdev-add", **target_node)
+        load = writer(sock, 8 * MiB, 0x5C)
+        ok(client, "blockdev-mirror", **{"job-id": "m0", "device": "d0", "target": "tgt", "sync": sync})
+        wait_event(client, "BLOCK_JOB_READY", timeout=120)
+        out, err = load.communicate(timeout=120)
+        assert load.returncode == 0 and '"errors":0' in out.replace(" ", ""), err
+        # Before the pivot both images hold the same guest data (the chain's, for qcow2).
+        same = subprocess.run(["qemu-img", "compare", "-U", str(src), str(tgt)], capture_output=True, text=True)
+        assert same.returncode == 0, same.stdout + same.stderr
+        ok(client, "job-complete", id="m0")
+        done = wait_event(client, "BLOCK_JOB_COMPLETED", timeout=120)["data"]
+        assert "error" not in done, done
+        [exported] = ok(client, "query-block-exports")
+        assert exported["node-name"] == "tgt", exported
+        # After the pivot the guest writes the target only.
+        assert script(sock, tmp_path, f"write {2 * MiB} 65536 0x77", "flush").returncode == 0
+        client.close()
+    finally:
+        backend.stop()
+    if target != "raw":
+        check_clean(tgt)
+    ref = reference(tgt, tmp_path)
+    assert ref[2 * MiB:2 * MiB + 65536] == b"\x77" * 65536
+    old = reference(src, tmp_path)
+    assert ref[:2 * MiB] == old[:2 * MiB] and ref[2 * MiB + 65536:] == old[2 * MiB + 65536:]
+    if sync == "top":
+        # The base's own data stayed in the base: the target maps it from its backing file.
+        mapped = json.loads(run("qemu-img", "map", "--output=json", str(tgt)))
+        at = [m for m in mapped if m["start"] <= 12 * MiB < m["start"] + m["length"]][0]
+        assert at["depth"] == 1, mapped
+
+
+def test_mirror_sync_top_needs_a_target_over_the_same_backing(tmp_path):
+    src, blockdev, _ = mirror_source(tmp_path, "chain")
+    tgt = create(tmp_path / "flat.qcow2", size=16 * MiB)
+    qmp = tmp_path / "qmp.sock"
+    backend = Backend(SPINDLE, tmp_path, "spindle-top")
+    try:
+        backend.start(["--blockdev", blockdev, "--qmp", str(qmp)], qmp)
+        client = spindle_qmp(qmp)
+        ok(client, "blockdev-add", **{"driver": "qcow2", "node-name": "tgt", "file": {"driver": "file", "filename": str(tgt)}})
+        reply = client.cmd_raw("blockdev-mirror", {"job-id": "m0", "device": "d0", "target": "tgt", "sync": "top"})
+        assert "needs a target that backs onto its backing file" in reply["error"]["desc"], reply
+        assert ok(client, "query-jobs") == []
+        client.close()
+    finally:
+        backend.stop()
