@@ -9,7 +9,8 @@ import Glibc
 @ControlActor
 public final class BlockNode {
     public let name: NodeName
-    public let options: BlockdevOptions
+    /// Changed only by a commit that switches a qcow2 node's backing node.
+    public internal(set) var options: BlockdevOptions
     let driver: any BlockDriver
     /// Users of this node, with the permissions each holds: BlockBackends, and the filter
     /// nodes built on it (through their drivers).

@@ -22,7 +22,8 @@ final class Qcow2Driver: BlockDriver {
 
     let node: NodeName
     private let file: Child
-    private let backing: Child?
+    /// Changed only by a commit, under drain (BlockGraph+CommitSwitch.swift).
+    var backing: Child?
     /// Replaced (under drain) only by a resize (Qcow2Driver+Resize).
     var image: Qcow2IO
     let filename: String
@@ -34,7 +35,7 @@ final class Qcow2Driver: BlockDriver {
     /// Whether this image's corruption was handled (events once per node).
     var corruptionHandled = false
     /// What query-named-block-nodes shows of the backing chain (nil: none).
-    let backingDisplay: Qcow2BackingDisplay?
+    var backingDisplay: Qcow2BackingDisplay?
 
     private init(node: NodeName, file: Child, backing: Child?, image: Qcow2IO, filename: String, header: Qcow2Header,
                  backingDisplay: Qcow2BackingDisplay?, corruptionRelay: Qcow2CorruptionRelay) {

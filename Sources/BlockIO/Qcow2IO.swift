@@ -37,7 +37,10 @@ public final class Qcow2IO: BlockDriverIO {
     /// Set afterwards only by the allocation path (a new L2 table, once it is durable).
     nonisolated(unsafe) private let l1: UnsafeMutablePointer<Atomic<UInt64>>
     public let cache: Qcow2L2Cache
-    public let backing: Qcow2Backing
+    /// Changed only under drain (a commit switching it to the base: `replaceBacking`).
+    /// Read per request on the backing path: no dynamic exclusivity check (writes happen
+    /// only under drain, when no request reads it).
+    @exclusivity(unchecked) nonisolated(unsafe) public private(set) var backing: Qcow2Backing
     /// The slow path of a writable image (nil: read-only).
     public let allocator: Qcow2Allocator?
     /// How many requests failed on corrupt metadata; the first one is reported (logged by
@@ -69,6 +72,11 @@ public final class Qcow2IO: BlockDriverIO {
             chainClusterSize = Int(layout.clusterSize)
         }
     }
+
+    /// A commit's switch of this image's backing layer to the layer under the removed ones
+    /// (GS, only while every user is drained). The scratch sizing (chainClusterSize) is kept:
+    /// the new chain is a part of the old.
+    public func replaceBacking(_ next: Qcow2Backing) { backing = next }
 
     deinit {
         l1.deinitialize(count: Int(layout.l1Size))

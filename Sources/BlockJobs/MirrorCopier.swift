@@ -12,7 +12,12 @@ import Logging
 /// source's BlockBackends drained, then has the control thread pivot. Talks to the job's
 /// state only through the driver API.
 final class MirrorCopier: @unchecked Sendable {
-    private let job: MirrorJob
+    private let job: any MirrorCopierHost
+    /// What the job is called in logs and the thread name ("mirror", "commit").
+    private let kind: String
+    /// Finish at once when all is copied, without READY (an intermediate commit: nothing
+    /// writes to its source, so there is nothing to keep in sync).
+    private let completesWhenSynced: Bool
     private let driver: JobDriver
     private let filter: MirrorFilterIO
     private let length: UInt64
@@ -31,8 +36,11 @@ final class MirrorCopier: @unchecked Sendable {
     /// How long the copier sleeps when all is in sync, before looking again.
     private static let idleNanoseconds: UInt64 = 20_000_000
 
-    init(job: MirrorJob, driver: JobDriver, filter: MirrorFilterIO, length: UInt64, options: MirrorOptions) {
+    init(job: any MirrorCopierHost, driver: JobDriver, filter: MirrorFilterIO, length: UInt64, options: MirrorOptions, kind: String = "mirror",
+         completesWhenSynced: Bool = false) {
         self.job = job
+        self.kind = kind
+        self.completesWhenSynced = completesWhenSynced
         self.driver = driver
         self.filter = filter
         self.length = length
@@ -43,7 +51,7 @@ final class MirrorCopier: @unchecked Sendable {
 
     /// The copy's body; `started`: the job went created -> running (false: it was cancelled first).
     func run(started: Bool) {
-        _ = spindle_set_thread_name("mirror-\(options.jobID)")
+        _ = spindle_set_thread_name("\(kind)-\(options.jobID)")
         guard started else {
             endWithoutPivot(.cancelled)
             return
@@ -101,6 +109,10 @@ final class MirrorCopier: @unchecked Sendable {
                 throttle()
                 continue
             }
+            if completesWhenSynced {
+                finalSync(io)
+                return
+            }
             if !ready {
                 // Source and target hold the same data: from now on writes go to both.
                 if let failure = flushTarget(io) {
@@ -109,7 +121,7 @@ final class MirrorCopier: @unchecked Sendable {
                 }
                 driver.setReady()
                 ready = true
-                logger.notice("mirror ready: source and target in sync; job-complete switches to the target", metadata: ["bytes": "\(copied)"])
+                logger.notice("\(kind) ready: source and target in sync; job-complete switches to the target", metadata: ["bytes": "\(copied)"])
             }
             _ = driver.sleep(nanoseconds: Self.idleNanoseconds)
         }
@@ -132,13 +144,13 @@ final class MirrorCopier: @unchecked Sendable {
         let read = io.run(.read, offset: offset, length: bytes, on: filter.source)
         if read < 0 {
             filter.bitmap.markDirty(offset: offset, length: bytes)
-            logger.error("mirror: reading the source failed", metadata: ["node": "\(options.source)", "offset": "\(offset)", "error": "\(errorText(read))"])
+            logger.error("\(kind): reading the source failed", metadata: ["node": "\(options.source)", "offset": "\(offset)", "error": "\(errorText(read))"])
             return errorText(read)
         }
         let written = io.run(.write, offset: offset, length: bytes, on: filter.target)
         if written < 0 {
             filter.bitmap.markDirty(offset: offset, length: bytes)
-            logger.error("mirror: writing the target failed; the guest stays on the source", metadata: [
+            logger.error("\(kind): writing the target failed; the guest stays on the source", metadata: [
                 "node": "\(options.target)", "offset": "\(offset)", "error": "\(errorText(written))"])
             return errorText(written)
         }
@@ -182,9 +194,9 @@ final class MirrorCopier: @unchecked Sendable {
         let job = self.job
         runOnControlThread { await job.restoreSource() }
         if case .failed(let message) = outcome {
-            logger.error("mirror failed; the guest stays on its source", metadata: ["source": "\(options.source)", "error": "\(message)"])
+            logger.error("\(kind) failed; the guest stays on its source", metadata: ["source": "\(options.source)", "error": "\(message)"])
         } else {
-            logger.notice("mirror cancelled; the guest stays on its source")
+            logger.notice("\(kind) cancelled; the guest stays on its source")
         }
         driver.conclude(outcome)
     }
@@ -222,3 +234,18 @@ final class MirrorCopier: @unchecked Sendable {
         return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }
+
+/// The control-thread half of a job whose body is a MirrorCopier (the mirror, an active
+/// commit): the graph changes the copier asks for, each under drain.
+@ControlActor
+protocol MirrorCopierHost: AnyObject, Sendable {
+    /// Drains every BlockBackend of the source for the final sync.
+    func drainForFinalSync() async
+    /// Ends a final sync: pivot to the target, or give the source back; resumes. Returns an
+    /// error text if the pivot was refused.
+    func finishDrained(pivot: Bool) async -> String?
+    /// Cancel or failure while not drained: the source's BlockBackends get the source back.
+    func restoreSource() async
+}
+
+extension MirrorJob: MirrorCopierHost {}

@@ -53,6 +53,8 @@ public protocol MonitorCommandTarget: AnyObject {
     func blockdevSnapshot(node: String, overlay: String) async throws(QMPError)
     /// blockdev-snapshot-sync: create (or open) the overlay, then as blockdev-snapshot.
     func blockdevSnapshotSync(_ request: SnapshotSyncRequest) async throws(QMPError)
+    /// block-commit: start a commit job (CommitCommands.swift; the default refuses it).
+    func blockCommit(_ request: CommitRequest) async throws(QMPError)
 }
 
 extension MonitorCommandTarget {

@@ -19,6 +19,7 @@ struct QMPCommandDispatcher {
         "qom-get", "qom-set", "block_set_io_throttle",
         "query-blockstats",
         "blockdev-create", "blockdev-snapshot", "blockdev-snapshot-sync",
+        "block-commit", "block-job-complete",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -68,6 +69,8 @@ struct QMPCommandDispatcher {
         case "blockdev-create": return try BlockdevCreateCommands(target: target).blockdevCreate(&arguments)
         case "blockdev-snapshot": return try await SnapshotCommands(target: target).blockdevSnapshot(&arguments)
         case "blockdev-snapshot-sync": return try await SnapshotCommands(target: target).blockdevSnapshotSync(&arguments)
+        case "block-commit": return try await CommitCommands(target: target).blockCommit(&arguments)
+        case "block-job-complete": return try CommitCommands(target: target).blockJobComplete(&arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

@@ -149,6 +149,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            limits, block_set_io_throttle (README)
                            images: blockdev-create (file, qcow2; a job),
                            blockdev-snapshot, blockdev-snapshot-sync (README)
+                           block-commit (qcow2 layers added as nodes into
+                           their base; the active layer ends READY and pivots on
+                           job-complete or block-job-complete) (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes
