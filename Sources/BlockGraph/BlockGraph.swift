@@ -45,6 +45,8 @@ public final class BlockGraph {
     public internal(set) var throttleGroups: [String: ThrottleGroup] = [:]
     /// Groups block_set_io_throttle made; they go with their last throttle node.
     var implicitThrottleGroups: Set<String> = []
+    /// Told when a node's image was found corrupt (BlockGraph+Corruption.swift).
+    public var onImageCorrupted: (@ControlActor (ImageCorruption) -> Void)?
 
     public init() {}
 
@@ -60,6 +62,7 @@ public final class BlockGraph {
         let node = try BlockNode.open(options, nodes: nodes, throttleGroups: throttleGroups)
         nodes[options.nodeName] = node
         watchOutsideResizes(of: node)
+        watchCorruption(of: node)
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
         return node
     }
@@ -174,7 +177,15 @@ public final class BlockGraph {
         }
         let affected = (below + throttles).flatMap { self.users(of: $0.name) }
         let oldSize = node.length
-        try await withDrained(affected) { () throws(BlockError) in try node.resize(to: size) }
+        if node.driver is Qcow2Driver && !node.parents.isEmpty {
+            // Its data path is rebuilt by the resize; what is built on it would keep the old one.
+            throw BlockError(errno: ENOTSUP, "node '\(name)': resizing a qcow2 node that other nodes are built on is not supported yet")
+        }
+        try await withDrained(affected) { () throws(BlockError) in
+            let before = node.io
+            try node.resize(to: size)
+            if node.io !== before { setDataPath(node.io, for: users(of: node.name)) }  // qcow2: a new data path
+        }
         let (notified, unnotified) = tellDevicesResized(affected)
         logger.info("resized node", metadata: ["node": "\(name)", "from": "\(oldSize)", "to": "\(size)"])
         return ResizeResult(oldSize: oldSize, newSize: size, notifiedDevices: notified, unnotifiedDevices: unnotified)

@@ -20,18 +20,26 @@ final class Qcow2Driver: BlockDriver {
         case owned(any BlockDriver)
     }
 
-    private let node: NodeName
+    let node: NodeName
     private let file: Child
     /// Changed only by a commit, under drain (BlockGraph+CommitSwitch.swift).
     var backing: Child?
-    private let image: Qcow2IO
+    /// Replaced (under drain) only by a resize (Qcow2Driver+Resize).
+    var image: Qcow2IO
     let filename: String
-    let header: Qcow2Header
+    var header: Qcow2Header
+    /// How the data path reports corrupt metadata to this driver (Qcow2Driver+Corruption).
+    let corruptionRelay: Qcow2CorruptionRelay
+    /// Called once the image was found corrupt (BlockGraph+Corruption sets it).
+    var onCorruption: (@ControlActor (Qcow2CorruptionFinding) -> Void)?
+    /// Whether this image's corruption was handled (events once per node).
+    var corruptionHandled = false
     /// What query-named-block-nodes shows of the backing chain (nil: none).
     var backingDisplay: Qcow2BackingDisplay?
 
     private init(node: NodeName, file: Child, backing: Child?, image: Qcow2IO, filename: String, header: Qcow2Header,
-                 backingDisplay: Qcow2BackingDisplay?) {
+                 backingDisplay: Qcow2BackingDisplay?, corruptionRelay: Qcow2CorruptionRelay) {
+        self.corruptionRelay = corruptionRelay
         self.node = node
         self.file = file
         self.backing = backing
@@ -70,13 +78,13 @@ final class Qcow2Driver: BlockDriver {
                                            refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize)
                 guard allocator != nil else { throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path") }
             }
+            let relay = Qcow2CorruptionRelay()
             let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,
-                             backing: backing.io, allocator: allocator) { [subject, filename] guestOffset, problem in
-                // Called once, from the IOThread that met it; later ones are only counted.
-                logger.error("\(subject) ('\(filename)'): corrupt metadata at guest offset \(guestOffset) (\(problem)); requests there fail with EIO, further errors are not logged; check the image with qemu-img check")
-            }
+                             backing: backing.io, allocator: allocator,
+                             reportCorruption: relay.reporter(subject: subject, filename: filename, logger: logger))
             driver = Qcow2Driver(node: node, file: file, backing: backing.child, image: io, filename: filename,
-                                 header: read.header, backingDisplay: backing.display)
+                                 header: read.header, backingDisplay: backing.display, corruptionRelay: relay)
+            relay.driver = driver
             if read.corruptL1Entries > 0 {
                 chain.logger.warning("\(subject): \(read.corruptL1Entries) L1 entries of '\(filename)' are corrupt; reads of the guest ranges they map fail with EIO (check the image with qemu-img check)")
             }
@@ -157,10 +165,6 @@ final class Qcow2Driver: BlockDriver {
         }
     }
 
-    func resize(to size: UInt64) throws(BlockError) {
-        throw BlockError(errno: ENOTSUP, "qcow2 node '\(node)': resizing qcow2 images is not implemented yet")
-    }
-
     func close() {
         if let allocator = image.allocator, allocator.close() < 0 {
             Qcow2ChainOpening().logger.warning("qcow2 node '\(node)': could not give back the clusters reserved for allocation in '\(filename)'; qemu-img check will report them as leaked (harmless; qemu-img check -r leaks removes them)")
@@ -178,7 +182,7 @@ final class Qcow2Driver: BlockDriver {
             }
         }
     }
-    // Its size is the header's (resizing is refused).
+    // Its size is the header's (changed only by block_resize, Qcow2Driver+Resize).
     func refreshLength() -> Bool { false }
 
     var display: BlockNodeDisplay {

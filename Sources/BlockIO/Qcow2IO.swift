@@ -46,6 +46,10 @@ public final class Qcow2IO: BlockDriverIO {
     /// How many requests failed on corrupt metadata; the first one is reported (logged by
     /// the GS side's closure: once per image, so the error path allocates once at most).
     public let corruptionsSeen = Atomic<UInt64>(0)
+    /// Whether inconsistent metadata was reported yet (once per image, Qcow2IO+Corrupt).
+    let metadataCorruptionReported = Atomic<Bool>(false)
+    /// Set by the control thread once it marked the image corrupt: writes fail with EIO.
+    let markedCorrupt = Atomic<Bool>(false)
     private let reportCorruption: @Sendable (_ guestOffset: UInt64, _ problem: Qcow2EntryProblem) -> Void
 
     public static let corruptL1: UInt64 = .max
@@ -80,7 +84,7 @@ public final class Qcow2IO: BlockDriverIO {
     }
 
     public var length: UInt64 { layout.virtualSize }
-    public var writable: Bool { allocator != nil }
+    public var writable: Bool { allocator != nil && !isMarkedCorrupt }
 
     static let stageIdle: UInt8 = 0
     static let stageReading: UInt8 = 1
@@ -95,6 +99,8 @@ public final class Qcow2IO: BlockDriverIO {
             request.pointee.stage = Self.stageIdle
             return run(request, on: context)
         case .flush, .write, .discard, .writeZeroes:
+            // After the image was marked corrupt only flushes pass (see Qcow2IO+Corrupt).
+            if isMarkedCorrupt && request.pointee.operation != .flush { return .done(-EIO) }
             return submitWrite(request, on: context)
         }
     }
@@ -156,9 +162,12 @@ public final class Qcow2IO: BlockDriverIO {
         return .done(Int32(truncatingIfNeeded: total))
     }
 
-    /// Fails the request with EIO; the image's first such failure is reported.
+    /// Fails the request with EIO; the image's first such failure is reported, and so is its
+    /// first inconsistent metadata if that came later (see `isMetadataProblem`).
     func corruption(_ request: UnsafeMutablePointer<BlockRequest>, _ problem: Qcow2EntryProblem) -> Int32 {
-        if corruptionsSeen.wrappingAdd(1, ordering: .relaxed).oldValue == 0 {
+        let first = corruptionsSeen.wrappingAdd(1, ordering: .relaxed).oldValue == 0
+        let firstInMetadata = Self.isMetadataProblem(problem) && !metadataCorruptionReported.exchange(true, ordering: .relaxed)
+        if first || firstInMetadata {
             reportCorruption(request.pointee.offset + request.pointee.formatDone, problem)
         }
         return -EIO

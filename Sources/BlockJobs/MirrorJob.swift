@@ -81,7 +81,13 @@ public final class MirrorJob {
             return nil
         }
         let bitmap = DirtyBitmap(length: source.length, granularity: options.granularity)
-        bitmap.markAll()  // sync=full: everything is to be copied
+        do throws(JobError) {
+            try Qcow2MirrorTop.markInitialCopy(bitmap, options: options, source: source, target: target, graph: graph)
+        } catch {
+            await graph.deleteBackend(targetUser)
+            driver.discard()
+            throw error
+        }
         let filter = MirrorFilterIO(source: source.io, target: target.io, bitmap: bitmap)
         let job = MirrorJob(options: options, graph: graph, filter: filter, sourceIO: source.io, targetUser: targetUser)
         graph.setBlocker(blocker, on: source.name)

@@ -1,6 +1,6 @@
 import BlockCommon
 
-/// blockdev-mirror's arguments, checked (sync is always full).
+/// blockdev-mirror's arguments, checked (sync full, or top: `topOnly`).
 public struct MirrorOptions: Sendable {
     public var jobID: String
     public var source: NodeName
@@ -13,6 +13,9 @@ public struct MirrorOptions: Sendable {
     public var bufferSize: UInt64
     public var autoFinalize: Bool
     public var autoDismiss: Bool
+    /// sync=top: only the ranges the source's own image holds are copied at first (the
+    /// target must back onto the source's backing chain); guest writes are tracked as ever.
+    public var topOnly = false
 
     public static let defaultGranularity: UInt64 = 64 << 10
     public static let defaultBufferSize: UInt64 = 1 << 20

@@ -10,6 +10,8 @@ public struct MirrorRequest: Sendable, Equatable {
     public var bufferSize: UInt64?
     public var autoFinalize: Bool
     public var autoDismiss: Bool
+    /// sync=top: copy only what the source's own (top) image holds.
+    public var syncTop = false
 
     public init(jobID: String, device: String, target: String, speed: UInt64 = 0, granularity: UInt64? = nil,
                 bufferSize: UInt64? = nil, autoFinalize: Bool = true, autoDismiss: Bool = true) {

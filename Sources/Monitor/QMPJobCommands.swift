@@ -26,7 +26,7 @@ struct QMPJobCommands {
         let autoFinalize = try arguments.optionalBool("auto-finalize") ?? true
         let autoDismiss = try arguments.optionalBool("auto-dismiss") ?? true
         try arguments.finish()
-        // Spindle's nodes have no backing chain, so sync=top copies all, as sync=full does.
+        // sync=top: only what the source's top image holds (all of it without a backing chain).
         guard sync == .full || sync == .top else {
             throw QMPError("sync mode '\(sync.rawValue)' is not supported by Spindle; use sync=full")
         }
@@ -46,9 +46,10 @@ struct QMPJobCommands {
             guard granularity & (granularity - 1) == 0 else { throw QMPError("Parameter 'granularity' expects a power of 2") }
         }
         if let bufferSize, bufferSize < 0 { throw QMPError("Invalid parameter 'buf-size'") }
-        let request = MirrorRequest(jobID: jobID ?? "", device: device, target: targetNode, speed: UInt64(speed ?? 0),
+        var request = MirrorRequest(jobID: jobID ?? "", device: device, target: targetNode, speed: UInt64(speed ?? 0),
                                     granularity: granularity.map(UInt64.init), bufferSize: bufferSize.flatMap { $0 > 0 ? UInt64($0) : nil },
                                     autoFinalize: autoFinalize, autoDismiss: autoDismiss)
+        request.syncTop = sync == .top
         try await target.blockdevMirror(request)
         return .emptyObject
     }

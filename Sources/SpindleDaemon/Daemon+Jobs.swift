@@ -19,10 +19,11 @@ final class JobEventDoorbell {
 /// the action (JobRegistry.withJobLock).
 extension Daemon {
     public func blockdevMirror(_ request: MirrorRequest) async throws(QMPError) {
-        let options = MirrorOptions(jobID: request.jobID, source: NodeName(request.device), target: NodeName(request.target),
+        var options = MirrorOptions(jobID: request.jobID, source: NodeName(request.device), target: NodeName(request.target),
                                     speed: request.speed, granularity: request.granularity ?? MirrorOptions.defaultGranularity,
                                     bufferSize: request.bufferSize ?? MirrorOptions.defaultBufferSize,
                                     autoFinalize: request.autoFinalize, autoDismiss: request.autoDismiss)
+        options.topOnly = request.syncTop
         // Another process may own an inactive node's image: no job reads or writes it.
         for (role, name) in [("source", options.source), ("target", options.target)] where graph.nodes[name]?.isActive == false {
             throw QMPError(.genericError, "Inactive node '\(name)' cannot be a mirror \(role); activate it first (blockdev-set-active)")

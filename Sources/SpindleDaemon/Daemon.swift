@@ -48,6 +48,7 @@ public final class Daemon {
         jobs = JobRegistry(doorbell: doorbell.ring)
         self.requestQuit = requestQuit
         doorbell.daemon = self
+        watchImageCorruption()
     }
 
     public func start(_ configuration: DaemonConfiguration) async throws {

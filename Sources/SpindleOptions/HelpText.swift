@@ -144,7 +144,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
   --qmp <socket-path>    shorthand for --chardev socket,path=<socket-path>,
                          server=on,wait=off plus --monitor on it
                          QMP commands: qsd's block and export commands, plus
-                           block jobs: blockdev-mirror (sync=full, live move of
+                           block jobs: blockdev-mirror (sync=full|top, move of
                            a disk to a new image, pivot on job-complete),
                            query-jobs, job-pause, job-resume, job-cancel,
                            job-complete, job-finalize, job-dismiss (README);
