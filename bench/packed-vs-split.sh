@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # packed-vs-split.sh: Spindle with packed rings vs Spindle with split rings vs
-# qemu-storage-daemon (split only) on a null-co export (IMAGES=file: a 256 MiB file on ext4
-# in the page cache, both: IMAGES="null file"), same client (spindle-bench from this
-# checkout, --packed for the first), the three taking turns in a rotating order, one fresh
-# daemon per run. Records the machine's load average and spindle-bench's other_cpu_pct with
-# every run: on a shared machine timings are noisy; see callgrind-iothread.sh for counts.
+# qemu-storage-daemon (split only), same client (spindle-bench from this checkout, --packed for
+# the first), 4 KiB, one queue: on a null-co export and on a 256 MiB file on ext4 in the page
+# cache (IMAGES), randread and randwrite (RWS), QD 1/32/128 (QDS), the client waiting on the
+# call eventfd or spinning on the ring (MODES). The three take turns at every point, in an
+# order that rotates each round, one fresh daemon per run, so that load coming and going hits
+# all three alike; ROUNDS repetitions give min/median/max. Records the load average with every
+# run and `uptime` before and after: on a shared machine timings are noisy; see
+# callgrind-iothread.sh for counts that are not.
 #
-#   bench/packed-vs-split.sh
-#   ROUNDS=3 RWS="randread randwrite" QDS="1 32 128" MODES="eventfd poll" RUNTIME=3 bench/packed-vs-split.sh
-#   IMAGES="null file" IMAGE_DIR=/var/tmp bench/packed-vs-split.sh
+#   bench/packed-vs-split.sh                       # everything, 3 rounds: ~15 minutes
+#   ROUNDS=5 RUNTIME=3 bench/packed-vs-split.sh    # a quiet machine, more time
+#   IMAGES=null MODES=eventfd QDS=32 bench/packed-vs-split.sh
+#   SPINDLE=/path/to/spindle NOBUILD=1 bench/packed-vs-split.sh
 #
-# Prints one line per run and the medians per (rw, qd, mode, variant).
+# Prints one line per run, then per point min/median/max IOPS of each variant, packed/split
+# (medians), and "packed below split" where packed's best run is below split's worst.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ROUNDS=${ROUNDS:-3}; RWS=${RWS:-randread randwrite}; QDS=${QDS:-1 32 128}; MODES=${MODES:-eventfd}
-RUNTIME=${RUNTIME:-3}; RAMP=${RAMP:-1}; IMAGES=${IMAGES:-null}
+ROUNDS=${ROUNDS:-3}; RWS=${RWS:-randread randwrite}; QDS=${QDS:-1 32 128}; MODES=${MODES:-eventfd poll}
+RUNTIME=${RUNTIME:-1.5}; RAMP=${RAMP:-0.5}; IMAGES=${IMAGES:-null file}
 SPINDLE=${SPINDLE:-$PWD/.build/release/spindle}; QSD=${QSD:-$(command -v qemu-storage-daemon || true)}
 bench_build missing spindle spindle-bench >&2
 bench_workdir work packed-vs-split
 results=$work/results.tsv
+: >"$results"
 if [[ " $IMAGES " == *" file "* ]]; then
     IMG=${IMAGE_DIR:-/var/tmp}/packed-vs-split.img
     bench_at_exit 'rm -f "$IMG"'
@@ -44,13 +50,22 @@ run() {  # run VARIANT RW QD MODE IMAGE
     bench_wait_socket "$sock" "$backend_pid" "$work/$1.log" 10
     local json load
     load=$(cut -d' ' -f1 /proc/loadavg)
-    json=$("$BENCH_RELEASE/spindle-bench" --socket "$sock" --iodepth "$3" --bs 4k --rw "$2" --runtime "$RUNTIME" \
-        --ramp "$RAMP" --cpus 0 --completion "$4" --backend-pid "$backend_pid" $client --json-only)
+    # A failed run (e.g. spindle-bench's 10 s watchdog on a starved machine) is recorded and
+    # left out of the statistics; the other runs go on.
+    if ! json=$("$BENCH_RELEASE/spindle-bench" --socket "$sock" --iodepth "$3" --bs 4k --rw "$2" --runtime "$RUNTIME" \
+        --ramp "$RAMP" --cpus 0 --completion "$4" --backend-pid "$backend_pid" $client --json-only); then
+        bench_stop_backend
+        printf '%s\t%s\t%s\t%s\t%s\tfailed\n' "$1" "$2" "$3" "$4" "$load" | tee -a "$work/failed.tsv"
+        return 0
+    fi
     bench_stop_backend
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(*sys.argv[2:7], round(r["iops"]), round(r.get("backend_cpu_us_per_req") or 0, 3), r.get("other_cpu_pct"), r["ring"], sys.argv[7], sep="\t")' \
         "$json" "$1" "$2" "$3" "$4" "$load" "$5" | tee -a "$results"
 }
 
+runs=$(( ROUNDS * $(wc -w <<<"$IMAGES") * $(wc -w <<<"$RWS") * $(wc -w <<<"$QDS") * $(wc -w <<<"$MODES") * $(wc -w <<<"$VARIANTS") ))
+echo "packed-vs-split: $runs runs of ${RUNTIME}s + ${RAMP}s ramp (about $(awk -v n="$runs" -v t="$RUNTIME" -v r="$RAMP" 'BEGIN { printf "%.0f", n * (t + r + 2) / 60 }') minutes: ~2 s per run to start and stop the daemons); spindle $("$SPINDLE" --version 2>/dev/null | head -1 || echo "$SPINDLE")" >&2
+echo "uptime before: $(uptime)"
 printf 'variant\trw\tqd\tmode\tload1\tiops\tbackend_us_per_req\tother_cpu_pct\tring\timage\n'
 set -- $VARIANTS
 count=$#
@@ -64,14 +79,32 @@ for round in $(seq "$ROUNDS"); do
         for v in "${order[@]}"; do run "$v" "$rw" "$qd" "$mode" "$image"; done
     done; done; done; done
 done
+echo "uptime after: $(uptime)"
+[ -s "$work/failed.tsv" ] && echo "failed runs (left out): $(wc -l <"$work/failed.tsv")"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-keys = sorted({(r[9], r[1], int(r[2]), r[3]) for r in rows})
+keys = sorted({(r[9], r[1], int(r[2]), r[3]) for r in rows}, key=lambda k: (k[0] != "null", k[1], k[2], k[3]))
+variants = ("spindle-packed", "spindle-split", "qsd-split")
+print()
+print("| image | rw | QD | client | " + " | ".join(f"{v} kIOPS min/med/max" for v in variants) + " | packed/split |")
+print("|---|---|---:|---|" + "---:|" * (len(variants) + 1))
+below = []
 for image, rw, qd, mode in keys:
-    cells = []
-    for v in ("spindle-packed", "spindle-split", "qsd-split"):
+    stats = {}
+    for v in variants:
         iops = [int(r[5]) for r in rows if (r[9], r[0], r[1], int(r[2]), r[3]) == (image, v, rw, qd, mode)]
-        if iops: cells.append(f"{v} {statistics.median(iops):.0f}")
-    print(f"median {image} {rw} QD{qd} {mode}: " + ", ".join(cells))
+        if iops: stats[v] = (min(iops), statistics.median(iops), max(iops))
+    cells = ["/".join(f"{x / 1000:.0f}" if x >= 10000 else f"{x / 1000:.1f}" for x in stats[v]) if v in stats else "-"
+             for v in variants]
+    ratio = "-"
+    if "spindle-packed" in stats and "spindle-split" in stats:
+        p, s = stats["spindle-packed"], stats["spindle-split"]
+        ratio = f"{p[1] / s[1]:.2f}"
+        if p[2] < s[0]:
+            ratio += " (below)"
+            below.append(f"{image} {rw} QD{qd} {mode}")
+    print(f"| {image} | {rw} | {qd} | {mode} | " + " | ".join(cells) + f" | {ratio} |")
+print()
+print("packed below split (packed's best run under split's worst): " + (", ".join(below) if below else "nowhere"))
 PY

@@ -16,6 +16,8 @@ extension PackedInflightTracker {
         guard buffer.queueSize == Int(ring.size) else {
             throw InflightError("the inflight buffer is for queues of \(buffer.queueSize) entries, queue \(queue) has \(ring.size)")
         }
+        // The tracker's `publishUsed` reads the ids of each used batch: have the ring record them.
+        ring.batchIDCapacity = Int(ring.size)
         let size = ring.size
         let n = Int(size)
         let links = PackedInflightLinks(size: n)

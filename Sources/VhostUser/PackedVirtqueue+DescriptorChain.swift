@@ -50,17 +50,9 @@ extension PackedVirtqueue {
 
     /// A lone INDIRECT descriptor's table: every entry used in order, no table in a table.
     func walkIndirect(address: UInt64, length: UInt32, into writer: inout PackedSpanWriter) throws(VirtqueueError) {
-        guard features.contains(.indirectDescriptors) else { throw .indirectNotNegotiated }
-        let entries = length / UInt32(PackedVirtqueueLayout.descriptorSize)
-        guard length != 0, length % UInt32(PackedVirtqueueLayout.descriptorSize) == 0,
-              entries <= UInt32(VirtqueueLayout.maximumIndirectDescriptors)
-        else { throw .invalidIndirectTableLength(length) }
-        // Read as one piece: it must not cross a region boundary.
-        guard let table = memory.translate(gpa: address, length: UInt64(length)) else {
-            throw .indirectTableNotMapped(address: address, length: length)
-        }
-        for i in 0..<Int(entries) {
-            let descriptor = UnsafeRawPointer(table + 16 * i)
+        let table = try Self.indirectTable(address: address, length: length, memory: memory, features: features)
+        for i in 0..<Int(length) / PackedVirtqueueLayout.descriptorSize {
+            let descriptor = table + 16 * i
             let bufferAddress = UInt64(littleEndian: descriptor.loadUnaligned(as: UInt64.self))
             let bufferLength = UInt32(littleEndian: descriptor.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
             let flags = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 14, as: UInt16.self))

@@ -35,41 +35,77 @@ extension PackedVirtqueue {
 
     @inline(__always)
     mutating func walkAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
-        let start = availPosition
-        var descriptor = UnsafeRawPointer(descriptors + 16 * Int(start))
+        let ring = UnsafeRawPointer(descriptors)
+        let start = Int(availPosition)
+        var descriptor = ring + 16 * start
         // Acquire: the rest of the chain was written before the head's flags.
         var flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptor + 14))
         guard try headIsAvailable(flags) else { return nil }
+        let ringSize = Int(size)
+        let ringEnd = ring + 16 * ringSize
         var writer = PackedSpanWriter(chain: chain, memory: memory)
-        var position = start
-        var wrap = availWrap
-        var count: UInt16 = 1
+        // Descriptors the chain may still have (a chain is at most the ring). The loop keeps
+        // only this and a pointer; count, position and wrap counter are worked out once, after it.
+        var remaining = ringSize - 1
         while true {
             let address = UInt64(littleEndian: descriptor.loadUnaligned(as: UInt64.self))
             let length = UInt32(littleEndian: descriptor.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
             if flags & VirtqueueLayout.descriptorFlagIndirect != 0 {
-                guard count == 1 else { throw .indirectInChain }
+                guard remaining == ringSize - 1 else { throw .indirectInChain }
                 guard flags & VirtqueueLayout.descriptorFlagNext == 0 else { throw .indirectWithNext }
-                try walkIndirect(address: address, length: length, into: &writer)
-            } else {
-                try writer.append(address: address, length: length,
-                                  writable: flags & VirtqueueLayout.descriptorFlagWrite != 0, memory: memory)
+                // The table's entries, in order (this walk's own loop: a call taking the
+                // writer would keep it on the stack for every request).
+                var entry = try Self.indirectTable(address: address, length: length, memory: memory, features: features)
+                let tableEnd = entry + Int(length)
+                repeat {
+                    let entryFlags = UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
+                    guard entryFlags & VirtqueueLayout.descriptorFlagIndirect == 0 else { throw .nestedIndirect }
+                    try writer.append(address: UInt64(littleEndian: entry.loadUnaligned(as: UInt64.self)),
+                                      length: UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+                                      writable: entryFlags & VirtqueueLayout.descriptorFlagWrite != 0, memory: memory)
+                    entry += 16
+                } while entry != tableEnd
+                break
             }
+            try writer.append(address: address, length: length,
+                              writable: flags & VirtqueueLayout.descriptorFlagWrite != 0, memory: memory)
             guard flags & VirtqueueLayout.descriptorFlagNext != 0 else { break }
-            guard count < size else { throw .chainTooLong(tableSize: UInt32(size)) }
-            position = advanced(position, &wrap)
-            descriptor = UnsafeRawPointer(descriptors + 16 * Int(position))
+            guard remaining > 0 else { throw .chainTooLong(tableSize: UInt32(size)) }
+            remaining -= 1
+            descriptor += 16
+            if descriptor == ringEnd { descriptor = ring }
             flags = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
-            count += 1
         }
+        // `descriptor` is the chain's last ring descriptor: the id is there.
         let id = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
         guard id < size else { throw .bufferIdOutOfRange(id: id, queueSize: size) }
         guard buffers[Int(id)] == 0 else { throw .bufferIdInUse(id: id) }
-        buffers[Int(id)] = UInt32(start) | UInt32(count) << 16
-        availPosition = advanced(position, &wrap)
-        availWrap = wrap
+        let count = ringSize - remaining
+        buffers[Int(id)] = UInt32(truncatingIfNeeded: start | count << 16)
+        // count <= size: past the ring's end at most once.
+        var next = start + count
+        if next >= ringSize {
+            next -= ringSize
+            availWrap.toggle()
+        }
+        availPosition = UInt16(truncatingIfNeeded: next)
         popped += 1
         writer.finish(chain, head: id)
         return id
+    }
+
+    /// A lone INDIRECT descriptor's table, checked (negotiated, a whole number of entries,
+    /// not too many, in one region: it is read as one piece). Static, so that the walk's
+    /// ring (`self`) is not copied for the call.
+    static func indirectTable(address: UInt64, length: UInt32, memory: GuestMemory,
+                              features: VirtqueueFeatures) throws(VirtqueueError) -> UnsafeRawPointer {
+        guard features.contains(.indirectDescriptors) else { throw .indirectNotNegotiated }
+        guard length != 0, length % UInt32(PackedVirtqueueLayout.descriptorSize) == 0,
+              length / UInt32(PackedVirtqueueLayout.descriptorSize) <= UInt32(VirtqueueLayout.maximumIndirectDescriptors)
+        else { throw .invalidIndirectTableLength(length) }
+        guard let table = memory.translate(gpa: address, length: UInt64(length)) else {
+            throw .indirectTableNotMapped(address: address, length: length)
+        }
+        return UnsafeRawPointer(table)
     }
 }

@@ -7,23 +7,25 @@ extension PackedVirtqueue {
     /// Writes the used descriptor for buffer `id` (id, written length, flags with AVAIL and
     /// USED at the device's wrap counter) and skips the buffer's other ring slots. Invisible
     /// to the driver until `publishUsed()`. An id not in flight is ignored.
-    /// Forced inline: the server's `finish` is out of line anyway, and the call cost ~7
-    /// instructions per request (callgrind, bench/results/2026-12-06-packed-used.md).
+    /// Forced inline into the server's `finish`, and kept short so that `finish` itself
+    /// stays inlinable (bench/results/2026-12-06-packed-cost.md).
     @inlinable @inline(__always)
     public mutating func addUsed(head id: UInt16, writtenLength: UInt32) {
         guard id < size else { return }
         let entry = buffers[Int(id)]
         guard entry != 0 else { return }
         buffers[Int(id)] = 0
-        if batchIDCount < Int(size) {
+        // Only an inflight tracker reads the batch's ids (capacity 0 without one).
+        if batchIDCount < batchIDCapacity {
             batchIDs[batchIDCount] = id
-            batchIDCount += 1
+            batchIDCount &+= 1
         }
         let descriptor = descriptors + 16 * Int(usedPosition)
         descriptor.storeBytes(of: writtenLength.littleEndian, toByteOffset: 8, as: UInt32.self)
         descriptor.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
-        // WRITE in a used descriptor: the device wrote data into the buffer.
-        let flags = PackedVirtqueueLayout.usedFlags(wrap: usedWrap)
+        // AVAIL and USED both at the wrap counter, without a branch on it; WRITE in a used
+        // descriptor: the device wrote data into the buffer.
+        let flags = UInt16(usedWrap ? 1 : 0) &* PackedVirtqueueLayout.usedFlags(wrap: true)
             | (writtenLength > 0 ? VirtqueueLayout.descriptorFlagWrite : 0)
         if batchPending {
             descriptor.storeBytes(of: flags.littleEndian, toByteOffset: 14, as: UInt16.self)
@@ -34,9 +36,9 @@ extension PackedVirtqueue {
         }
         let count = UInt16(truncatingIfNeeded: entry >> 16)
         // count <= size <= 32768 and usedPosition < size: no UInt16 overflow.
-        var next = usedPosition + count
+        var next = usedPosition &+ count
         if next >= size {
-            next -= size
+            next &-= size
             usedWrap.toggle()
         }
         usedPosition = next

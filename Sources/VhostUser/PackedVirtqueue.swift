@@ -40,6 +40,9 @@ public struct PackedVirtqueue: @unchecked Sendable {
     /// Ids added to the used batch not yet published, for the inflight tracker (`size` at most).
     @usableFromInline let batchIDs: UnsafeMutablePointer<UInt16>
     @usableFromInline var batchIDCount = 0
+    /// `size` once an inflight tracker uses the ring (`PackedInflightTracker.init`), else 0:
+    /// without a tracker nobody reads the ids, and `addUsed` skips recording them.
+    @usableFromInline var batchIDCapacity = 0
     let bufferTable: PackedBufferTable
     /// Chains a previous backend process left in flight, copied from the inflight region (their
     /// ring descriptors may have been overwritten by used descriptors since): walked from here.

@@ -160,6 +160,11 @@ extension VirtqueueServer {
     /// previous process left in flight come first and taken heads are marked there.
     @inlinable @inline(__always)
     final func takeRequest(into slot: Int) throws(VirtqueueError) -> UInt16? {
+        // An empty ring is seen with one load, before the chain is lent (a closure call) and
+        // the walk called: at QD 1 every other take finds the ring empty (~100 instructions
+        // per request, bench/results/2026-12-06-packed-cost.md). Not with an inflight region:
+        // its resubmissions come before the ring.
+        if inflightRef == nil, try ring.availableCount() == 0 { return nil }
         let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
             do throws(VirtqueueError) {
                 guard let inflightRef else { return .success(try ring.takeAvailable(into: chain)) }
