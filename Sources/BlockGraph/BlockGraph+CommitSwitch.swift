@@ -55,7 +55,7 @@ extension BlockGraph {
     }
 
     /// Rewrites the image's header area with the new backing file name and format
-    /// (Qcow2CommitHeader keeps every other byte and extension), through a descriptor of
+    /// (Qcow2BackingRewrite keeps every other byte and extension), through a descriptor of
     /// its own (the node's may be read-only), then fdatasync.
     private static func writeBackingReference(imagePath: String, fd: Int32, clusterSize: UInt64, backingFile: String,
                                               format: String, node: NodeName) throws(BlockError) {
@@ -66,7 +66,7 @@ extension BlockGraph {
         let first = try reader.pread(count: Int(min(UInt64(info.st_size), clusterSize)), at: 0, what: "the header")
         let bytes: [UInt8]
         do {
-            bytes = try Qcow2CommitHeader.rewrite(first, backingFile: backingFile, backingFormat: format)
+            bytes = try Qcow2BackingRewrite.rewrite(first, backingFile: backingFile, backingFormat: format)
         } catch {
             throw BlockError(errno: EINVAL, "\(subject): cannot name '\(backingFile)' as its backing file: \(error.message)")
         }
@@ -76,20 +76,13 @@ extension BlockGraph {
             throw BlockError(errno: e, "\(subject): cannot open its image to update the backing file name: \(String(cString: strerror(e)))")
         }
         defer { Glibc.close(writer) }
-        var done = 0
-        while done < bytes.count {
-            let wrote = bytes.withUnsafeBytes { Glibc.pwrite(writer, $0.baseAddress! + done, bytes.count - done, off_t(done)) }
-            if wrote < 0 && errno == EINTR { continue }
-            guard wrote > 0 else {
-                let e = wrote < 0 ? errno : EIO
-                throw BlockError(errno: e, "\(subject): cannot write its header: \(String(cString: strerror(e))); check the image with qemu-img check")
-            }
-            done += wrote
+        var rc = bytes.withUnsafeBytes { Qcow2SyncIO.write(writer, $0.baseAddress!, $0.count, at: 0) }
+        if rc < 0 {
+            throw BlockError(errno: -rc, "\(subject): cannot write its header: \(String(cString: strerror(-rc))); check the image with qemu-img check")
         }
-        while fdatasync(writer) != 0 {
-            guard errno == EINTR else {
-                throw BlockError(errno: errno, "\(subject): cannot flush its header: \(String(cString: strerror(errno)))")
-            }
+        rc = Qcow2SyncIO.datasync(writer)
+        if rc < 0 {
+            throw BlockError(errno: -rc, "\(subject): cannot flush its header: \(String(cString: strerror(-rc)))")
         }
     }
 }

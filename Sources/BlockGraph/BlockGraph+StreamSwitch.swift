@@ -48,8 +48,8 @@ extension BlockGraph {
         }
         let newBytes: [UInt8]
         do throws(Qcow2FormatError) {
-            let header = try Qcow2Header.parse(Array(bytes[..<got]))
-            newBytes = try Qcow2BackingRewrite.headerBytes(header, backingFile: plan.backingFileName, backingFormat: plan.base?.format)
+            newBytes = try Qcow2BackingRewrite.rewrite(Array(bytes[..<got]), backingFile: plan.backingFileName,
+                                                       backingFormat: plan.backingFileName == nil ? nil : plan.base?.format)
         } catch {
             throw BlockError(errno: EINVAL, "\(subject): cannot rewrite its header: \(error.message)")
         }
