@@ -82,6 +82,8 @@ extension Qcow2Allocator {
         let clusterSize = layout.clusterSize
         let offsetInCluster = position & (clusterSize - 1)
         let tableOffset = plan.tableOffset
+        // Nothing to free without a table.
+        if request.pointee.operation == .discard && tableOffset == 0 { return Int64(span) }
         // Room for the entries the piece spans; for a table not there yet, a whole new table.
         guard let at = round.reserve(tableOffset == 0 ? Int(clusterSize) : Int(clusters) * 8) else { return -Int64(ENOMEM) }
         if tableOffset == 0 {
