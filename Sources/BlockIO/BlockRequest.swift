@@ -60,6 +60,10 @@ public struct BlockRequest {
     /// The qcow2 L2 cache's generation when this request started reading a table (a table
     /// read before an allocation changed it is not cached).
     public var formatTableGeneration: UInt64 = 0
+    /// The qcow2 allocation worker's queue: the next request waiting for it (a list through
+    /// the slots, nothing allocated). The worker also uses `driverResult` and
+    /// `driverOwnerRing` (a qcow2 node's requests never reach an rbd driver).
+    public var formatNext: UnsafeMutablePointer<BlockRequest>? = nil
 
     public init() {}
 

@@ -3,42 +3,45 @@ import Qcow2Format
 
 extension Qcow2Allocator {
     /// Write-zeroes of whole clusters on a version 3 image: the zero flag instead of zeroes
-    /// written. A cluster with data keeps it (offset, COPIED and the zero flag: QEMU's
-    /// preallocated zero cluster, reused by the next write), so nothing is freed and nothing
-    /// leaks; a compressed cluster's bytes are released once the new entry is durable.
-    /// Under the lock. Returns the bytes done (0: not done here, write zeroes instead) or -errno.
-    func markZero(_ io: Qcow2IO, l1Index: UInt64, tableOffset: UInt64, first: UInt64, clusters: UInt64) -> Int64 {
+    /// written. Without `mayUnmap` a cluster with data keeps it (offset, COPIED and the zero
+    /// flag: QEMU's preallocated zero cluster, reused by the next write); with it the cluster
+    /// is let go (a plain zero flag) and freed once the new entry is durable, as is a
+    /// compressed cluster's bytes (`finishRound`). Plans the entries into the round (they
+    /// are written after its fdatasync). Returns the bytes done (0: not done here, write
+    /// zeroes instead) or -errno.
+    func markZero(_ io: Qcow2IO, _ plan: inout Qcow2AllocPlan, clusters: UInt64) -> Int64 {
         let clusterBits = UInt64(layout.clusterBits)
-        if tableOffset == 0 {
+        if plan.tableOffset == 0 {
             // No table: unallocated already, which reads zeroes only without a backing file.
             if case .none = io.backing { return Int64(clusters << clusterBits) }
             return 0
         }
-        let entries = (tableScratch + Int(first) * 8).assumingMemoryBound(to: UInt64.self)
-        var released: [(hostOffset: UInt64, byteCount: UInt64)] = []
+        let unmap = plan.request.pointee.mayUnmap
+        let entries = (round.arena + plan.entriesAt).assumingMemoryBound(to: UInt64.self)
+        // Checked first: a refused entry leaves the round's releases untouched.
+        for i in 0..<Int(clusters) where Qcow2WriteTarget.of(UInt64(bigEndian: entries[i]), layout: layout) == .refused {
+            return -Int64(EIO)
+        }
         for i in 0..<Int(clusters) {
-            let raw = UInt64(bigEndian: entries[i])
-            switch Qcow2WriteTarget.of(raw, layout: layout) {
+            switch Qcow2WriteTarget.of(UInt64(bigEndian: entries[i]), layout: layout) {
             case .copied(let hostOffset), .zeroAllocated(let hostOffset):
-                entries[i] = (hostOffset | Qcow2Entries.copiedFlag | Qcow2Entries.zeroFlag).bigEndian
+                if unmap {
+                    entries[i] = Qcow2Entries.zeroFlag.bigEndian
+                    round.releases.append(Qcow2AllocRelease(hostOffset: hostOffset, byteCount: layout.clusterSize, punch: true,
+                                                            plan: round.plans.count))
+                } else {
+                    entries[i] = (hostOffset | Qcow2Entries.copiedFlag | Qcow2Entries.zeroFlag).bigEndian
+                }
             case .fresh:
                 entries[i] = Qcow2Entries.zeroFlag.bigEndian
             case .compressed(let hostOffset, let byteCount):
                 entries[i] = Qcow2Entries.zeroFlag.bigEndian
-                released.append((hostOffset, byteCount))
+                round.releases.append(Qcow2AllocRelease(hostOffset: hostOffset, byteCount: byteCount, punch: false, plan: round.plans.count))
             case .refused:
                 return -Int64(EIO)
             }
         }
-        var rc = Qcow2SyncIO.write(fd, entries, Int(clusters) * 8, at: tableOffset + first * 8)
-        if rc < 0 { return Int64(rc) }
-        io.cache.update(l1Index: l1Index, first: Int(first), count: Int(clusters), from: entries)
-        if !released.isEmpty { rc = Qcow2SyncIO.datasync(fd) }
-        for (hostOffset, byteCount) in released where rc == 0 {
-            let firstCluster = hostOffset >> clusterBits
-            let lastCluster = (hostOffset + max(byteCount, 1) - 1) >> clusterBits
-            for cluster in firstCluster...lastCluster where rc == 0 { rc = release(cluster) }
-        }
-        return rc < 0 ? Int64(rc) : Int64(clusters << clusterBits)
+        plan.count = clusters
+        return Int64(clusters << clusterBits)
     }
 }

@@ -8,9 +8,8 @@ import Qcow2Format
 /// IOThread (QEMU serializes them per image too); the fast path (writes to clusters with
 /// COPIED set) never takes it.
 ///
-/// The I/O here is blocking pread/pwrite/fdatasync on the IOThread that met the allocation
-/// (this increment's simplification): while one runs, that IOThread's other queues wait,
-/// and other IOThreads wait only if they allocate in the same image.
+/// The I/O here is blocking pread/pwrite/fdatasync, run by the image's allocation worker
+/// (`Qcow2AllocWorker`) in rounds that share one fdatasync: no IOThread waits for it.
 ///
 /// Refcounts are eager (the lazy_refcounts bit is ignored and the dirty bit never set): a
 /// refcount is durable before anything points at its cluster. Clusters are taken at the
@@ -38,9 +37,11 @@ public final class Qcow2Allocator: @unchecked Sendable {
     let fill: UnsafeMutableRawPointer
     /// One cluster: new refcount blocks are built here.
     let scratch: UnsafeMutableRawPointer
-    /// One cluster: a new L2 table, or the entries of an existing one being changed, at
-    /// their places in the table.
-    let tableScratch: UnsafeMutableRawPointer
+    /// The current round's plans, entries and new tables (see `Qcow2AllocRound`).
+    let round: Qcow2AllocRound
+    /// The thread that runs the rounds of the requests IOThreads hand over (nil: none could
+    /// be made; IOThreads then run their pieces themselves, as `write` does).
+    let worker: Qcow2AllocWorker?
     /// Compressed clusters of the chain read for a fill: two chain clusters and zlib's arena.
     let inflateScratch: UnsafeMutableRawPointer
     /// The source of write-zeroes (anonymous memory: reads as zeroes, never written).
@@ -59,14 +60,16 @@ public final class Qcow2Allocator: @unchecked Sendable {
         let clusterSize = Int(layout.clusterSize)
         nextCluster = (layout.fileLength + layout.clusterSize - 1) >> UInt64(layout.clusterBits)
         let inflateBytes = chainClusterSize * 2 + 64 * 1024
-        guard let fill = malloc(clusterSize * 2), let scratch = malloc(clusterSize), let tableScratch = malloc(clusterSize),
+        guard let round = Qcow2AllocRound(clusterSize: clusterSize),
+              let fill = malloc(clusterSize * 2), let scratch = malloc(clusterSize),
               let inflate = malloc(inflateBytes),
               let zeroes = mmap(nil, clusterSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), zeroes != MAP_FAILED else {
             return nil
         }
         self.fill = fill
         self.scratch = scratch
-        self.tableScratch = tableScratch
+        self.round = round
+        worker = Qcow2AllocWorker()
         inflateScratch = inflate
         self.zeroes = zeroes
         iovCapacity = 260
@@ -76,7 +79,6 @@ public final class Qcow2Allocator: @unchecked Sendable {
     deinit {
         free(fill)
         free(scratch)
-        free(tableScratch)
         free(inflateScratch)
         munmap(zeroes, Int(layout.clusterSize))
         iov.deallocate()
@@ -128,27 +130,63 @@ public final class Qcow2Allocator: @unchecked Sendable {
                 if rc < 0 { return Int64(rc) }
                 continue search
             }
-            for cluster in start..<(start + count) {
-                let current = refcount(cluster)
-                if current < 0 { return current }
-                if current != 0 {
-                    // In use past the end of the file (only a strange image has this): skip it.
-                    nextCluster = cluster + 1
-                    continue search
-                }
+            let inUse = firstInUse(start, count: count)
+            if inUse < 0 { return inUse }
+            if UInt64(inUse) < start + count {
+                // In use past the end of the file (only a strange image has this): skip it.
+                nextCluster = UInt64(inUse) + 1
+                continue search
             }
-            for cluster in start..<(start + count) {
-                let rc = setRefcount(cluster, to: 1)
-                if rc < 0 { return Int64(rc) }
-            }
+            let rc = setRefcounts(start, count: count, to: 1)
+            if rc < 0 { return Int64(rc) }
             nextCluster = start + count
             return Int64(start)
         }
     }
 
+    /// The first cluster of `start..<start + count` with a refcount other than 0 (`start +
+    /// count` if none), or -errno; one read per refcount block touched. Blocks must exist.
+    private func firstInUse(_ start: UInt64, count: UInt64) -> Int64 {
+        var cluster = start
+        while cluster < start + count {
+            let piece = Qcow2AllocBatching.refcountPiece(geometry, cluster: cluster, count: start + count - cluster)
+            let block = table[Int(piece.tableIndex)]
+            guard Qcow2SyncIO.read(fd, scratch, piece.byteCount, at: block + piece.byteOffset) == piece.byteCount else { return -Int64(EIO) }
+            for i in 0..<piece.entries {
+                let index = piece.firstIndex + i
+                let (offset, bytes) = geometry.entryBytes(index: index)
+                let entry = UnsafeRawBufferPointer(start: scratch + Int(offset - piece.byteOffset), count: bytes)
+                if geometry.value(in: entry, index: index) != 0 { return Int64(cluster + i) }
+            }
+            cluster += piece.entries
+        }
+        return Int64(start + count)
+    }
+
+    /// Sets the refcounts of `start..<start + count` to `value`: one read and one write per
+    /// refcount block touched (blocks must exist). Written, not synced.
+    func setRefcounts(_ start: UInt64, count: UInt64, to value: UInt64) -> Int32 {
+        var cluster = start
+        while cluster < start + count {
+            let piece = Qcow2AllocBatching.refcountPiece(geometry, cluster: cluster, count: start + count - cluster)
+            guard piece.tableIndex < UInt64(table.count), table[Int(piece.tableIndex)] != 0 else { return -EIO }
+            let at = table[Int(piece.tableIndex)] + piece.byteOffset
+            guard Qcow2SyncIO.read(fd, scratch, piece.byteCount, at: at) == piece.byteCount else { return -EIO }
+            for i in 0..<piece.entries {
+                let index = piece.firstIndex + i
+                let (offset, bytes) = geometry.entryBytes(index: index)
+                geometry.setValue(value, in: UnsafeMutableRawBufferPointer(start: scratch + Int(offset - piece.byteOffset), count: bytes), index: index)
+            }
+            let rc = Qcow2SyncIO.write(fd, scratch, piece.byteCount, at: at)
+            if rc < 0 { return rc }
+            cluster += piece.entries
+        }
+        return 0
+    }
+
     /// Clusters per reservation: fresh data clusters come from a run whose refcounts were
     /// made durable together, one fdatasync for many allocations.
-    static let reservationClusters: UInt64 = 64
+    var reservationClusters: UInt64 { Qcow2AllocBatching.reservationClusters(clusterBits: layout.clusterBits) }
 
     /// `count` contiguous clusters whose refcount of 1 is durable already, from the
     /// reservation (refilled with one `claim` and one fdatasync when it runs short; what is
@@ -161,7 +199,7 @@ public final class Qcow2Allocator: @unchecked Sendable {
         }
         var rc = releaseReservation()
         if rc < 0 { return Int64(rc) }
-        let batch = max(count, Self.reservationClusters)
+        let batch = max(count, reservationClusters)
         let start = claim(batch)
         if start < 0 { return start }
         rc = Qcow2SyncIO.datasync(fd)
@@ -173,18 +211,24 @@ public final class Qcow2Allocator: @unchecked Sendable {
     /// Gives the reservation's clusters back (their refcounts to 0; never reused, since
     /// allocation only moves forward).
     func releaseReservation() -> Int32 {
-        while !reserved.isEmpty {
-            let rc = setRefcount(reserved.lowerBound, to: 0)
-            if rc < 0 { return rc }
-            reserved = (reserved.lowerBound + 1)..<reserved.upperBound
-        }
-        return 0
+        if reserved.isEmpty { return 0 }
+        let rc = setRefcounts(reserved.lowerBound, count: UInt64(reserved.count), to: 0)
+        if rc == 0 { reserved = reserved.upperBound..<reserved.upperBound }
+        return rc
     }
 
     /// At close, on the control thread once no request is in flight: a clean close leaks
     /// nothing.
     public func close() -> Int32 {
-        withLock { releaseReservation() }
+        worker?.stop()
+        return withLock { releaseReservation() }
+    }
+
+    /// On an IOThread whose ring is `owner`: gives `request`'s next piece to the worker
+    /// (its result comes back as a CQE with the request's token). false: no worker, the
+    /// caller calls `write` itself.
+    func handOver(_ io: Qcow2IO, _ request: UnsafeMutablePointer<BlockRequest>, owner: Int32) -> Bool {
+        worker?.handOver(request, owner: owner, io: io, allocator: self) ?? false
     }
 
     /// Drops one reference to `cluster` (a cluster no longer pointed at, durably).

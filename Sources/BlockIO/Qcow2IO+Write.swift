@@ -8,8 +8,10 @@ import Qcow2Format
 /// The fast path: a write whose clusters have COPIED set (refcount exactly 1) is an L2
 /// lookup in the shared cache and one writev on the guest's own buffers per run of
 /// host-contiguous clusters, nothing locked. Everything else (unallocated, zero, compressed
-/// clusters, an L2 table not there yet) is handed to the image's `Qcow2Allocator`, which
-/// writes it synchronously under the image's allocation lock and updates the shared cache.
+/// clusters, an L2 table not there yet; discards of version 3 images) is handed to the
+/// image's allocation worker (`Qcow2AllocWorker`), which runs it in its next round under the
+/// image's allocation lock, updates the shared cache and posts the piece's result back to
+/// this IOThread's ring as a CQE with the request's token: the IOThread never waits for it.
 ///
 /// A write's lookup may be stale only towards "not allocated yet" (a data cluster with
 /// COPIED is never moved, freed or shared while the image is open read-write), and the
@@ -17,6 +19,8 @@ import Qcow2Format
 extension Qcow2IO {
     static let stageWriting: UInt8 = 4
     static let stageFlushing: UInt8 = 5
+    /// At the allocation worker; the CQE's result is the piece's bytes or -errno.
+    static let stageAllocating: UInt8 = 9
 
     func submitWrite(_ request: UnsafeMutablePointer<BlockRequest>, on context: IOContext) -> SubmitResult {
         guard allocator != nil else { return .done(-EROFS) }
@@ -31,8 +35,12 @@ extension Qcow2IO {
             request.pointee.stage = Self.stageFlushing
             return .queued
         case .discard:
-            // Advisory: nothing is freed yet (the clusters keep their data).
-            return .done(0)
+            // Version 2 images have no zero flag: there the discard stays advisory (the
+            // clusters keep their data); version 3 frees whole clusters (Qcow2Discard).
+            guard allocator!.zeroClusters else { return .done(0) }
+            request.pointee.formatDone = 0
+            request.pointee.formatTableDepth = 0xff
+            return runWrite(request, on: context)
         case .write, .writeZeroes:
             request.pointee.formatDone = 0
             request.pointee.formatTableDepth = 0xff
@@ -44,6 +52,17 @@ extension Qcow2IO {
 
     func completeWrite(_ request: UnsafeMutablePointer<BlockRequest>, result: Int32, stage: UInt8, on context: IOContext) -> Int32? {
         if stage == Self.stageFlushing { return result }
+        if stage == Self.stageAllocating {
+            // Failures came back negative (returned before this); 0 bytes never does.
+            let written = UInt64(max(0, request.pointee.driverResult))
+            guard written > 0 else { return -EIO }
+            request.pointee.formatTableDepth = 0xff  // the request's own copy may predate the allocation
+            request.pointee.formatDone += written
+            switch runWrite(request, on: context) {
+            case .queued: return nil
+            case .done(let final): return final
+            }
+        }
         let piece = request.pointee.formatPiece
         guard UInt64(result) == piece else { return -EIO }  // short write: the disk is full or failing
         request.pointee.formatDone += piece
@@ -67,6 +86,9 @@ extension Qcow2IO {
                     return submitTableLoad(request, depth: 0, fd: fd, l1Index: l1Index, tableOffset: tableOffset, on: context)
                 }
             }
+            request.pointee.stage = Self.stageAllocating
+            if allocator!.handOver(self, request, owner: context.ring.pointee.ring_fd) { return .queued }
+            request.pointee.stage = Self.stageIdle
             let written = allocator!.write(self, request, from: done)
             if written <= 0 {
                 // Reported once per image (then counted); the guest sees the error.

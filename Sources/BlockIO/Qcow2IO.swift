@@ -125,7 +125,7 @@ public final class Qcow2IO: BlockDriverIO {
                                loadedAt: request.pointee.formatTableGeneration)
         case Self.stageReadingCompressed:
             guard inflateCluster(request, compressedBytes: Int(result)) else { return corruption(request, .compressedDataInvalid) }
-        case Self.stageWriting, Self.stageFlushing:
+        case Self.stageWriting, Self.stageFlushing, Self.stageAllocating:
             return completeWrite(request, result: result, stage: stage, on: context)
         default:
             return -EIO  // a CQE we did not ask for

@@ -6,7 +6,8 @@ import VhostUserFrontend
 /// `spindle-bench --socket PATH --script FILE`: runs FILE's requests through the socket,
 /// one at a time, in order, and prints "done N" (N counts from 1) on stdout as each
 /// completes, so a test that kills the backend knows what was acknowledged. Lines:
-/// `write OFFSET LENGTH BYTE` (LENGTH bytes of BYTE), `zero OFFSET LENGTH`, `flush`
+/// `write OFFSET LENGTH BYTE` (LENGTH bytes of BYTE), `zero OFFSET LENGTH`, `flush`,
+/// `discard OFFSET LENGTH`, `unmap OFFSET LENGTH` (write-zeroes that may deallocate)
 /// (offsets and lengths in bytes, multiples of 512; BYTE as 0x5a or 90). What tests use to
 /// write patterns through a backend and compare the image with a reference.
 enum DiskScript {
@@ -15,6 +16,8 @@ enum DiskScript {
         var offset: UInt64
         var length: Int
         var byte: UInt8
+        /// Write-zeroes with VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP.
+        var unmap = false
     }
 
     static func parse(_ text: String) throws(BenchFailure) -> [Step] {
@@ -37,8 +40,15 @@ enum DiskScript {
                     byte = UInt8(value)
                 }
                 steps.append(Step(type: words[0] == "write" ? .write : .writeZeroes, offset: offset, length: Int(length), byte: byte))
+            case "discard" where words.count == 3, "unmap" where words.count == 3:
+                guard let offset = number64(words[1]), let length = number64(words[2]), offset % 512 == 0, length % 512 == 0,
+                      length > 0, length <= 1 << 40 else {
+                    throw BenchFailure("script line \(number + 1): offset and length must be multiples of 512")
+                }
+                steps.append(Step(type: words[0] == "discard" ? .discard : .writeZeroes, offset: offset, length: Int(length), byte: 0,
+                                  unmap: words[0] == "unmap"))
             default:
-                throw BenchFailure("script line \(number + 1): expected 'write OFFSET LENGTH BYTE', 'zero OFFSET LENGTH' or 'flush'")
+                throw BenchFailure("script line \(number + 1): expected 'write OFFSET LENGTH BYTE', 'zero OFFSET LENGTH', 'discard OFFSET LENGTH', 'unmap OFFSET LENGTH' or 'flush'")
             }
         }
         return steps
@@ -68,19 +78,19 @@ enum DiskScript {
         }
         close(fd)
         let steps = try parse(String(decoding: bytes, as: UTF8.self))
-        let largest = max(512, steps.map(\.length).max() ?? 512)
+        let largest = max(512, steps.filter { $0.type == .write }.map(\.length).max() ?? 512)
         let frontend: VhostUserBlkFrontend
         do { frontend = try VhostUserBlkFrontend(socketPath: socket, options: FrontendOptions(slotsPerQueue: 1, maxRequestBytes: largest)) } catch {
             throw BenchFailure(error.description)
         }
         var queue = frontend.queues[0]
         for (number, step) in steps.enumerated() {
-            if step.type == .writeZeroes {
+            if step.type == .writeZeroes || step.type == .discard {
                 let segment = queue.data(of: 0)
                 segment.storeBytes(of: (step.offset / 512).littleEndian, as: UInt64.self)
                 segment.storeBytes(of: UInt32(step.length / 512).littleEndian, toByteOffset: 8, as: UInt32.self)
-                segment.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
-                queue.prepare(slot: 0, type: .writeZeroes, sector: 0, byteCount: 16)
+                segment.storeBytes(of: UInt32(step.unmap ? 1 : 0).littleEndian, toByteOffset: 12, as: UInt32.self)
+                queue.prepare(slot: 0, type: step.type, sector: 0, byteCount: 16)
             } else {
                 queue.data(of: 0).initializeMemory(as: UInt8.self, repeating: step.byte, count: step.length)
                 queue.prepare(slot: 0, type: step.type, sector: step.offset / 512, byteCount: step.length)
