@@ -47,10 +47,14 @@ extension Qcow2Allocator {
     /// tables on disk, in the allocation path's order: refcounts durable, data (and a new L2
     /// table) written, fdatasync, then the entries. Returns the bytes written or -errno.
     public func fillUnallocated(_ io: Qcow2IO, offset: UInt64, clusters: Int, data: UnsafeRawPointer) -> Int64 {
-        withLock { fillUnallocatedLocked(io, offset: offset, clusters: clusters, data: data) }
+        // The job's own table buffer (the allocation worker keeps its scratch to itself).
+        let tableScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(layout.clusterSize), alignment: 4096)
+        defer { tableScratch.deallocate() }
+        return withLock { fillUnallocatedLocked(io, offset: offset, clusters: clusters, data: data, tableScratch: tableScratch) }
     }
 
-    private func fillUnallocatedLocked(_ io: Qcow2IO, offset: UInt64, clusters: Int, data: UnsafeRawPointer) -> Int64 {
+    private func fillUnallocatedLocked(_ io: Qcow2IO, offset: UInt64, clusters: Int, data: UnsafeRawPointer,
+                                       tableScratch: UnsafeMutableRawPointer) -> Int64 {
         let clusterBits = UInt64(layout.clusterBits)
         let clusterSize = Int(layout.clusterSize)
         let l2Entries = 1 << Int(layout.l2Bits)

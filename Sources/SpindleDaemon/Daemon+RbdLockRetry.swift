@@ -85,7 +85,7 @@ extension Daemon {
         rbdLockRetries[node] = nil
         // Given without allow-inactive: from now on they keep their node active, as usual.
         if graph.nodes[node]?.isActive == true {
-            for export in exports { graph.forbidInactive(export.backend) }
+            for export in exports where !export.options.allowInactive { graph.forbidInactive(export.backend) }
         }
         if !took {
             logger.notice("stopped waiting for the rbd image's exclusive lock (node activated, or its exports deleted)", metadata: ["node": "\(node)"])
