@@ -27,8 +27,7 @@ final class MirrorCopier: @unchecked Sendable {
     // Thread-confined after run() starts.
     private var copied: UInt64 = 0
     private var cursor = 0
-    private var throttleStart: UInt64 = 0
-    private var throttleBytes: UInt64 = 0
+    private var pace = CopyPace()
     /// Whether the copier has been over the whole bitmap once (the cursor wrapped or all
     /// was clean).
     private var passedOnce = false
@@ -78,7 +77,7 @@ final class MirrorCopier: @unchecked Sendable {
             request.deallocate()
         }
         let io = SyncIO(context: context, request: request, buffer: buffer)
-        throttleStart = now()
+        pace.restart()
         var ready = false
         var writingThrough = false
         while true {
@@ -106,7 +105,7 @@ final class MirrorCopier: @unchecked Sendable {
                 writingThrough = true
             }
             if filter.bitmap.dirtyCount > 0 {
-                throttle()
+                pace.pace(driver)
                 continue
             }
             if completesWhenSynced {
@@ -155,7 +154,7 @@ final class MirrorCopier: @unchecked Sendable {
             return errorText(written)
         }
         copied += bytes
-        throttleBytes += bytes
+        pace.copied(bytes)
         publishProgress()
         return nil
     }
@@ -211,28 +210,7 @@ final class MirrorCopier: @unchecked Sendable {
         return errnoValue == 0 ? nil : String(cString: strerror(errnoValue))
     }
 
-    /// Keeps the copy at or below the speed limit, sleeping (interruptibly) when ahead.
-    private func throttle() {
-        let speed = driver.speed
-        guard speed > 0 else { return }
-        let elapsed = now() &- throttleStart
-        let due = throttleBytes * 1_000_000_000 / speed
-        if due > elapsed {
-            _ = driver.sleep(nanoseconds: min(due - elapsed, 1_000_000_000))
-        }
-        if elapsed > 1_000_000_000 {  // a fresh window each second
-            throttleStart = now()
-            throttleBytes = 0
-        }
-    }
-
     private func errorText(_ result: Int32) -> String { String(cString: strerror(-result)) }
-
-    private func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
 }
 
 /// The control-thread half of a job whose body is a MirrorCopier (the mirror, an active

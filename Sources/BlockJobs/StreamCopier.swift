@@ -21,8 +21,7 @@ final class StreamCopier: @unchecked Sendable {
     private var logger = Logger(label: "spindle.job")
     // Thread-confined after run() starts.
     private var copied: UInt64 = 0
-    private var throttleStart: UInt64 = 0
-    private var throttleBytes: UInt64 = 0
+    private var pace = CopyPace()
 
     /// The most the copier reads and writes at once.
     static let chunkBytes = 1 << 20
@@ -58,7 +57,7 @@ final class StreamCopier: @unchecked Sendable {
         }
         let length = top.length
         let tableSpan = UInt64(clusterSize) << UInt64(top.layout.l2Bits)  // guest bytes one L2 table maps
-        throttleStart = now()
+        pace.restart()
         var offset: UInt64 = 0
         while offset < length {
             if driver.checkpoint() == .cancel {
@@ -87,7 +86,7 @@ final class StreamCopier: @unchecked Sendable {
             }
             offset = cursor
             driver.setProgress(current: min(offset, length), total: length)
-            throttle()
+            pace.pace(driver)
         }
         guard driver.awaitFinalize() else {
             end(.cancelled)
@@ -137,7 +136,7 @@ final class StreamCopier: @unchecked Sendable {
             return errorText(Int32(written))
         }
         copied += UInt64(written)
-        throttleBytes += UInt64(written)
+        pace.copied(UInt64(written))
         return nil
     }
 
@@ -152,26 +151,5 @@ final class StreamCopier: @unchecked Sendable {
         driver.conclude(outcome)
     }
 
-    /// Keeps the copy at or below the speed limit, sleeping (interruptibly) when ahead.
-    private func throttle() {
-        let speed = driver.speed
-        guard speed > 0 else { return }
-        let elapsed = now() &- throttleStart
-        let due = throttleBytes * 1_000_000_000 / speed
-        if due > elapsed {
-            _ = driver.sleep(nanoseconds: min(due - elapsed, 1_000_000_000))
-        }
-        if elapsed > 1_000_000_000 {  // a fresh window each second
-            throttleStart = now()
-            throttleBytes = 0
-        }
-    }
-
     private func errorText(_ result: Int32) -> String { String(cString: strerror(-result)) }
-
-    private func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
 }
