@@ -52,16 +52,14 @@ struct CommitCommands {
         let autoFinalize = try arguments.optionalBool("auto-finalize") ?? true
         let autoDismiss = try arguments.optionalBool("auto-dismiss") ?? true
         try arguments.finish()
-        if let onError, onError != .report {
-            throw QMPError("on-error=\(onError.rawValue) is not supported by Spindle; errors always end the job (report)")
-        }
+        try JobArgumentChecks.reportOnly("on-error", onError?.rawValue)
         if filterNodeName != nil { throw QMPError("'filter-node-name' is not supported by Spindle; its commit filter has no node name") }
-        if let speed, speed < 0 { throw QMPError("Parameter 'speed' expects a non-negative value") }
+        let bytesPerSecond = try JobArgumentChecks.speed(speed)
         if topNode != nil && top != nil { throw QMPError("'top-node' and 'top' are mutually exclusive") }
         if baseNode != nil && base != nil { throw QMPError("'base-node' and 'base' are mutually exclusive") }
         try await target.blockCommit(CommitRequest(
             jobID: jobID ?? "", device: device, topNode: topNode, top: top, baseNode: baseNode, base: base,
-            backingFile: backingFile, speed: UInt64(speed ?? 0), autoFinalize: autoFinalize, autoDismiss: autoDismiss))
+            backingFile: backingFile, speed: bytesPerSecond, autoFinalize: autoFinalize, autoDismiss: autoDismiss))
         return .emptyObject
     }
 

@@ -30,15 +30,14 @@ struct QMPJobCommands {
         guard sync == .full || sync == .top else {
             throw QMPError("sync mode '\(sync.rawValue)' is not supported by Spindle; use sync=full")
         }
-        for (name, value) in [("on-source-error", onSourceError), ("on-target-error", onTargetError)] where value != nil && value != .report {
-            throw QMPError("\(name)=\(value!.rawValue) is not supported by Spindle; errors always end the job (report)")
-        }
+        try JobArgumentChecks.reportOnly("on-source-error", onSourceError?.rawValue)
+        try JobArgumentChecks.reportOnly("on-target-error", onTargetError?.rawValue)
         if copyMode == .writeBlocking {
             throw QMPError("copy-mode=write-blocking is not supported by Spindle; use background (writes reach both images once the job is ready)")
         }
         if replaces != nil { throw QMPError("'replaces' is not supported by Spindle; the mirrored node itself is replaced") }
         if filterNodeName != nil { throw QMPError("'filter-node-name' is not supported by Spindle; its mirror filter has no node name") }
-        if let speed, speed < 0 { throw QMPError("Parameter 'speed' expects a non-negative value") }
+        let bytesPerSecond = try JobArgumentChecks.speed(speed)
         if let granularity {
             guard granularity >= 512, granularity <= 64 << 20 else {
                 throw QMPError("Parameter 'granularity' expects a value in range [512B, 64MB]")
@@ -46,7 +45,7 @@ struct QMPJobCommands {
             guard granularity & (granularity - 1) == 0 else { throw QMPError("Parameter 'granularity' expects a power of 2") }
         }
         if let bufferSize, bufferSize < 0 { throw QMPError("Invalid parameter 'buf-size'") }
-        var request = MirrorRequest(jobID: jobID ?? "", device: device, target: targetNode, speed: UInt64(speed ?? 0),
+        var request = MirrorRequest(jobID: jobID ?? "", device: device, target: targetNode, speed: bytesPerSecond,
                                     granularity: granularity.map(UInt64.init), bufferSize: bufferSize.flatMap { $0 > 0 ? UInt64($0) : nil },
                                     autoFinalize: autoFinalize, autoDismiss: autoDismiss)
         request.syncTop = sync == .top

@@ -48,17 +48,15 @@ struct StreamCommands {
         let autoFinalize = try arguments.optionalBool("auto-finalize") ?? true
         let autoDismiss = try arguments.optionalBool("auto-dismiss") ?? true
         try arguments.finish()
-        if let onError, onError != .report {
-            throw QMPError("on-error=\(onError.rawValue) is not supported by Spindle; errors always end the job (report)")
-        }
+        try JobArgumentChecks.reportOnly("on-error", onError?.rawValue)
         if filterNodeName != nil {
             throw QMPError("'filter-node-name' is not supported by Spindle; its stream job puts no filter node over the image")
         }
         if bottom != nil { throw QMPError("'bottom' is not supported by Spindle; give the node below it as base-node") }
-        if let speed, speed < 0 { throw QMPError("Parameter 'speed' expects a non-negative value") }
+        let bytesPerSecond = try JobArgumentChecks.speed(speed)
         try await target.blockStream(StreamRequest(
             jobID: jobID ?? "", device: device, base: base, baseNode: baseNode, backingFile: backingFile,
-            speed: UInt64(speed ?? 0), autoFinalize: autoFinalize, autoDismiss: autoDismiss))
+            speed: bytesPerSecond, autoFinalize: autoFinalize, autoDismiss: autoDismiss))
         return .emptyObject
     }
 }
