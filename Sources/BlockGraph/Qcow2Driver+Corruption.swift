@@ -46,7 +46,11 @@ extension Qcow2Driver {
         guard !corruptionHandled else { return }
         corruptionHandled = true
         let logger = Qcow2ChainOpening().logger
-        let located = Qcow2CorruptionLocator(fd: image.fd, layout: image.layout).locate(guestOffset: guestOffset)
+        var located = Qcow2CorruptionLocator(fd: image.fd, layout: image.layout).locate(guestOffset: guestOffset)
+        if located == nil && problem == .writeOverlapsMetadata {
+            // The allocator refused this image's own entry (it never looks below): corrupt here.
+            located = .init(message: "a write at guest offset 0x\(String(guestOffset, radix: 16)) would overwrite metadata", offset: nil, size: nil)
+        }
         var finding: Qcow2CorruptionFinding
         if let located {
             let writable = image.writable
@@ -110,6 +114,12 @@ struct Qcow2CorruptionLocator {
         let index = (guestOffset >> clusterBits) & ((1 << UInt64(layout.l2Bits)) - 1)
         guard let raw = readEntry(at: tableOffset + index * 8) else { return nil }
         let entry = Qcow2Entries.decodeL2(raw, clusterBits: layout.clusterBits)
+        if case .zero = entry, raw & Qcow2Entries.copiedFlag != 0, case let hostOffset = raw & Qcow2Entries.offsetMask, hostOffset != 0,
+           layout.overlapsMetadata(hostOffset, length: layout.clusterSize) {
+            // A preallocated zero cluster on metadata: reads are zeroes, a write would land there.
+            return Located(message: "L2 entry for guest offset \(hex(guestOffset)) (\(hex(raw))): its preallocated zero cluster overlaps the header, L1 or refcount table",
+                           offset: hostOffset, size: layout.clusterSize)
+        }
         guard case .corrupt(let problem) = layout.check(entry) else { return nil }
         var hostOffset = raw & Qcow2Entries.offsetMask
         if raw & Qcow2Entries.compressedFlag != 0 {

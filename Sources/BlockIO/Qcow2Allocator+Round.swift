@@ -27,8 +27,9 @@ extension Qcow2Allocator {
             for plan in round.plans {
                 var result = plan.result
                 if result <= 0 {
-                    let code = io.corruption(plan.request, .allocationFailed)
-                    if result == 0 { result = Int64(code) }
+                    let metadata = result == -Int64(EUCLEAN)  // inconsistent metadata: the image gets marked corrupt
+                    let code = io.corruption(plan.request, metadata ? .writeOverlapsMetadata : .allocationFailed)
+                    if result == 0 || metadata { result = Int64(code) }
                 }
                 complete(plan.request, Int32(clamping: result))
             }

@@ -33,13 +33,26 @@ enum Qcow2WriteTarget: Equatable {
             return .refused
         }
     }
+
+    /// The error for a refused entry: -EUCLEAN when the image's own metadata is inconsistent
+    /// (a corrupt entry, or a zero cluster's host cluster on the header, L1 or refcount
+    /// table): the caller reports it and the image is marked corrupt; -EIO for a shared
+    /// cluster (no COPIED), which is not corruption.
+    static func refusalCode(_ raw: UInt64, layout: Qcow2Layout) -> Int64 {
+        let copied = raw & Qcow2Entries.copiedFlag != 0
+        switch layout.check(Qcow2Entries.decodeL2(raw, clusterBits: layout.clusterBits)) {
+        case .corrupt: return -Int64(EUCLEAN)
+        case .zero: return copied ? -Int64(EUCLEAN) : -Int64(EIO)
+        default: return -Int64(EIO)
+        }
+    }
 }
 
 extension Qcow2Allocator {
     /// Writes `request`'s bytes from `done` on where the fast path could not (or zeroes, for
     /// write-zeroes): at least one byte, at most to the end of the L2 table they start in.
     /// A round of its own, synchronously, under the image's allocation lock (the worker's
-    /// rounds take it too). Returns the bytes written, or -errno (0: refused metadata).
+    /// rounds take it too). Returns the bytes written, or -errno (-EUCLEAN: inconsistent metadata).
     func write(_ io: Qcow2IO, _ request: UnsafeMutablePointer<BlockRequest>, from done: UInt64) -> Int64 {
         withLock {
             round.reset()
@@ -130,7 +143,7 @@ extension Qcow2Allocator {
             let rc = allocate(io, &plan, from: done, count: count, clusters: run, fillIsZero: noBacking)
             return rc < 0 ? Int64(rc) : Int64(count)
         case .refused:
-            return -Int64(EIO)
+            return Qcow2WriteTarget.refusalCode(UInt64(bigEndian: entries[0]), layout: layout)
         }
     }
 

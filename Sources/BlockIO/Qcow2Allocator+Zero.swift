@@ -20,7 +20,7 @@ extension Qcow2Allocator {
         let entries = (round.arena + plan.entriesAt).assumingMemoryBound(to: UInt64.self)
         // Checked first: a refused entry leaves the round's releases untouched.
         for i in 0..<Int(clusters) where Qcow2WriteTarget.of(UInt64(bigEndian: entries[i]), layout: layout) == .refused {
-            return -Int64(EIO)
+            return Qcow2WriteTarget.refusalCode(UInt64(bigEndian: entries[i]), layout: layout)
         }
         for i in 0..<Int(clusters) {
             switch Qcow2WriteTarget.of(UInt64(bigEndian: entries[i]), layout: layout) {

@@ -92,8 +92,9 @@ extension Qcow2IO {
             let written = allocator!.write(self, request, from: done)
             if written <= 0 {
                 // Reported once per image (then counted); the guest sees the error.
-                let code = corruption(request, .allocationFailed)
-                return .done(written == 0 ? code : Int32(written))
+                let metadata = written == -Int64(EUCLEAN)  // inconsistent metadata: the image gets marked corrupt
+                let code = corruption(request, metadata ? .writeOverlapsMetadata : .allocationFailed)
+                return .done(written == 0 || metadata ? code : Int32(written))
             }
             // The request's own copy of a table may predate the allocation: drop it.
             request.pointee.formatTableDepth = 0xff

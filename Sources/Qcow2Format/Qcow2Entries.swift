@@ -28,6 +28,9 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
     case compressedDataInvalid
     /// A write there needed the allocation path, which failed.
     case allocationFailed
+    /// A write there was refused: this image's own L2 entry is corrupt or names a cluster
+    /// of the header, L1 or refcount table (QEMU's overlap check: the image is corrupt).
+    case writeOverlapsMetadata
 
     public var description: String {
         switch self {
@@ -39,6 +42,7 @@ public enum Qcow2EntryProblem: UInt8, Equatable, Sendable, CustomStringConvertib
         case .corruptL1Entry: return "the L1 entry mapping it is corrupt"
         case .compressedDataInvalid: return "its compressed data does not inflate to a whole cluster"
         case .allocationFailed: return "a write there needed new metadata and that failed: an I/O error, a full disk, or inconsistent metadata"
+        case .writeOverlapsMetadata: return "a write there would overwrite metadata (its L2 entry is corrupt or names a cluster of the header, L1 or refcount table)"
         }
     }
 }
