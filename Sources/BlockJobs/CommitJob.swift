@@ -75,6 +75,11 @@ public final class CommitJob {
             driver.discard()
             throw JobError(error.message)
         }
+        if let refusal = await growBaseIfSmaller(chain, graph: graph) {
+            await graph.deleteBackend(baseUser)
+            driver.discard()
+            throw refusal
+        }
         let top = chain.top
         let bitmap = DirtyBitmap(length: top.length, granularity: granularity)
         let filter = MirrorFilterIO(source: top.io, target: chain.base.io, bitmap: bitmap)
@@ -116,7 +121,8 @@ public final class CommitJob {
         [chain.base] + chain.layers + (chain.overlay.map { graph.nodesReading(through: $0) } ?? [])
     }
 
-    /// What must hold before anything changes: nodes free, base writable and of top's size.
+    /// What must hold before anything changes: nodes free, base writable (a smaller one grows
+    /// once the job holds it: growBaseIfSmaller).
     private static func checkUsable(_ chain: CommitChain, graph: BlockGraph) throws(JobError) {
         for node in blockedNodes(chain, graph: graph) {
             if let blocker = node.blocker { throw JobError("Node '\(node.name)' is busy: \(blocker)") }
@@ -140,9 +146,6 @@ public final class CommitJob {
         let others = graph.users(of: chain.base.name) + below.flatMap { graph.users(of: $0.name) }
         if let other = others.first {
             throw JobError("Node '\(graph.rootNode(of: other)?.name.rawValue ?? "")' is in use by '\(other.name)'; a commit's base and the layers below its top must be used by nothing but the chain")
-        }
-        guard chain.base.length == chain.top.length else {
-            throw JobError("Base node '\(chain.base.name)' is \(chain.base.length) bytes and top '\(chain.top.name)' \(chain.top.length); Spindle commits only between images of one size")
         }
     }
 
