@@ -13,6 +13,9 @@ public struct StreamRequest: Sendable, Equatable {
     public var speed: UInt64
     public var autoFinalize: Bool
     public var autoDismiss: Bool
+    /// `bottom`: the lowest layer (a node name) whose data is pulled; the base is the layer
+    /// below it. Exclusive with `base` and `base-node`.
+    public var bottom: String?
 
     public init(jobID: String, device: String, base: String? = nil, baseNode: String? = nil, backingFile: String? = nil,
                 speed: UInt64 = 0, autoFinalize: Bool = true, autoDismiss: Bool = true) {
@@ -52,11 +55,16 @@ struct StreamCommands {
         if filterNodeName != nil {
             throw QMPError("'filter-node-name' is not supported by Spindle; its stream job puts no filter node over the image")
         }
-        if bottom != nil { throw QMPError("'bottom' is not supported by Spindle; give the node below it as base-node") }
         let bytesPerSecond = try JobArgumentChecks.speed(speed)
-        try await target.blockStream(StreamRequest(
+        // QEMU's order and texts (blockdev.c qmp_block_stream).
+        if base != nil && baseNode != nil { throw QMPError("'base' and 'base-node' cannot be specified at the same time") }
+        if base != nil && bottom != nil { throw QMPError("'base' and 'bottom' cannot be specified at the same time") }
+        if bottom != nil && baseNode != nil { throw QMPError("'bottom' and 'base-node' cannot be specified at the same time") }
+        var request = StreamRequest(
             jobID: jobID ?? "", device: device, base: base, baseNode: baseNode, backingFile: backingFile,
-            speed: bytesPerSecond, autoFinalize: autoFinalize, autoDismiss: autoDismiss))
+            speed: bytesPerSecond, autoFinalize: autoFinalize, autoDismiss: autoDismiss)
+        request.bottom = bottom
+        try await target.blockStream(request)
         return .emptyObject
     }
 }

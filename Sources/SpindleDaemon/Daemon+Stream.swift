@@ -12,8 +12,17 @@ extension Daemon {
         if graph.nodes[device] == nil, let export = export(id: request.device), let node = graph.servedNode(of: export.backend) {
             device = node.name
         }
-        let options = StreamOptions(jobID: request.jobID, device: device, base: request.base,
-                                    baseNode: request.baseNode.map(NodeName.init), backingFile: request.backingFile,
+        var base = request.base
+        var baseNode = request.baseNode.map(NodeName.init)
+        if let bottom = request.bottom {
+            do throws(BlockError) {
+                (base, baseNode) = try graph.streamBase(device: device, bottom: NodeName(bottom), backingFile: request.backingFile)
+            } catch {
+                throw QMPError(.genericError, error.message)
+            }
+        }
+        let options = StreamOptions(jobID: request.jobID, device: device, base: base,
+                                    baseNode: baseNode, backingFile: request.backingFile,
                                     speed: request.speed, autoFinalize: request.autoFinalize, autoDismiss: request.autoDismiss)
         do throws(JobError) {
             try StreamJob.start(options, graph: graph, registry: jobs) { [weak self] plan in self?.recordStreamedChain(plan) }
