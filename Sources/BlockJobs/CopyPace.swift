@@ -3,27 +3,43 @@ import Glibc
 /// A copying job's speed limit (QEMU's `speed`, bytes per second; 0: none), for the job's
 /// own thread: count what was copied, then `pace` sleeps (interruptibly, through the job
 /// driver) while the copy is ahead of the limit. A fresh window each second, so a pause or a
-/// slow stretch does not buy a burst afterwards.
+/// slow stretch does not buy a burst afterwards. The limit is read from the job's record
+/// (job mutex, never taken by IOThreads) at each check, so block-job-set-speed applies at
+/// once; a changed limit starts a fresh window (what was copied under the old one does not
+/// count against the new one, as QEMU's ratelimit_set_speed).
 struct CopyPace {
     private var windowStart: UInt64 = CopyPace.now()
     private var windowBytes: UInt64 = 0
+    private var windowSpeed: UInt64?
 
     mutating func restart() {
-        windowStart = Self.now()
-        windowBytes = 0
+        restart(at: Self.now())
     }
 
     mutating func copied(_ bytes: UInt64) { windowBytes += bytes }
 
     mutating func pace(_ driver: JobDriver) {
-        let speed = driver.speed
-        guard speed > 0 else { return }
-        let elapsed = Self.now() &- windowStart
-        let due = windowBytes * 1_000_000_000 / speed
-        if due > elapsed {
-            _ = driver.sleep(nanoseconds: min(due - elapsed, 1_000_000_000))
-        }
-        if elapsed > 1_000_000_000 { restart() }
+        let delay = self.delay(speed: driver.speed, now: Self.now())
+        if delay > 0 { _ = driver.sleep(nanoseconds: delay) }
+    }
+
+    /// How long to sleep at `now` (nanoseconds, at most a second) to keep the window's
+    /// bytes within `speed`; 0 when unlimited or not ahead.
+    mutating func delay(speed: UInt64, now: UInt64) -> UInt64 {
+        if let previous = windowSpeed, previous != speed { restart(at: now) }
+        windowSpeed = speed
+        guard speed > 0 else { return 0 }
+        let elapsed = now &- windowStart
+        let due = windowBytes.multipliedFullWidth(by: 1_000_000_000)
+        let dueNanoseconds = due.high >= speed ? UInt64.max : speed.dividingFullWidth(due).quotient
+        let delay = dueNanoseconds > elapsed ? min(dueNanoseconds - elapsed, 1_000_000_000) : 0
+        if elapsed > 1_000_000_000 { restart(at: now) }
+        return delay
+    }
+
+    private mutating func restart(at now: UInt64) {
+        windowStart = now
+        windowBytes = 0
     }
 
     static func now() -> UInt64 {

@@ -58,6 +58,11 @@ public protocol MonitorCommandTarget: AnyObject {
     /// block-stream: pull a qcow2 node's backing layers (above a base) into it, then drop them.
     /// Default (StreamCommands.swift) refuses.
     func blockStream(_ request: StreamRequest) async throws(QMPError)
+    /// block-job-set-speed: `device` is the job id; `speed` bytes/s (0: none, negative refused).
+    /// Default (BlockJobSpeedCommands.swift): no such job.
+    func blockJobSetSpeed(device: String, speed: Int64) throws(QMPError)
+    /// query-block-jobs: the block jobs (not blockdev-create's). Default: none.
+    func queryBlockJobs() -> [BlockJobQueryInfo]
 }
 
 extension MonitorCommandTarget {

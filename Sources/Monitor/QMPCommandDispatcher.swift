@@ -21,6 +21,7 @@ struct QMPCommandDispatcher {
         "blockdev-create", "blockdev-snapshot", "blockdev-snapshot-sync",
         "block-commit", "block-job-complete",
         "block-stream",
+        "block-job-set-speed", "query-block-jobs",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -73,6 +74,8 @@ struct QMPCommandDispatcher {
         case "block-commit": return try await CommitCommands(target: target).blockCommit(&arguments)
         case "block-job-complete": return try CommitCommands(target: target).blockJobComplete(&arguments)
         case "block-stream": return try await StreamCommands(target: target).blockStream(&arguments)
+        case "block-job-set-speed": return try BlockJobSpeedCommands(target: target).blockJobSetSpeed(&arguments)
+        case "query-block-jobs": return try BlockJobSpeedCommands(target: target).queryBlockJobs(&arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }
