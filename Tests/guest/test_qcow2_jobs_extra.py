@@ -241,3 +241,48 @@ def test_a_write_whose_entry_names_metadata_marks_the_image_corrupt(daemon):
     assert img_info(image)["format-specific"]["data"]["corrupt"] is True
     checked = run("qemu-img", "check", "-U", str(image), check=False)
     assert "corrupt" in (checked.stdout + checked.stderr).lower(), checked.stdout + checked.stderr
+
+
+def test_intermediate_commit_into_a_smaller_base_grows_it_and_backs_top_onto_it(daemon):
+    client, tmp = daemon
+    base, mid, top = tmp / "base.qcow2", tmp / "mid.qcow2", tmp / "top.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", str(base), str(4 * MiB))
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x51 0 2M", str(base))
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(mid), str(8 * MiB))
+    run("qemu-io", "-f", "qcow2", "-c", f"write -P 0x52 {MiB} 64k", "-c", f"write -P 0x53 {5 * MiB} 1M", str(mid))
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(mid), "-F", "qcow2", str(top), str(8 * MiB))
+    run("qemu-io", "-f", "qcow2", "-c", f"write -P 0x54 {5 * MiB} 64k", str(top))
+    reference = tmp / "reference.raw"
+    run("qemu-img", "convert", "-O", "raw", str(top), str(reference))
+    for name, path, backing in (("base", base, None), ("mid", mid, "base"), ("top", top, "mid")):
+        ok(client, "blockdev-add", driver="qcow2", **{"node-name": name}, file={"driver": "file", "filename": str(path)},
+           backing=backing)
+    sock = export(client, tmp, "top", writable=True)
+    ok(client, "block-commit", **{"job-id": "i0", "device": "top", "top-node": "mid", "base-node": "base"})
+    events = events_until_concluded(client, "i0")
+    [completed] = [e["data"] for e in events if e["event"] == "BLOCK_JOB_COMPLETED"]
+    assert "error" not in completed, completed
+    assert node_info(client, "top")["backing_file"] == str(base)
+    assert img_info(base)["virtual-size"] == 8 * MiB
+    assert dump(sock, tmp, "served") == reference.read_bytes()
+    img_check(base)
+    img_check(top)
+    compare(top, reference)
+
+
+def test_a_base_that_cannot_grow_is_refused_saying_why(daemon):
+    client, tmp = daemon
+    base, top = tmp / "base.qcow2", tmp / "top.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", str(base), str(4 * MiB))
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top), str(8 * MiB))
+    ok(client, "blockdev-add", driver="qcow2", **{"node-name": "base"}, file={"driver": "file", "filename": str(base)}, backing=None)
+    ok(client, "blockdev-add", driver="qcow2", **{"node-name": "top"}, file={"driver": "file", "filename": str(top)}, backing="base")
+    # A throttle node over the base would keep reading its old data path.
+    ok(client, "object-add", **{"qom-type": "throttle-group", "id": "tg0", "limits": {"iops-total": 1000}})
+    ok(client, "blockdev-add", driver="throttle", **{"node-name": "t0", "throttle-group": "tg0", "file": "base"})
+    desc = error_of(client, "block-commit", **{"job-id": "c2", "device": "top"})["desc"]
+    assert desc.startswith("Base node 'base' is 4194304 bytes, smaller than the top (8388608 bytes), and cannot grow"), desc
+    assert "'t0'" in desc, desc
+    assert ok(client, "query-jobs") == []
+    assert img_info(base)["virtual-size"] == 4 * MiB
+    img_check(base)
