@@ -19,8 +19,12 @@ struct CopyPace {
     mutating func copied(_ bytes: UInt64) { windowBytes += bytes }
 
     mutating func pace(_ driver: JobDriver) {
-        let delay = self.delay(speed: driver.speed, now: Self.now())
+        let now = Self.now()
+        let delay = self.delay(speed: driver.speed, now: now)
         if delay > 0 { _ = driver.sleep(nanoseconds: delay) }
+        // The next window starts after the sleep: one started before it would count the
+        // sleep as time already spent and let a burst through.
+        if now &- windowStart > 1_000_000_000 { restart() }
     }
 
     /// How long to sleep at `now` (nanoseconds, at most a second) to keep the window's
@@ -32,12 +36,10 @@ struct CopyPace {
         let elapsed = now &- windowStart
         let due = windowBytes.multipliedFullWidth(by: 1_000_000_000)
         let dueNanoseconds = due.high >= speed ? UInt64.max : speed.dividingFullWidth(due).quotient
-        let delay = dueNanoseconds > elapsed ? min(dueNanoseconds - elapsed, 1_000_000_000) : 0
-        if elapsed > 1_000_000_000 { restart(at: now) }
-        return delay
+        return dueNanoseconds > elapsed ? min(dueNanoseconds - elapsed, 1_000_000_000) : 0
     }
 
-    private mutating func restart(at now: UInt64) {
+    mutating func restart(at now: UInt64) {
         windowStart = now
         windowBytes = 0
     }

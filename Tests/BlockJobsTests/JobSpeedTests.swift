@@ -64,6 +64,7 @@ import Testing
         var pace = CopyPace()
         let second: UInt64 = 1_000_000_000
         let start: UInt64 = 10 * second
+        pace.restart(at: start)
         #expect(pace.delay(speed: 1 << 20, now: start) == 0)
         pace.copied(1 << 20)
         // 1 MiB at 1 MiB/s, 0.25 s into the window: 0.75 s ahead.
@@ -79,6 +80,7 @@ import Testing
 
     @Test func paceNeverSleepsMoreThanASecondNorOverflows() {
         var pace = CopyPace()
+        pace.restart(at: 0)
         #expect(pace.delay(speed: 1, now: 0) == 0)
         pace.copied(UInt64.max / 2)
         #expect(pace.delay(speed: 1, now: 1) == 1_000_000_000)
