@@ -126,19 +126,21 @@ final class QueueWorker: @unchecked Sendable {
             }
             if pending == 0 {
                 if polling {
-                    repeat { pending = queue.pendingCompletions() ?? 1 } while pending == 0
+                    // The count that ends the spin is the batch's: a packed ring counts by
+                    // walking its used descriptors, so counting twice cost a second walk.
+                    repeat { pending = queue.pendingCompletions() ?? -1 } while pending == 0
                 } else {
                     while !queue.requestCallOnNextCompletion() {
                         let signals = queue.waitForCall()
                         wakeups &+= 1
                         callSignals &+= signals
                     }
+                    pending = queue.pendingCompletions() ?? -1
                 }
-                guard let count = queue.pendingCompletions() else {
+                guard pending > 0 else {
                     result.failure = "queue \(queue.index): backend broke the used ring (split: used.idx moved by more than the ring size; packed: a used descriptor names an id not in flight)"
                     break
                 }
-                pending = count
             }
             now = monotonicNanoseconds()
 
