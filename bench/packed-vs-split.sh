@@ -13,6 +13,9 @@
 #   ROUNDS=5 RUNTIME=3 bench/packed-vs-split.sh    # a quiet machine, more time
 #   IMAGES=null MODES=eventfd QDS=32 bench/packed-vs-split.sh
 #   SPINDLE=/path/to/spindle NOBUILD=1 bench/packed-vs-split.sh
+#   ONLY="file:randwrite:1:eventfd null:randwrite:128:poll" ROUNDS=5 bench/packed-vs-split.sh
+#
+# ONLY (image:rw:qd:mode words) runs just those points of the IMAGES x RWS x QDS x MODES grid.
 #
 # Prints one line per run, then per point min/median/max IOPS of each variant, packed/split
 # (medians), and "packed below split" where packed's best run is below split's worst.
@@ -20,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 ROUNDS=${ROUNDS:-3}; RWS=${RWS:-randread randwrite}; QDS=${QDS:-1 32 128}; MODES=${MODES:-eventfd poll}
-RUNTIME=${RUNTIME:-1.5}; RAMP=${RAMP:-0.5}; IMAGES=${IMAGES:-null file}
+RUNTIME=${RUNTIME:-1.5}; RAMP=${RAMP:-0.5}; IMAGES=${IMAGES:-null file}; ONLY=${ONLY:-}
 SPINDLE=${SPINDLE:-$PWD/.build/release/spindle}; QSD=${QSD:-$(command -v qemu-storage-daemon || true)}
 bench_build missing spindle spindle-bench >&2
 bench_workdir work packed-vs-split
@@ -63,7 +66,14 @@ run() {  # run VARIANT RW QD MODE IMAGE
         "$json" "$1" "$2" "$3" "$4" "$load" "$5" | tee -a "$results"
 }
 
-runs=$(( ROUNDS * $(wc -w <<<"$IMAGES") * $(wc -w <<<"$RWS") * $(wc -w <<<"$QDS") * $(wc -w <<<"$MODES") * $(wc -w <<<"$VARIANTS") ))
+selected() {  # selected IMAGE RW QD MODE: in ONLY, or ONLY unset
+    [ -z "$ONLY" ] || [[ " $ONLY " == *" $1:$2:$3:$4 "* ]]
+}
+points=0
+for image in $IMAGES; do for rw in $RWS; do for qd in $QDS; do for mode in $MODES; do
+    selected "$image" "$rw" "$qd" "$mode" && points=$((points + 1))
+done; done; done; done
+runs=$(( ROUNDS * points * $(wc -w <<<"$VARIANTS") ))
 echo "packed-vs-split: $runs runs of ${RUNTIME}s + ${RAMP}s ramp (about $(awk -v n="$runs" -v t="$RUNTIME" -v r="$RAMP" 'BEGIN { printf "%.0f", n * (t + r + 2) / 60 }') minutes: ~2 s per run to start and stop the daemons); spindle $("$SPINDLE" --version 2>/dev/null | head -1 || echo "$SPINDLE")" >&2
 echo "uptime before: $(uptime)"
 printf 'variant\trw\tqd\tmode\tload1\tiops\tbackend_us_per_req\tother_cpu_pct\tring\timage\n'
@@ -71,6 +81,7 @@ set -- $VARIANTS
 count=$#
 for round in $(seq "$ROUNDS"); do
     for image in $IMAGES; do for rw in $RWS; do for qd in $QDS; do for mode in $MODES; do
+        selected "$image" "$rw" "$qd" "$mode" || continue
         # Rotate the order each round so no variant always runs first (or last).
         order=()
         for i in $(seq 0 $((count - 1))); do

@@ -17,16 +17,25 @@ extension PackedVirtqueue {
 
     /// 1 if a buffer is available at the device's position, else 0 (a packed ring cannot
     /// tell how many are waiting without walking them; callers only ask whether any are).
-    @inlinable
+    /// Forced inline: the IOThread's poll loop asks this on every spin, and the call cost
+    /// more than the check (bench/results/2026-12-07-packed-cost.md). Only the hostile
+    /// AVAIL == USED pattern takes the out-of-line path.
+    @inlinable @inline(__always)
     public mutating func availableCount() throws(VirtqueueError) -> UInt16 {
         if broken { return 0 }
         let flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptors + 16 * Int(availPosition) + 14))
-        do {
-            return try headIsAvailable(flags) ? 1 : 0
-        } catch {
-            broken = true
-            throw error
-        }
+        let bits = flags & (PackedVirtqueueLayout.descriptorFlagAvailable | PackedVirtqueueLayout.descriptorFlagUsed)
+        if bits == PackedVirtqueueLayout.availableFlags(wrap: availWrap) { return 1 }
+        if bits != PackedVirtqueueLayout.usedFlags(wrap: availWrap) { return 0 }
+        try breakOnUsedHead(flags)
+    }
+
+    /// The head at the device's position is a used descriptor of the current lap: a driver
+    /// error (see `headIsAvailable`). Breaks the ring and throws.
+    @usableFromInline @inline(never)
+    mutating func breakOnUsedHead(_ flags: UInt16) throws(VirtqueueError) -> Never {
+        broken = true
+        throw .availableFlagWithoutBuffer(position: availPosition, flags: flags)
     }
 
     /// The next available buffer's id, or nil if there is none (or the ring is broken). Walks

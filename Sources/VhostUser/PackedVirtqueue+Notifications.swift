@@ -32,14 +32,14 @@ extension PackedVirtqueue {
         signalledSlots = publishedSlots
         if features.contains(.notifyOnEmpty) && popped == 0 && !nextDescriptorLooksAvailable() { return true }
         if !wasValid { return true }
-        let flags = UInt16(littleEndian: spindle_load_relaxed_u16(driverArea + 2)) & 3
-        switch flags {
+        // off_wrap (low half) and flags (high half) in one load: the area is 4-byte aligned.
+        let area = UInt32(littleEndian: spindle_load_relaxed_u32(driverArea))
+        switch UInt16(truncatingIfNeeded: area >> 16) & 3 {
         case PackedVirtqueueLayout.eventFlagsDisable:
             return false
         case PackedVirtqueueLayout.eventFlagsDescriptor where features.contains(.eventIndex):
-            let offWrap = UInt16(littleEndian: spindle_load_relaxed_u16(driverArea))
-            return Self.needsEvent(offWrap: offWrap, newPosition: publishedPosition, newWrap: publishedWrap,
-                                   advanced: advanced, size: size)
+            return Self.needsEvent(offWrap: UInt16(truncatingIfNeeded: area), newPosition: publishedPosition,
+                                   newWrap: publishedWrap, advanced: advanced, size: size)
         default:
             return true  // ENABLE (and values the driver may not use: err towards an interrupt)
         }
@@ -72,8 +72,12 @@ extension PackedVirtqueue {
     @inlinable
     public mutating func enableGuestKicks() -> Bool {
         if features.contains(.eventIndex) {
-            spindle_store_relaxed_u16(deviceArea, PackedVringBase.half(availPosition, availWrap).littleEndian)
-            setDeviceEventFlags(PackedVirtqueueLayout.eventFlagsDescriptor)
+            // off_wrap (position, wrap counter in bit 15) and DESC in one 32-bit store: the
+            // area is 4-byte aligned, off_wrap its low half.
+            let offWrap = UInt32(availPosition & 0x7fff) | (availWrap ? 0x8000 : 0)
+            let flags = PackedVirtqueueLayout.eventFlagsDescriptor
+            spindle_store_relaxed_u32(deviceArea, (offWrap | UInt32(flags) << 16).littleEndian)
+            deviceEventFlags = flags
         } else {
             setDeviceEventFlags(PackedVirtqueueLayout.eventFlagsEnable)
         }

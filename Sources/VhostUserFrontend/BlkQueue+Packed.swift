@@ -41,15 +41,11 @@ extension BlkQueue {
             entries += 1
             packedRing!.appendDescriptor(address: headerAddress + UInt64(QueueMemoryLayout.indirectTableOffset),
                                          length: UInt32(entries * 16), flags: VirtqueueLayout.descriptorFlagIndirect, id: id)
+            packedRing!.finishChain(id: id)
         } else {
-            let next = VirtqueueLayout.descriptorFlagNext
-            packedRing!.appendDescriptor(address: headerAddress, length: 16, flags: next, id: id)
-            if length > 0 {
-                packedRing!.appendDescriptor(address: dataAddress, length: length, flags: next | dataFlags, id: id)
-            }
-            packedRing!.appendDescriptor(address: statusAddress, length: 1, flags: write, id: id)
+            packedRing!.appendRequest(header: headerAddress, data: dataAddress, dataLength: length, dataFlags: dataFlags,
+                                      status: statusAddress, id: id)
         }
-        packedRing!.finishChain(id: id)
     }
 
     /// One entry of a packed indirect table: the packed layout (id @12, flags @14), which

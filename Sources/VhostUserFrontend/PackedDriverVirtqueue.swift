@@ -108,6 +108,47 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
         chainCount = 0
     }
 
+    /// A virtio-blk request's direct chain for buffer `id` in one pass: header (16 bytes,
+    /// readable), data (`dataLength` bytes with `dataFlags`, left out when 0), status (1 byte,
+    /// writable); made available like `appendDescriptor`s + `finishChain` (the head's flags
+    /// last, with a release store), without their per-descriptor position arithmetic.
+    @inlinable
+    public mutating func appendRequest(header: UInt64, data: UInt64, dataLength: UInt32, dataFlags: UInt16,
+                                       status: UInt64, id: UInt16) {
+        let next = VirtqueueLayout.descriptorFlagNext
+        let head = availPosition
+        let headWrap = availWrap
+        var wrap = headWrap
+        var position = head
+        var entry = entry(head)
+        entry.storeBytes(of: header.littleEndian, as: UInt64.self)
+        entry.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 8, as: UInt32.self)
+        entry.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
+        var count: UInt16 = 2
+        if dataLength > 0 {
+            position = advanced(position, by: 1, &wrap)
+            entry = self.entry(position)
+            entry.storeBytes(of: data.littleEndian, as: UInt64.self)
+            entry.storeBytes(of: dataLength.littleEndian, toByteOffset: 8, as: UInt32.self)
+            entry.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
+            let flags = next | dataFlags | PackedVirtqueueLayout.availableFlags(wrap: wrap)
+            entry.storeBytes(of: flags.littleEndian, toByteOffset: 14, as: UInt16.self)
+            count = 3
+        }
+        position = advanced(position, by: 1, &wrap)
+        entry = self.entry(position)
+        entry.storeBytes(of: status.littleEndian, as: UInt64.self)
+        entry.storeBytes(of: UInt32(1).littleEndian, toByteOffset: 8, as: UInt32.self)
+        entry.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
+        let statusFlags = VirtqueueLayout.descriptorFlagWrite | PackedVirtqueueLayout.availableFlags(wrap: wrap)
+        entry.storeBytes(of: statusFlags.littleEndian, toByteOffset: 14, as: UInt16.self)
+        chainLengths[Int(id)] = count
+        spindle_store_release_u16(self.entry(head) + 14, (next | PackedVirtqueueLayout.availableFlags(wrap: headWrap)).littleEndian)
+        availPosition = advanced(position, by: 1, &wrap)
+        availWrap = wrap
+        madeAvailable &+= UInt32(count)
+    }
+
     /// Says whether the backend must be kicked for the chains made available since the last
     /// call: not when the device area says DISABLE; with DESC (EVENT_IDX) only if its
     /// off_wrap lies among those chains' slots; otherwise yes.

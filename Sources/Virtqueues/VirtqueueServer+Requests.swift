@@ -160,23 +160,33 @@ extension VirtqueueServer {
     /// previous process left in flight come first and taken heads are marked there.
     @inlinable @inline(__always)
     final func takeRequest(into slot: Int) throws(VirtqueueError) -> UInt16? {
-        // An empty ring is seen with one load, before the chain is lent (a closure call) and
-        // the walk called: at QD 1 every other take finds the ring empty (~100 instructions
-        // per request, bench/results/2026-12-06-packed-cost.md). Not with an inflight region:
-        // its resubmissions come before the ring.
-        if inflightRef == nil, try ring.availableCount() == 0 { return nil }
+        if let inflightRef { return try takeTrackedRequest(into: slot, region: inflightRef) }
+        // An empty ring is seen inline (one flags load on a packed ring), without calling
+        // the walk: at QD 1 every other take finds the ring empty. The chain is lent by a
+        // one-call closure that the optimizer inlines (bench/results/2026-12-07-packed-cost.md).
+        if try ring.availableCount() == 0 { return nil }
         let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
             do throws(VirtqueueError) {
-                guard let inflightRef else { return .success(try ring.takeAvailable(into: chain)) }
-                return inflightRef._withUnsafeGuaranteedRef { region in
-                    do throws(VirtqueueError) {
-                        return .success(try ring.takeAvailable(into: chain, trackingIn: region))
-                    } catch {
-                        return .failure(error)
-                    }
-                }
+                return .success(try ring.takeAvailable(into: chain))
             } catch {
                 return .failure(error)
+            }
+        }
+        return try taken.get()
+    }
+
+    /// `takeRequest(into:)` with the inflight region kept up to date (its resubmissions
+    /// come before the ring). Out of line: its walk through the region would make the
+    /// common path's closure too big to inline.
+    @inlinable @inline(never)
+    final func takeTrackedRequest(into slot: Int, region inflightRef: Unmanaged<Ring.InflightRegion>) throws(VirtqueueError) -> UInt16? {
+        let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
+            inflightRef._withUnsafeGuaranteedRef { region in
+                do throws(VirtqueueError) {
+                    return .success(try ring.takeAvailable(into: chain, trackingIn: region))
+                } catch {
+                    return .failure(error)
+                }
             }
         }
         return try taken.get()

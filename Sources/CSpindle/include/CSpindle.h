@@ -45,6 +45,13 @@ static inline uint16_t spindle_load_relaxed_u16(const void *p) {
 static inline void spindle_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
+/// 32-bit forms: a packed ring's event suppression area (off_wrap and flags) in one access.
+static inline uint32_t spindle_load_relaxed_u32(const void *p) {
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+}
+static inline void spindle_store_relaxed_u32(void *p, uint32_t v) {
+    __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
+}
 /// Full barrier: orders a store to the ring (e.g. avail_event) before a later load.
 // --- 64-bit words shared between threads (e.g. a mirror job's dirty bitmap) ---
 static inline void spindle_atomic_or_u64(uint64_t *p, uint64_t v) { __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
