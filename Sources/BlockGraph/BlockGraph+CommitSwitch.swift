@@ -15,7 +15,7 @@ extension BlockGraph {
     public func switchBacking(of overlay: BlockNode, from top: BlockNode, to base: BlockNode, backingFile: String) throws(BlockError) {
         ControlActor.preconditionOnControlThread("switchBacking")
         guard let driver = overlay.driver as? Qcow2Driver, let image = overlay.io as? Qcow2IO,
-              case .qcow2(var options) = overlay.options.driver, options.backing == .node(top.name) else {
+              case .qcow2(var options) = overlay.options.driver, case .node(let current)? = driver.backing, current === top else {
             throw BlockError(errno: EINVAL, "node '\(overlay.name)' is not a qcow2 node backed by '\(top.name)'")
         }
         let next: Qcow2Backing
@@ -42,13 +42,16 @@ extension BlockGraph {
             base.removeUser(driver)
             throw error
         }
-        top.removeUser(driver)
         top.parents.remove(overlay.name)
+        // An implicit top closes now, with the implicit layers down to base (QEMU drops them).
+        Qcow2Driver.release(.node(top), user: driver)
+        forgetClosedImplicitNodes()
         base.parents.insert(overlay.name)
         image.replaceBacking(next)
         driver.backingDisplay = Qcow2BackingDisplay(filename: base.display.file, format: format,
                                                     depth: 1 + ((base.driver as? Qcow2Driver)?.backingDisplay?.depth ?? 0))
-        options.backing = .node(base.name)
+        // A chain from the header stays one: the rewritten header names base (implicit).
+        if options.backing != .fromHeader { options.backing = .node(base.name) }
         overlay.options.driver = .qcow2(options)
         Logger(label: "spindle.block").notice("backing switched", metadata: [
             "node": "\(overlay.name)", "from": "\(top.name)", "to": "\(base.name)", "backing-file": "\(backingFile)"])

@@ -8,7 +8,7 @@ import Testing
 /// The backing layers a qcow2 node opens from its image's header are implicit nodes of the
 /// graph (`#block...`), owned by the layer above: on real images made by qemu-img, they are
 /// in the node table, refused to blockdev-del, closed with their top (no descriptor left
-/// open), and a failure deep in the chain leaves none.
+/// open), found by block-commit's chain look-up, and a failure deep in the chain leaves none.
 @Suite struct ImplicitNodeTests {
     struct Chain {
         let folder: String
@@ -74,5 +74,20 @@ import Testing
         #expect(throws: BlockError.self) { try graph.openNode(Self.options(chain.top)) }
         #expect(graph.nodes.isEmpty)
         #expect(Self.descriptors(in: chain.folder) == [], "the layers opened before the failure are closed")
+    }
+
+    @Test @ControlActor func commitFindsImplicitLayersByFileAndNodeName() throws {
+        let chain = try makeChain("commit")
+        defer { try? FileManager.default.removeItem(atPath: chain.folder) }
+        let graph = BlockGraph()
+        let top = try graph.openNode(Self.options(chain.top))
+        defer { try? graph.closeNode(top.name) }
+        let byFile = try graph.commitChain(active: top, top: .filename(chain.mid), base: .filename(chain.base))
+        #expect(byFile.top.display.file == chain.mid && byFile.base.display.file == chain.base && byFile.overlay === top)
+        #expect(!byFile.isActiveCommit && byFile.layers.map(\.name) == [byFile.top.name])
+        let bottom = try graph.commitChain(active: top, top: .unnamed, base: .unnamed)
+        #expect(bottom.isActiveCommit && bottom.base === byFile.base && bottom.layers.count == 2)
+        let byName = try graph.commitChain(active: top, top: .node(byFile.top.name.rawValue), base: .node(byFile.base.name.rawValue))
+        #expect(byName.top === byFile.top && byName.base === byFile.base)
     }
 }
