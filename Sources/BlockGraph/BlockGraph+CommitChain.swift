@@ -27,12 +27,12 @@ public struct CommitChain {
 }
 
 extension BlockGraph {
-    /// Finds top and base below `active` (QEMU's qmp_block_commit checks and texts). Only
-    /// layers that are nodes of the graph (qcow2 nodes added with `backing=<node>`) can be
-    /// committed: a chain a node opened from its image's header has no nodes to switch to.
+    /// Finds top and base below `active` (QEMU's qmp_block_commit checks and texts). Every
+    /// layer is a node of the graph: added with `backing=<node>`, or an implicit node the
+    /// layer above opened from its image's header (named `#block...`, or by file name).
     public func commitChain(active: BlockNode, top: CommitLayerChoice, base: CommitLayerChoice) throws(BlockError) -> CommitChain {
         ControlActor.preconditionOnControlThread("commitChain")
-        let (chain, headerChainBelow) = backingNodes(from: active)
+        let chain = backingNodes(from: active)
         let topIndex: Int
         switch top {
         case .unnamed: topIndex = 0
@@ -44,7 +44,6 @@ extension BlockGraph {
             topIndex = index
         case .filename(let file):
             guard let index = chain.firstIndex(where: { Self.sameImage($0.display.file, file) }) else {
-                if let below = headerChainBelow { throw Self.headerChainError(below) }
                 throw BlockError(errno: ENOENT, "Top image file \(file) not found")
             }
             topIndex = index
@@ -53,7 +52,6 @@ extension BlockGraph {
         let baseIndex: Int
         switch base {
         case .unnamed:
-            if let below = headerChainBelow { throw Self.headerChainError(below) }
             guard chain.count > topIndex + 1 else { throw BlockError(errno: ENOENT, "There is no backimg image") }
             baseIndex = chain.count - 1
         case .node(let name):
@@ -65,7 +63,6 @@ extension BlockGraph {
             baseIndex = index
         case .filename(let file):
             guard let index = below.firstIndex(where: { Self.sameImage($0.display.file, file) }) else {
-                if let below = headerChainBelow { throw Self.headerChainError(below) }
                 throw BlockError(errno: ENOENT, "Can't find '\(file)' in the backing chain")
             }
             baseIndex = index
@@ -74,23 +71,15 @@ extension BlockGraph {
                            layers: Array(chain[topIndex..<baseIndex]), overlay: topIndex > 0 ? chain[topIndex - 1] : nil)
     }
 
-    /// The node's chain of graph nodes (itself first, then each qcow2 node's `backing=`
-    /// node), and the last one if it opened further layers from its image's header.
-    private func backingNodes(from node: BlockNode) -> ([BlockNode], BlockNode?) {
+    /// The node's chain of graph nodes: itself first, then each qcow2 node's backing node
+    /// (given with `backing=`, or implicit, opened from the header).
+    private func backingNodes(from node: BlockNode) -> [BlockNode] {
         var chain = [node]
-        while chain.count <= Qcow2ChainOpening.maximumDepth, case .qcow2(let options) = chain.last!.options.driver {
-            switch options.backing {
-            case .node(let name):
-                guard let next = nodes[name] else { return (chain, nil) }
-                chain.append(next)
-            case .fromHeader:
-                let opened = (chain.last!.driver as? Qcow2Driver)?.backingDisplay != nil
-                return (chain, opened ? chain.last! : nil)
-            case .none:
-                return (chain, nil)
-            }
+        while chain.count <= Qcow2ChainOpening.maximumDepth, let driver = chain.last!.driver as? Qcow2Driver,
+              case .node(let next)? = driver.backing, !chain.contains(where: { $0 === next }) {
+            chain.append(next)
         }
-        return (chain, nil)
+        return chain
     }
 
     /// The node and every node built on it, directly or not (filters, overlays): whose
@@ -105,10 +94,6 @@ extension BlockGraph {
             index += 1
         }
         return found
-    }
-
-    private static func headerChainError(_ node: BlockNode) -> BlockError {
-        BlockError(errno: ENOTSUP, "node '\(node.name)' opened its backing chain from its image's header; Spindle commits only between nodes of the graph: add each backing image with blockdev-add and give it to the layer above with backing=<node-name>")
     }
 
     /// Whether two names denote one image file (as given, or resolved).

@@ -15,40 +15,15 @@ extension BlockGraph {
     public func switchBacking(of overlay: BlockNode, from top: BlockNode, to base: BlockNode, backingFile: String) throws(BlockError) {
         ControlActor.preconditionOnControlThread("switchBacking")
         guard let driver = overlay.driver as? Qcow2Driver, let image = overlay.io as? Qcow2IO,
-              case .qcow2(var options) = overlay.options.driver, options.backing == .node(top.name) else {
+              case .qcow2(var options) = overlay.options.driver, case .node(let current)? = driver.backing, current === top else {
             throw BlockError(errno: EINVAL, "node '\(overlay.name)' is not a qcow2 node backed by '\(top.name)'")
         }
-        let next: Qcow2Backing
-        let format: String
-        if let qcow2 = base.io as? Qcow2IO {
-            next = .qcow2(qcow2)
-            format = "qcow2"
-        } else if let file = base.io as? FileIO, case .file(let fileOptions) = base.options.driver, !fileOptions.direct {
-            next = .raw(file)
-            format = "raw"
-        } else {
-            throw BlockError(errno: ENOTSUP, "node '\(base.name)' (driver \(base.driverName)) cannot back qcow2 node '\(overlay.name)'")
-        }
+        let format = try Self.backingPath(to: base, for: overlay).format
         try Self.writeBackingReference(imagePath: driver.filename, fd: image.fd, clusterSize: image.layout.clusterSize,
                                        backingFile: backingFile, format: format, node: overlay.name)
-        // The graph: base gains the overlay as a user (with the locks a backing child
-        // needs), top loses it; the data path reads base from the next request on.
-        try base.setUser(driver, permissions: [])
-        driver.backing = .node(base)
-        do {
-            try overlay.updateLocks()
-        } catch {
-            driver.backing = .node(top)
-            base.removeUser(driver)
-            throw error
-        }
-        top.removeUser(driver)
-        top.parents.remove(overlay.name)
-        base.parents.insert(overlay.name)
-        image.replaceBacking(next)
-        driver.backingDisplay = Qcow2BackingDisplay(filename: base.display.file, format: format,
-                                                    depth: 1 + ((base.driver as? Qcow2Driver)?.backingDisplay?.depth ?? 0))
-        options.backing = .node(base.name)
+        try replaceBackingChild(of: overlay, from: top, to: base)  // BlockGraph+BackingChild.swift
+        // A chain from the header stays one: the rewritten header names base (implicit).
+        if options.backing != .fromHeader { options.backing = .node(base.name) }
         overlay.options.driver = .qcow2(options)
         Logger(label: "spindle.block").notice("backing switched", metadata: [
             "node": "\(overlay.name)", "from": "\(top.name)", "to": "\(base.name)", "backing-file": "\(backingFile)"])

@@ -12,6 +12,9 @@ public struct ChainLayer: Sendable {
     /// The graph node it is, or nil: the layer above opened it from its header (owned).
     public let node: NodeName?
     public let io: Qcow2Backing
+    /// The implicit node a layer opened from its header is (`#block...`; nil for a node a
+    /// user added): block-stream's `base-node` may name it.
+    public var implicitNode: NodeName? = nil
 }
 
 /// What block-stream copies and what the top node backs onto afterwards.
@@ -36,18 +39,20 @@ extension BlockGraph {
         while let current = driver, let child = current.backing {
             let below: any BlockDriver
             let name: NodeName?
+            var implicit: NodeName?
             switch child {
             case .node(let graphNode):
                 below = graphNode.driver
-                name = graphNode.name
+                name = graphNode.isImplicit ? nil : graphNode.name
+                implicit = graphNode.isImplicit ? graphNode.name : nil
             case .owned(let owned):
                 below = owned
                 name = nil
             }
             if let qcow2 = below.io as? Qcow2IO {
-                layers.append(ChainLayer(filename: below.display.file, format: "qcow2", node: name, io: .qcow2(qcow2)))
+                layers.append(ChainLayer(filename: below.display.file, format: "qcow2", node: name, io: .qcow2(qcow2), implicitNode: implicit))
             } else if let file = below.io as? FileIO {
-                layers.append(ChainLayer(filename: below.display.file, format: "raw", node: name, io: .raw(file)))
+                layers.append(ChainLayer(filename: below.display.file, format: "raw", node: name, io: .raw(file), implicitNode: implicit))
             } else {
                 break
             }
@@ -84,7 +89,7 @@ extension BlockGraph {
             guard let baseGraphNode = nodes[baseNode] else {
                 throw BlockError(errno: ENOENT, "Cannot find device= nor node-name=\(baseNode)")
             }
-            guard let index = layers.firstIndex(where: { $0.node == baseGraphNode.name }) else {
+            guard let index = layers.firstIndex(where: { $0.node == baseGraphNode.name || $0.implicitNode == baseGraphNode.name }) else {
                 throw BlockError(errno: EINVAL, "Node '\(baseNode)' is not a backing image of '\(device)'")
             }
             baseIndex = index

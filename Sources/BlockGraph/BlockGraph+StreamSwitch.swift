@@ -21,6 +21,8 @@ extension BlockGraph {
         let users = self.users(of: plan.top)
         try await withDrained(users) { () throws(BlockError) in
             try rewriteBackingReference(of: top, plan: plan)
+            // A base the top opened from its header keeps its node (BlockGraph+BackingChild.swift).
+            if try keepImplicitBase(of: top, plan: plan) { return }
             if let base = plan.base {
                 qcow2.backing = base.node.map { .node($0) } ?? .fromHeader
             } else {

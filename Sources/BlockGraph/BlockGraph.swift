@@ -29,7 +29,8 @@ public struct ResizeResult: Sendable {
 /// affected BlockBackends are drained.
 @ControlActor
 public final class BlockGraph {
-    public private(set) var nodes: [NodeName: BlockNode] = [:]
+    /// Nodes added by name and the implicit ones they opened (ImplicitNodes.swift).
+    public internal(set) var nodes: [NodeName: BlockNode] = [:]
     public private(set) var backends: [String: BlockBackend] = [:]
     var deviceOps: [ObjectIdentifier: any BlockDeviceOps] = [:]
     private var drainWaits: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
@@ -64,6 +65,7 @@ public final class BlockGraph {
         watchOutsideResizes(of: node)
         watchCorruption(of: node)
         logger.info("opened node", metadata: ["node": "\(node.name)", "driver": "\(node.driverName)", "size": "\(node.length)"])
+        registerImplicitNodes(below: node)
         return node
     }
 
@@ -71,6 +73,7 @@ public final class BlockGraph {
     public func closeNode(_ name: NodeName) throws(BlockError) {
         ControlActor.preconditionOnControlThread("closeNode")
         guard let node = nodes[name] else { throw BlockError(errno: ENOENT, "node '\(name)' does not exist") }
+        try checkOwnedByMonitor(node)
         if let blocker = node.blocker { throw BlockError(errno: EBUSY, "Node '\(name)' is busy: \(blocker)") }
         try checkNoFilters(on: node, action: "delete")
         guard node.userCount == 0 else {
@@ -79,6 +82,7 @@ public final class BlockGraph {
         node.close()
         nodes[name] = nil
         logger.info("closed node", metadata: ["node": "\(name)"])
+        forgetClosedImplicitNodes()
     }
 
     /// Refuses to act on a node that filter nodes are built on.
@@ -134,6 +138,7 @@ public final class BlockGraph {
         backend.setRoot(nil, permissions: [])
         nodes[nodeName]?.removeUser(backend)
         closeImplicitThrottleIfUnused(nodeName)
+        closeImplicitIfUnused(nodeName)
         // Detached, its requests fail at once instead of waiting for an activation: the
         // caller's drain (still held) is the one whose end lets the queues run again.
         if heldWhileInactive.removeValue(forKey: ObjectIdentifier(backend)) != nil { _ = backend.endQuiesce() }

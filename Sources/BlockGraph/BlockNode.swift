@@ -26,12 +26,19 @@ public final class BlockNode {
     /// no permissions or image locks; its users' needs are kept and taken again on
     /// activation. An active node's children are active.
     public internal(set) var isActive: Bool
+    /// A backing layer the layer above opened from its image's header (QEMU's implicit
+    /// node, named `#block...`): owned by that layer, closed when it stops using it
+    /// (ImplicitNodes.swift); never deleted by the monitor, never in the state file.
+    public let isImplicit: Bool
+    /// Set once closed: the graph forgets closed implicit nodes.
+    private(set) var isClosed = false
 
-    init(name: NodeName, options: BlockdevOptions, driver: any BlockDriver) {
+    init(name: NodeName, options: BlockdevOptions, driver: any BlockDriver, implicit: Bool = false) {
         self.name = name
         self.options = options
         self.driver = driver
         self.isActive = options.active
+        self.isImplicit = implicit
         for child in driver.children { child.parents.insert(name) }
     }
 
@@ -90,7 +97,9 @@ public final class BlockNode {
     /// Closes the image, releasing its locks and its children. Only without users.
     func close() {
         precondition(users.isEmpty, "closing node '\(name)' while it has users")
+        let children = driver.children
         driver.close()
-        for child in driver.children { child.parents.remove(name) }
+        for child in children { child.parents.remove(name) }
+        isClosed = true
     }
 }

@@ -92,12 +92,15 @@ extension BlockGraph {
     /// lock while nothing uses it, so the lock alone would not stop it).
     func refuseFileInUse(_ filename: String, except: NodeName? = nil) throws(BlockError) {
         let real = Qcow2ChainOpening.realPath(filename)
-        for node in nodes.values.sorted(by: { $0.name.rawValue < $1.name.rawValue }) where node.name != except {
+        // Nodes a user added first: a node opened from a header is named through its owner.
+        for node in nodes.values.sorted(by: { ($0.isImplicit ? 1 : 0, $0.name.rawValue) < ($1.isImplicit ? 1 : 0, $1.name.rawValue) })
+        where node.name != except {
+            let owner = node.isImplicit ? " (a backing layer opened from the header of node '\(monitorOwner(of: node).name)')" : ""
             if case .file(let file) = node.options.driver, Qcow2ChainOpening.realPath(file.filename) == real {
-                throw BlockError(errno: EBUSY, "'\(filename)' is open as node '\(node.name)'; use that node as the file to create the image in, or delete it first")
+                throw BlockError(errno: EBUSY, "'\(filename)' is open as node '\(node.name)'\(owner); use that node as the file to create the image in, or delete it first")
             }
             if let qcow2 = node.driver as? Qcow2Driver, Qcow2ChainOpening.realPath(qcow2.filename) == real {
-                throw BlockError(errno: EBUSY, "'\(filename)' is the image of qcow2 node '\(node.name)'; delete that node first")
+                throw BlockError(errno: EBUSY, "'\(filename)' is the image of qcow2 node '\(node.name)'\(owner); delete that node first")
             }
         }
     }

@@ -97,28 +97,33 @@ extension Qcow2Driver {
         guard chain.depth < Qcow2ChainOpening.maximumDepth else {
             throw BlockError(errno: ELOOP, "\(subject): the backing chain is deeper than \(Qcow2ChainOpening.maximumDepth) images")
         }
-        var resolvedFormat = format ?? ""
-        if format == nil { resolvedFormat = try probeFormat(path, subject: subject) }
+        // Probed even when the header names the format: a missing file is reported here
+        // with the image that names it, not with the generated name of its node.
+        let probed = try probeFormat(path, subject: subject)
+        let resolvedFormat = format ?? probed
         var file = FileOptions(filename: path)
         file.readOnly = true
-        let node = chain.topNode ?? NodeName("backing")
+        // Each layer becomes an implicit node of the graph (ImplicitNodes.swift), named in
+        // errors by the node that opened the chain.
         switch resolvedFormat {
         case "qcow2":
             var options = Qcow2Options(file: .inline(file))
             options.readOnly = true
-            var next = chain
-            next.topNode = node
-            let driver = try Qcow2Driver.open(options, node: node, nodes: [:], chain: next)
+            let name = ImplicitNodeName.next()
+            let driver = try Qcow2Driver.open(options, node: name, nodes: [:], chain: chain)
             let depth = 1 + (driver.backingDisplay?.depth ?? 0)
-            return Qcow2OpenedBacking(io: .qcow2(driver.io as! Qcow2IO), child: .owned(driver),
+            let layer = BlockNode(name: name, options: BlockdevOptions(nodeName: name, driver: .qcow2(options)), driver: driver, implicit: true)
+            return Qcow2OpenedBacking(io: .qcow2(driver.image), child: .node(layer),
                                       display: Qcow2BackingDisplay(filename: path, format: "qcow2", depth: depth))
         case "raw":
-            let driver = try FileDriver.open(file, node: node, nodes: [:])
+            let name = ImplicitNodeName.next()
+            let driver = try FileDriver.open(file, node: name, nodes: [:])
             guard let io = driver.io as? FileIO else {
                 driver.close()
                 throw BlockError(errno: EINVAL, "\(subject): backing file '\(path)' is not a plain file")
             }
-            return Qcow2OpenedBacking(io: .raw(io), child: .owned(driver), display: Qcow2BackingDisplay(filename: path, format: "raw", depth: 1))
+            let layer = BlockNode(name: name, options: BlockdevOptions(nodeName: name, driver: .file(file)), driver: driver, implicit: true)
+            return Qcow2OpenedBacking(io: .raw(io), child: .node(layer), display: Qcow2BackingDisplay(filename: path, format: "raw", depth: 1))
         default:
             throw BlockError(errno: ENOTSUP, "\(subject): backing file '\(path)' has format '\(resolvedFormat)'; only qcow2 and raw backing files are supported")
         }

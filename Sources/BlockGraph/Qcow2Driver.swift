@@ -9,9 +9,10 @@ import Qcow2Format
 /// data path (Qcow2IO) serves reads and writes on the IOThreads, with its allocator
 /// (Qcow2Allocator) for writes that need new clusters.
 ///
-/// Children are either graph nodes (`file=<node>`, `backing=<node>`: this node is their
-/// user, so they cannot be deleted under it) or opened by this node and owned by it (an
-/// inline file object, the backing chain from the header), closed with it.
+/// Children are either graph nodes (`file=<node>`, `backing=<node>`, and the implicit nodes
+/// of the backing chain its header names: this node is their user, so they cannot be
+/// deleted under it; the implicit ones close with it) or opened by this node and owned by
+/// it (an inline file object), closed with it.
 @ControlActor
 final class Qcow2Driver: BlockDriver {
     /// A child this node uses: a node of the graph, or a driver of its own.
@@ -134,10 +135,13 @@ final class Qcow2Driver: BlockDriver {
         }
     }
 
-    /// Closes an owned child, or stops using a node child.
-    private static func release(_ child: Child, user: AnyObject?) {
+    /// Closes an owned child, or stops using a node child; an implicit node (a layer opened
+    /// from the header) closes with its last user, the graph then forgets it.
+    static func release(_ child: Child, user: AnyObject?) {
         switch child {
-        case .node(let node): if let user { node.removeUser(user) }
+        case .node(let node):
+            if let user { node.removeUser(user) }
+            if node.isImplicit && node.userCount == 0 && !node.isClosed { node.close() }
         case .owned(let driver):
             try? driver.applyPermissions([])
             driver.close()

@@ -23,6 +23,10 @@ extension Daemon {
         if stateFile != nil, let chain = try? graph.commitChain(active: device, top: top, base: base), !chain.isActiveCommit {
             throw QMPError(.genericError, "an intermediate commit (top '\(chain.top.name)' below '\(device.name)') is not recorded in the state file yet; commit the active layer, or run without --state-file")
         }
+        // Nor is a pivot onto a node opened from an image's header (its name is generated).
+        if stateFile != nil, let chain = try? graph.commitChain(active: device, top: top, base: base), chain.isActiveCommit, chain.base.isImplicit {
+            throw QMPError(.genericError, "committing the active layer into '\(chain.base.display.file)' (opened from an image's header, node '\(chain.base.name)') moves the export onto a node the state file cannot name; add the base with blockdev-add and backing=, or run without --state-file")
+        }
         let options = CommitOptions(jobID: request.jobID, device: device.name, top: top, base: base, backingFile: request.backingFile,
                                     speed: request.speed, autoFinalize: request.autoFinalize, autoDismiss: request.autoDismiss)
         do throws(JobError) {

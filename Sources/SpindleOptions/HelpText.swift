@@ -82,7 +82,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            with internal snapshots open read-only only
                          backing: a qcow2 or file node under the image, or null
                            for none (default: the chain the image's header
-                           names, opened read-only)
+                           names, opened read-only, each layer a node named
+                           #block<n>, closed with this node)
                          l2-cache-size: L2 table cache (default: the whole
                            image's tables, at most 32M)
 
