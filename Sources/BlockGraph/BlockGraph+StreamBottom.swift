@@ -25,14 +25,14 @@ extension BlockGraph {
         if bottom == top.name {
             index = -1  // QEMU's chain starts at the device itself: nothing to copy
         } else {
-            guard let found = layers.firstIndex(where: { $0.node == bottom }) else {
+            guard let found = layers.firstIndex(where: { $0.node == bottom || $0.implicitNode == bottom }) else {
                 throw BlockError(errno: EINVAL, "Node '\(bottom)' is not in a chain starting from '\(device)'")
             }
             index = found
         }
         guard index + 1 < layers.count else { return (nil, nil) }
         let base = layers[index + 1]
-        if let name = base.node { return (nil, name) }
+        if let name = base.node ?? base.implicitNode { return (nil, name) }
         return (base.filename, nil)
     }
 }
