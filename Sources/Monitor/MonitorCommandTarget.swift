@@ -58,6 +58,9 @@ public protocol MonitorCommandTarget: AnyObject {
     /// block-stream: pull a qcow2 node's backing layers (above a base) into it, then drop them.
     /// Default (StreamCommands.swift) refuses.
     func blockStream(_ request: StreamRequest) async throws(QMPError)
+    /// blockdev-reopen: change nodes' read-only mode (`arguments`: each node's options as
+    /// given, for the state file). Default (BlockdevReopenCommands.swift) refuses.
+    func blockdevReopen(_ options: [BlockdevOptions], arguments: [JSONObject]) async throws(QMPError)
 }
 
 extension MonitorCommandTarget {

@@ -21,6 +21,7 @@ struct QMPCommandDispatcher {
         "blockdev-create", "blockdev-snapshot", "blockdev-snapshot-sync",
         "block-commit", "block-job-complete",
         "block-stream",
+        "blockdev-reopen",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -73,6 +74,7 @@ struct QMPCommandDispatcher {
         case "block-commit": return try await CommitCommands(target: target).blockCommit(&arguments)
         case "block-job-complete": return try CommitCommands(target: target).blockJobComplete(&arguments)
         case "block-stream": return try await StreamCommands(target: target).blockStream(&arguments)
+        case "blockdev-reopen": return try await BlockdevReopenCommands(target: target).blockdevReopen(request.arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

@@ -157,6 +157,8 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            job-complete or block-job-complete) (README)
                            block-stream (pull a qcow2 chain into its top node
                            while the guest runs; a job) (README)
+                           blockdev-reopen (read-only/read-write of file and
+                           qcow2 nodes while they run) (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes
