@@ -224,7 +224,7 @@ def test_refusals_have_qemus_texts(daemon):
     assert nodes(client) == ["base", "mid", "other", "top"]
 
 
-def test_a_read_only_base_or_a_header_chain_is_refused_clearly(daemon):
+def test_a_header_chain_is_refused_clearly(daemon):
     client, tmp = daemon
     base, mid, top, reference = make_chain(tmp)
     # A node that opened its chain from the header has no base node to pivot to.
@@ -232,11 +232,8 @@ def test_a_read_only_base_or_a_header_chain_is_refused_clearly(daemon):
        file={"driver": "file", "filename": str(top), "read-only": True})
     reply = client.cmd_raw("block-commit", {"job-id": "r", "device": "whole"})
     assert "opened its backing chain from its image's header" in reply["error"]["desc"]
-    ok(client, "blockdev-del", **{"node-name": "whole"})
-    open_chain(client, base, mid, top, base_read_only=True)
-    reply = client.cmd_raw("block-commit", {"job-id": "r", "device": "top"})
-    assert reply["error"]["desc"].startswith("Base node 'base' is read-only")
     assert ok(client, "query-jobs") == []
+    # (A read-only base is reopened read-write for the job: test_qcow2_reopen.py.)
 
 
 def test_intermediate_commit_backs_top_onto_base_without_ready(daemon):
