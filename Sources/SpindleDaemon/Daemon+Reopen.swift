@@ -15,8 +15,10 @@ extension Daemon {
             throw QMPError(.genericError, error.message)
         }
         guard let recorder = stateFile else { return }
-        // One entry per node, so that a later reopen of the same node replaces it.
-        for object in arguments {
+        // One entry per node, so that a later reopen of the same node replaces it; without
+        // "backing" (omitted: kept), which a later commit or stream may change.
+        for var object in arguments {
+            object["backing"] = nil
             recorder.model.record(StateEntry(command: "blockdev-reopen", arguments: JSONObject(["options": .array([.object(object)])])))
         }
         recordGraphChanges()
