@@ -295,3 +295,23 @@ def test_an_active_commit_into_a_read_only_base_survives_a_restart(tmp_path):
         backend.stop()
     img_check(base)
     compare(base, reference)
+
+
+def test_going_read_write_runs_the_checks_of_a_read_write_open(daemon):
+    """An image with an internal snapshot stays read-only (the text of a read-write open),
+    and the node serves as before."""
+    client, tmp = daemon
+    image = tmp / "snapped.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", str(image), str(SIZE))
+    run("qemu-io", "-f", "qcow2", "-c", f"write -P 0x19 0 {64 * KiB}", str(image))
+    run("qemu-img", "snapshot", "-c", "s1", str(image))
+    ok(client, "blockdev-add", **qcow2_opts("q", image, True))
+    desc = error(client, "blockdev-reopen", options=[qcow2_opts("q", image, False)])
+    assert "internal snapshot" in desc and "read-only=on" in desc, desc
+    assert node(client, "q")["ro"] is True
+    assert shared_open_works(image)  # no write lock was left behind
+    sock = export(client, tmp, "q", writable=False)
+    result = subprocess.run([str(BENCH), "--socket", str(sock), "--dump", str(tmp / "q.dump"), "--bs", str(192 * KiB)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp / "q.dump").read_bytes()[:64 * KiB] == b"\x19" * (64 * KiB)
