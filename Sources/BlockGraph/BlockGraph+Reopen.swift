@@ -26,7 +26,7 @@ extension BlockGraph {
         guard node.isActive else {
             throw BlockError(errno: EPERM, "Node '\(node.name)' is inactive; activate it first (blockdev-set-active)")
         }
-        if readOnly, node.userNeeds.contains(where: { $0.contains(.write) }) {
+        if readOnly, node.userNeeds.contains(where: { $0.contains(.write) }) || hasWritableImageAbove(node) {
             throw BlockError(errno: EBUSY, "Read-only block node '\(node.name)' cannot support read-write users")
         }
         switch node.driver {
@@ -102,6 +102,15 @@ extension BlockGraph {
             }
         }
         setReadOnlyOption(node, qcow2, fileNode: fileNode, readOnly: true)
+    }
+
+    /// Whether a read-write qcow2 node is built on this (file) node: it writes its file even
+    /// before it has users of its own (it needs the file writable to be writable).
+    private func hasWritableImageAbove(_ node: BlockNode) -> Bool {
+        node.parents.contains { name in
+            guard let parent = nodes[name], let image = parent.driver as? Qcow2Driver, parent.io.writable else { return false }
+            return fileNode(of: image) === node
+        }
     }
 
     private func fileNode(of qcow2: Qcow2Driver) -> BlockNode? {

@@ -39,6 +39,7 @@ extension BlockGraph {
         var done: [(node: BlockNode, wasReadOnly: Bool)] = []
         for step in plan {
             let wasReadOnly = step.node.readOnly
+            let before = step.node.options
             do throws(BlockError) {
                 if let autoReadOnly = step.autoReadOnly, case .file(var file) = step.node.options.driver {
                     file.autoReadOnly = autoReadOnly
@@ -47,6 +48,7 @@ extension BlockGraph {
                 try await reopenDrained(step.node, readOnly: step.readOnly)
                 done.append((step.node, wasReadOnly))
             } catch {
+                if step.node.readOnly == wasReadOnly { step.node.options = before }
                 for undo in done.reversed() {
                     do throws(BlockError) {
                         try await reopenDrained(undo.node, readOnly: undo.wasReadOnly)

@@ -248,6 +248,9 @@ def test_a_qcow2_node_over_a_file_node_takes_its_file_along(daemon):
     ok(client, "blockdev-add", driver="qcow2", **{"node-name": "q", "read-only": True, "file": "qf"})
     ok(client, "blockdev-reopen", options=[{"driver": "qcow2", "node-name": "q", "read-only": False, "file": "qf"}])
     assert node(client, "q")["ro"] is False and node(client, "qf")["ro"] is False
+    # A read-write image needs its file writable, users or not.
+    assert error(client, "blockdev-reopen", options=[file_opts("qf", image, True)]) \
+        == "Read-only block node 'qf' cannot support read-write users"
     sock = export(client, tmp, "q", writable=True)
     assert bench_write(sock, 0, 64 * KiB, 0x6b).returncode == 0
     assert not shared_open_works(image)
