@@ -43,6 +43,8 @@ public final class BlockNode {
     }
 
     public var io: any BlockDriverIO { driver.io }
+    /// What each user needs now (a reopen to read-only refuses writers).
+    var userNeeds: [BlockPermissions] { Array(users.values) }
     public var userCount: Int { users.count }
     public var driverName: String { options.driver.driverName }
     public var readOnly: Bool { !io.writable }

@@ -10,13 +10,17 @@ import Logging
 /// close it; FileIO borrows its number. Locks are QEMU's OFD image locks (ImageLock).
 @ControlActor
 final class FileDriver: BlockDriver {
-    private let node: NodeName
-    private let options: FileOptions
-    private let file: FileIO
+    let node: NodeName
+    /// Its read-only flag changes with a reopen (FileDriver+Reopen).
+    var options: FileOptions
+    let file: FileIO
     /// The open image; nil once closed.
     private var descriptor: OwnedFileDescriptor?
-    /// Its number, for lock and stat calls while it is open.
-    private let fd: Int32
+    /// Its number, for lock and stat calls while it is open (a reopen keeps the number).
+    let fd: Int32
+    var isOpen: Bool { descriptor != nil }
+    /// The users' needs the image's locks were last taken for (a reopen moves them).
+    var lockedFor: [BlockPermissions] = []
 
     private init(node: NodeName, options: FileOptions, descriptor: consuming OwnedFileDescriptor, file: FileIO) {
         self.node = node
@@ -64,6 +68,7 @@ final class FileDriver: BlockDriver {
         let held = users.reduce(BlockPermissions()) { $0.union($1) }
         let shared = users.reduce(ImageLock.sharedBits(for: [])) { $0 & ImageLock.sharedBits(for: $1) }
         try ImageLock.apply(fd: fd, held: ImageLock.qemuBits(held), shared: shared, path: options.filename)
+        lockedFor = users
     }
 
     /// Files grow with ftruncate; shrinking a file or resizing a block device is refused

@@ -30,9 +30,12 @@ struct ImageLock {
 
     /// Checks for conflicts, then takes the lock bytes for `held` permissions and `shared`
     /// bits, releasing bytes no longer needed. Returns an error naming the conflict.
-    static func apply(fd: Int32, held: UInt8, shared: UInt8, path: String) throws(BlockError) {
+    /// `checkingConflicts: false` (a reopen moving locks that another descriptor of ours
+    /// holds already to a new one) sets the bytes without looking: the test would see our
+    /// own locks as another's.
+    static func apply(fd: Int32, held: UInt8, shared: UInt8, path: String, checkingConflicts: Bool = true) throws(BlockError) {
         let unshared = ~shared & 0x0F
-        for bit in 0..<qemuBitCount {
+        for bit in 0..<qemuBitCount where checkingConflicts {
             let mask: UInt8 = 1 << bit
             if held & mask != 0, spindle_ofd_test(fd, unsharedBase + Int64(bit), F_WRLCK) == 1 {
                 throw lockError(path: path, bit: bit)
@@ -62,6 +65,14 @@ struct ImageLock {
             throw BlockError(errno: -rc, "cannot lock image '\(path)': \(String(cString: strerror(-rc)))")
         }
     }
+
+    /// Whether another open file description refuses writers of the image (holds the
+    /// "unshared write" byte): asked through `fd`, whose own locks never count.
+    static func othersRefuseWriters(fd: Int32) -> Bool {
+        spindle_ofd_test(fd, unsharedBase + 1, F_WRLCK) == 1
+    }
+
+    static func writeLockError(path: String) -> BlockError { lockError(path: path, bit: 1) }
 
     private static func lockError(path: String, bit: Int) -> BlockError {
         let names = ["consistent read", "write", "write unchanged", "resize"]

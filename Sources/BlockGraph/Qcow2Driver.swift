@@ -22,7 +22,7 @@ final class Qcow2Driver: BlockDriver {
     }
 
     let node: NodeName
-    private let file: Child
+    let file: Child
     /// Changed only by a commit, under drain (BlockGraph+CommitSwitch.swift).
     var backing: Child?
     /// Replaced (under drain) only by a resize (Qcow2Driver+Resize).

@@ -8,7 +8,9 @@ import Synchronization
 /// io_uring, on a regular file or block device opened (and locked, and closed) by the GS side.
 public final class FileIO: BlockDriverIO {
     public let fd: Int32
-    public let writable: Bool
+    /// Changed only by a reopen (BlockGraph+Reopen), while every user is drained.
+    private let writableFlag: Atomic<Bool>
+    public var writable: Bool { writableFlag.load(ordering: .relaxed) }
     /// O_DIRECT: guest buffers that are not aligned go through the slot's bounce buffer.
     public let direct: Bool
     public let memoryAlignment: Int
@@ -20,7 +22,7 @@ public final class FileIO: BlockDriverIO {
     public init(fd: Int32, length: UInt64, writable: Bool, direct: Bool, memoryAlignment: Int,
                 offsetAlignment: Int, discardUnmaps: Bool, ignoresFlush: Bool) {
         self.fd = fd
-        self.writable = writable
+        self.writableFlag = Atomic(writable)
         self.direct = direct
         self.memoryAlignment = max(1, memoryAlignment)
         self.offsetAlignment = max(1, offsetAlignment)
@@ -33,6 +35,10 @@ public final class FileIO: BlockDriverIO {
 
     /// GS side only (the node's resize, while its users are drained).
     package func setLength(_ newLength: UInt64) { size.store(newLength, ordering: .releasing) }
+
+    /// GS side only (a reopen, while its users are drained; the descriptor behind `fd` was
+    /// replaced by one opened for the new mode).
+    package func setWritable(_ writable: Bool) { writableFlag.store(writable, ordering: .releasing) }
 
     // Stages of a write-zeroes request, falling back when the filesystem lacks a mode.
     private static let stageZeroRange: UInt8 = 0

@@ -41,8 +41,10 @@ public final class Qcow2IO: BlockDriverIO {
     /// Read per request on the backing path: no dynamic exclusivity check (writes happen
     /// only under drain, when no request reads it).
     @exclusivity(unchecked) nonisolated(unsafe) public private(set) var backing: Qcow2Backing
-    /// The slow path of a writable image (nil: read-only).
-    public let allocator: Qcow2Allocator?
+    /// The slow path of a writable image (nil: read-only). Changed only under drain, by a
+    /// reopen (`replaceAllocator`): the data path object stays, so overlays, filters and
+    /// jobs that hold it keep working.
+    @exclusivity(unchecked) nonisolated(unsafe) public private(set) var allocator: Qcow2Allocator?
     /// How many requests failed on corrupt metadata; the first one is reported (logged by
     /// the GS side's closure: once per image, so the error path allocates once at most).
     public let corruptionsSeen = Atomic<UInt64>(0)
@@ -77,6 +79,10 @@ public final class Qcow2IO: BlockDriverIO {
     /// (GS, only while every user is drained). The scratch sizing (chainClusterSize) is kept:
     /// the new chain is a part of the old.
     public func replaceBacking(_ next: Qcow2Backing) { backing = next }
+
+    /// A reopen's switch between read-only (nil) and read-write (GS, only while every user
+    /// is drained; the caller closed the old allocator first).
+    public func replaceAllocator(_ next: Qcow2Allocator?) { allocator = next }
 
     deinit {
         l1.deinitialize(count: Int(layout.l1Size))
@@ -186,7 +192,7 @@ public final class Qcow2IO: BlockDriverIO {
 
     /// The L2 table offset for `l1Index`: 0 unallocated, `corruptL1` corrupt.
     @inline(__always)
-    func l2TableOffset(_ l1Index: UInt64) -> UInt64 {
+    public func l2TableOffset(_ l1Index: UInt64) -> UInt64 {
         l1Index < UInt64(layout.l1Size) ? l1[Int(l1Index)].load(ordering: .acquiring) : 0
     }
 

@@ -24,6 +24,7 @@ extension CommitJob: MirrorCopierHost {
             if pivot {
                 do {
                     try graph.moveBackends(drained, from: chain.top.name, to: chain.base.name)
+                    keepBaseWritable()  // the guest writes it now
                 } catch {
                     failure = error.message
                     graph.setDataPath(chain.top.io, for: drained)

@@ -19,9 +19,10 @@ import Logging
 /// READY) the overlay above top is switched to base under drain: its header names base,
 /// its data path reads base (CommitJob+Finish.swift).
 ///
-/// Either way the layers above base are closed afterwards if nothing else uses them. Base
-/// is a writable node the caller added (Spindle does not reopen nodes read-write): the job
-/// holds a write user on it while it runs; afterwards only readers (an active commit: the
+/// Either way the layers above base are closed afterwards if nothing else uses them. A
+/// read-only base is reopened read-write for the job and read-only again when it ends, but
+/// stays read-write once an active commit moved the guest onto it (as QEMU). The job holds
+/// a write user on base while it runs; afterwards only readers (an active commit: the
 /// guest's BlockBackends, moved there).
 @ControlActor
 public final class CommitJob {
@@ -33,6 +34,8 @@ public final class CommitJob {
     var drained: [BlockBackend] = []
     /// The nodes this job marked busy (blockedNodes), cleared when it ends.
     var blocked: [BlockNode] = []
+    /// Base was read-only and reopened read-write for the job (CommitJob+Reopen.swift).
+    var reopenedBase = false
     let logger: Logger
 
     static let blocker = "block device is in use by block job: commit"
@@ -68,11 +71,19 @@ public final class CommitJob {
             try jobs.create(id: options.jobID, type: "commit", options: JobOptions(
                 autoFinalize: options.autoFinalize, autoDismiss: options.autoDismiss, speed: options.speed), registry: registry)
         }
+        let reopenedBase: Bool
+        do {
+            reopenedBase = try await makeBaseWritable(chain, graph: graph)
+        } catch {
+            driver.discard()
+            throw error
+        }
         let baseUser: BlockBackend
         do {
             baseUser = try graph.createBackend(name: "#commit-\(options.jobID)", node: chain.base.name, permissions: [.write])
         } catch {
             driver.discard()
+            if reopenedBase { await restoreBaseReadOnly(chain, graph: graph, logger: Logger(label: "spindle.job")) }
             throw JobError(error.message)
         }
         if let refusal = await growBaseIfSmaller(chain, graph: graph) {
@@ -84,6 +95,7 @@ public final class CommitJob {
         let bitmap = DirtyBitmap(length: top.length, granularity: granularity)
         let filter = MirrorFilterIO(source: top.io, target: chain.base.io, bitmap: bitmap)
         let job = CommitJob(options: options, graph: graph, chain: chain, baseUser: baseUser)
+        job.reopenedBase = reopenedBase
         job.blocked = blockedNodes(chain, graph: graph)
         for node in job.blocked { graph.setBlocker(blocker, on: node.name) }
         if chain.isActiveCommit {
@@ -139,9 +151,6 @@ public final class CommitJob {
                 throw JobError("Node '\(layer.name)' has node '\(names)' built on it (a filter, I/O limits or another overlay); committing it is not supported")
             }
         }
-        if chain.base.readOnly {
-            throw JobError("Base node '\(chain.base.name)' is read-only; Spindle does not reopen it read-write for a commit: add it without read-only=on (its file writable)")
-        }
         let below = chain.isActiveCommit ? Array(chain.layers.dropFirst()) : chain.layers
         let others = graph.users(of: chain.base.name) + below.flatMap { graph.users(of: $0.name) }
         if let other = others.first {
@@ -169,6 +178,10 @@ public final class CommitJob {
         if let baseUser {
             self.baseUser = nil
             await graph.deleteBackend(baseUser)
+        }
+        if reopenedBase {
+            reopenedBase = false
+            await Self.restoreBaseReadOnly(chain, graph: graph, logger: logger)
         }
     }
 }

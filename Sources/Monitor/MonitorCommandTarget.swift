@@ -63,6 +63,9 @@ public protocol MonitorCommandTarget: AnyObject {
     func blockJobSetSpeed(device: String, speed: Int64) throws(QMPError)
     /// query-block-jobs: the block jobs (not blockdev-create's). Default: none.
     func queryBlockJobs() -> [BlockJobQueryInfo]
+    /// blockdev-reopen: change nodes' read-only mode (`arguments`: each node's options as
+    /// given, for the state file). Default (BlockdevReopenCommands.swift) refuses.
+    func blockdevReopen(_ options: [BlockdevOptions], arguments: [JSONObject]) async throws(QMPError)
 }
 
 extension MonitorCommandTarget {

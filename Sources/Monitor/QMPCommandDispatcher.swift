@@ -22,6 +22,7 @@ struct QMPCommandDispatcher {
         "block-commit", "block-job-complete",
         "block-stream",
         "block-job-set-speed", "query-block-jobs",
+        "blockdev-reopen",
     ]
 
     func run(_ request: QMPRequest) async throws(QMPError) -> JSONValue {
@@ -76,6 +77,7 @@ struct QMPCommandDispatcher {
         case "block-stream": return try await StreamCommands(target: target).blockStream(&arguments)
         case "block-job-set-speed": return try BlockJobSpeedCommands(target: target).blockJobSetSpeed(&arguments)
         case "query-block-jobs": return try BlockJobSpeedCommands(target: target).queryBlockJobs(&arguments)
+        case "blockdev-reopen": return try await BlockdevReopenCommands(target: target).blockdevReopen(request.arguments)
         default: throw QMPError(.commandNotFound, "The command \(request.command) has not been found")
         }
     }

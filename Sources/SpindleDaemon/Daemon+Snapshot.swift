@@ -12,6 +12,7 @@ extension Daemon {
         } catch {
             throw QMPError(.genericError, error.message)
         }
+        if let old = graph.nodes[NodeName(node)] { await reopenOldActiveLayerReadOnly(old) }
     }
 
     /// Creates the overlay (mode absolute-paths: a qcow2 image of the node's size naming the
@@ -46,6 +47,7 @@ extension Daemon {
         } catch {
             throw QMPError(.genericError, error.message)
         }
+        await reopenOldActiveLayerReadOnly(base)
     }
 
     /// The node `device` (an export id, then a node name) or `node-name` names.

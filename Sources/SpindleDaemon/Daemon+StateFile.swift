@@ -102,6 +102,7 @@ extension Daemon {
     /// Brings the model in line with changes no command names (a pivot; nodes drive_del
     /// closed), then writes the next generation.
     private func saveState(_ recorder: StateFileRecorder) throws(StateFileError) {
+        recordReadOnlyChanges(recorder)
         for export in exports {
             // The node it serves: below block_set_io_throttle's implicit node (that command's
             // own entry brings the node back), else the root a pivot may have moved.

@@ -14,6 +14,12 @@ struct StateEntry: Sendable, Equatable {
     /// (blockdev-set-active without node-name).
     var key: StateKey? {
         guard let rule else { return nil }
+        if command == "blockdev-reopen" {
+            // Recorded one node at a time (Daemon+Reopen.swift): the node its options name.
+            guard case .array(let list)? = arguments["options"], list.count == 1, case .object(let options) = list[0],
+                  case .string(let id)? = options["node-name"] else { return nil }
+            return StateKey(kind: .node, id: id)
+        }
         for name in rule.idArguments {
             guard case .string(let value)? = arguments[name] else { continue }
             // qom-set names its object by QOM path ("/objects/tg0"); the id is the last part.
@@ -78,6 +84,8 @@ struct StateRecordingRule: Sendable {
         // -sync also creates the overlay node (replayed with mode=existing: the file is there).
         "blockdev-snapshot": .init(effect: .modify, kind: .node, idArguments: ["overlay"]),
         "blockdev-snapshot-sync": .init(effect: .create, kind: .node, idArguments: ["snapshot-node-name"]),
+        // One entry per node (its key: the node-name in "options"), made by the daemon.
+        "blockdev-reopen": .init(effect: .modify, kind: .node, idArguments: []),
     ]
 }
 
@@ -94,6 +102,8 @@ extension StateEntry {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
             guard words.count == 2, words[0] == "drive_del" else { return nil }
             return .exportDeletion(id: String(words[1]))
+        case "blockdev-reopen":
+            return nil  // recorded per node by the daemon (Daemon+Reopen.swift)
         case "blockdev-snapshot-sync":
             var replayed = arguments
             replayed["mode"] = .string("existing")  // never create (overwrite) the overlay again

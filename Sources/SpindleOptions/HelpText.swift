@@ -159,7 +159,9 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            block-stream (pull a qcow2 chain into its top node
                            while the guest runs; a job) (README)
                            block-job-set-speed (a running job's speed limit),
-                           query-block-jobs (README)
+                           query-block-jobs,
+                           blockdev-reopen (read-only/read-write of file and
+                           qcow2 nodes while they run) (README)
                            job-complete, job-finalize, job-dismiss (README)
                          statistics: query-blockstats (QEMU's shape: one entry
                            per export, per-queue figures in x-queues; query-nodes

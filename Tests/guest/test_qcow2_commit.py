@@ -224,14 +224,8 @@ def test_refusals_have_qemus_texts(daemon):
     assert nodes(client) == ["base", "mid", "other", "top"]
 
 
-def test_a_read_only_base_or_a_header_chain_is_refused_clearly(daemon):
-    client, tmp = daemon
-    base, mid, top, reference = make_chain(tmp)
-    # (A chain opened from the header: test_qcow2_implicit.py.)
-    open_chain(client, base, mid, top, base_read_only=True)
-    reply = client.cmd_raw("block-commit", {"job-id": "r", "device": "top"})
-    assert reply["error"]["desc"].startswith("Base node 'base' is read-only")
-    assert ok(client, "query-jobs") == []
+# A chain opened from the header: test_qcow2_implicit.py; a read-only base reopened
+# read-write for the job: test_qcow2_reopen.py.
 
 
 def test_intermediate_commit_backs_top_onto_base_without_ready(daemon):

@@ -22,7 +22,6 @@ pytestmark = SKIPS
 
 SIZE = 8 * MiB
 IMPLICIT = re.compile(r"^#block[0-9]+$")
-NEEDS_REOPEN = pytest.mark.xfail(reason="needs BlockGraph.reopen (other piece)", strict=False)
 
 
 def make_chain(tmp: Path) -> tuple[Path, Path, Path, Path]:
@@ -171,7 +170,6 @@ def test_stream_down_to_a_layer_of_the_header_chain(daemon, how):
     compare(top, reference)
 
 
-@NEEDS_REOPEN
 def test_intermediate_commit_by_file_names_drops_the_committed_layer(daemon):
     client, tmp = daemon
     base, mid, top, reference = make_chain(tmp)
@@ -188,7 +186,6 @@ def test_intermediate_commit_by_file_names_drops_the_committed_layer(daemon):
     compare(top, reference)
 
 
-@NEEDS_REOPEN
 def test_active_commit_into_the_bottom_by_node_name_pivots_onto_it(daemon):
     client, tmp = daemon
     base, mid, top, reference = make_chain(tmp)
