@@ -15,6 +15,10 @@ import Synchronization
 /// request records the ring of the thread that submitted it (`driverOwnerRing`), so routing
 /// takes no lock and no table; the kernel carries the completion across threads.
 /// Per request: librbd's completion object (librbd allocates it) and one NOP or message.
+///
+/// While a request is in flight its IOThread does not busy-poll (`IOContext.offRingRequests`):
+/// librbd's threads complete it, milliseconds later, and a spinning IOThread took the CPU
+/// they needed (bench/results/2026-12-07-rbd-threads.md: fewer IOPS, more CPU per request).
 public final class RbdIO: BlockDriverIO {
     /// librbd's image handle (its aio calls are thread-safe); closed by the driver after
     /// the watcher has stopped.
@@ -80,12 +84,15 @@ public final class RbdIO: BlockDriverIO {
             spindle_rbd_aio_release(completion)
             return .done(rc)
         }
+        // Until `complete`, on this thread: the IOThread sleeps rather than busy-polls meanwhile.
+        context.offRingRequestStarted()
         return .queued
     }
 
     /// The NOP that the watcher queued: its own result (0) says nothing; librbd's is kept.
     public func complete(_ request: UnsafeMutablePointer<BlockRequest>, result: Int32, on context: IOContext) -> Int32? {
-        request.pointee.driverResult
+        context.offRingRequestEnded()
+        return request.pointee.driverResult
     }
 
     /// A completion librbd gave back (on the watcher's IOThread, which need not be the

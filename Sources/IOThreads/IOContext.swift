@@ -31,6 +31,12 @@ public final class IOContext: @unchecked Sendable {
     /// or completed in that batch (request statistics: VirtioBlkRequestHandler). Owner only.
     @usableFromInline let batchClock: UnsafeMutablePointer<UInt64>
 
+    /// Requests of this thread that wait on other threads instead of on this ring (rbd:
+    /// librbd's and librados' threads, the network). While one is in flight the IOThread does
+    /// not busy-poll (IOThread.pollOnce): its completion is milliseconds away and comes from
+    /// threads that need the CPU a spinning IOThread would hold. Owner only.
+    @usableFromInline let offRingRequests: UnsafeMutablePointer<Int>
+
     /// How many times `sqe()` submits a full SQ before it gives up.
     private static let submitAttempts = 1_000
 
@@ -50,6 +56,8 @@ public final class IOContext: @unchecked Sendable {
         self.completionEntries = Int(ring.pointee.cq.ring_entries)
         batchClock = .allocate(capacity: 1)
         batchClock.initialize(to: Self.monotonicNanoseconds())
+        offRingRequests = .allocate(capacity: 1)
+        offRingRequests.initialize(to: 0)
         owner.bindToCurrentThread()
     }
 
@@ -57,6 +65,7 @@ public final class IOContext: @unchecked Sendable {
         io_uring_queue_exit(ring)
         ring.deallocate()
         batchClock.deallocate()
+        offRingRequests.deallocate()
     }
 
     // MARK: the batch clock (the owning thread)
@@ -79,6 +88,20 @@ public final class IOContext: @unchecked Sendable {
     public func beginBatch() {
         beginBatch(at: Self.monotonicNanoseconds())
     }
+
+    // MARK: requests completed off the ring (the owning thread)
+
+    /// A driver queued a request that other threads complete (see `offRingRequests`).
+    @inlinable @inline(__always)
+    public func offRingRequestStarted() { offRingRequests.pointee &+= 1 }
+
+    /// Such a request completed, on this (its owning) thread.
+    @inlinable @inline(__always)
+    public func offRingRequestEnded() { offRingRequests.pointee &-= 1 }
+
+    /// Requests in flight that other threads complete.
+    @inlinable @inline(__always)
+    public var offRingRequestsInFlight: Int { offRingRequests.pointee }
 
     /// CLOCK_MONOTONIC in ns.
     @inlinable @inline(__always)

@@ -294,6 +294,10 @@ public final class IOThread: @unchecked Sendable {
     private func pollOnce(_ ring: UnsafeMutablePointer<io_uring>) -> Bool {
         let window = pollWindow.currentNs
         guard window > 0, !pollers.isEmpty else { return false }
+        // Requests that other threads complete (rbd) are in flight: sleep instead. Spinning
+        // took a CPU from librbd's threads and cost more per request than it saved
+        // (bench/results/2026-12-07-rbd-threads.md).
+        guard context.offRingRequestsInFlight == 0 else { return false }
         _ = io_uring_submit(ring)
         for poller in pollers { poller.pollingBegins() }
         let began = monotonicNanoseconds()

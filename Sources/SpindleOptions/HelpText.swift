@@ -175,6 +175,7 @@ Spindle: a vhost-user-blk storage daemon, compatible with qemu-storage-daemon
                            before sleeping, adaptively as QEMU (default 100000;
                            0 disables); poll-grow, poll-shrink: how the window
                            grows and shrinks (default 2 and reset to 0)
+                           (no polling while rbd requests are in flight)
                          x-sleep=poll: sleep in poll(2), not io_uring_enter
                            (for profiling under valgrind only)
   --object [qom-type=]throttle-group,id=<id>[,limits.<limit>=<n>...]
