@@ -22,7 +22,11 @@ public final class IOThread: @unchecked Sendable {
     public static let ignoredHandler = HandlerID(index: UInt16(maxHandlers - 1), generation: 0)
 
     // Thread-confined state (only the IOThread touches these after start).
-    private let handlers: UnsafeMutablePointer<(any IOCompletionHandler)?>
+    /// Retained at register, released after unregister (see HandlerBox).
+    private let handlers: UnsafeMutablePointer<Unmanaged<HandlerBox>?>
+    /// Boxes of handlers unregistered since the loop last came round: one may be unregistered
+    /// from its own call, which must not free it (nothing else may hold it) while it runs.
+    private var retiredHandlers: [HandlerBox] = []
     /// Each handler slot's current generation (see HandlerID), bumped when it is unregistered.
     private let generations: UnsafeMutablePointer<UInt16>
     private var freeHandlerIDs: [UInt16]
@@ -33,7 +37,7 @@ public final class IOThread: @unchecked Sendable {
     /// Handlers waiting for a span block.
     let spanBlockWaiters: HandlerSchedule
     private var stopping = false
-    private var pollers: [any IOPoller] = []
+    private let pollers: PollerList
     private var pollWindow: PollWindow
     /// Statistics for query-iothreads, written by the thread, read by the control thread.
     private let pollHitCount = Atomic<UInt64>(0)
@@ -79,6 +83,7 @@ public final class IOThread: @unchecked Sendable {
         batchEnds = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: Self.maxHandlers, what: "IOThread \(id), end of batch")
         nextTurns = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), next turn")
         spanBlocks = SpanBlockPool(maxBlocks: maxSpanBlocks)
+        pollers = PollerList(capacity: Self.maxHandlers, what: "IOThread \(id)")
         spanBlockWaiters = HandlerSchedule(handlers: Self.maxHandlers, listCapacity: 2 * Self.maxHandlers, what: "IOThread \(id), span block waiters")
         freeHandlerIDs = (1..<Self.ignoredHandler.index).reversed()
         inboxFD = eventfd(0, Int32(EFD_CLOEXEC))
@@ -89,6 +94,7 @@ public final class IOThread: @unchecked Sendable {
     }
 
     deinit {
+        for index in 0..<Self.maxHandlers { handlers[index]?.release() }
         handlers.deinitialize(count: Self.maxHandlers)
         handlers.deallocate()
         generations.deallocate()
@@ -173,7 +179,7 @@ public final class IOThread: @unchecked Sendable {
         guard let index = freeHandlerIDs.popLast() else {
             fatalError("IOThread \(self.id): more than \(Self.maxHandlers) completion handlers")
         }
-        handlers[Int(index)] = handler
+        handlers[Int(index)] = .passRetained(HandlerBox(handler))
         return HandlerID(index: index, generation: generations[Int(index)])
     }
 
@@ -184,6 +190,7 @@ public final class IOThread: @unchecked Sendable {
         let index = Int(id.index)
         precondition(handlers[index] != nil && generations[index] == id.generation,
                      "IOThread \(self.id): \(id) unregistered twice, or never registered")
+        retiredHandlers.append(handlers[index].unsafelyUnwrapped.takeRetainedValue())
         handlers[index] = nil
         generations[index] &+= 1
         batchEnds.forget(id.index)
@@ -195,12 +202,12 @@ public final class IOThread: @unchecked Sendable {
     /// Adds a poller: while the adaptive window is open the thread spins on it instead of sleeping.
     public func addPoller(_ poller: any IOPoller) {
         assertOnThread()
-        pollers.append(poller)
+        pollers.add(poller)
     }
 
     public func removePoller(_ poller: any IOPoller) {
         assertOnThread()
-        pollers.removeAll { $0 === poller }
+        pollers.remove(poller)
     }
 
     /// Asks for the handler's endOfBatch once the current batch of CQEs is done.
@@ -220,7 +227,9 @@ public final class IOThread: @unchecked Sendable {
 
     private func runNextTurns() {
         // Handlers that schedule themselves again run on the turn after this one.
-        nextTurns.callEach(includingAdded: false) { handlers[Int($0)]?.nextTurn() }
+        nextTurns.callEach(includingAdded: false) { index in
+            handlers[Int(index)]?._withUnsafeGuaranteedRef { $0.handler.nextTurn() }
+        }
     }
 
     private func run() {
@@ -239,6 +248,7 @@ public final class IOThread: @unchecked Sendable {
         let cqes = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: batchCapacity)
         defer { cqes.deallocate() }
         while !stopping {
+            if !retiredHandlers.isEmpty { retiredHandlers.removeAll() }
             let turnsWaiting = nextTurns.count > 0
             if turnsWaiting {
                 // Work was left for this turn: start what is queued and reap, but do not sleep.
@@ -299,7 +309,7 @@ public final class IOThread: @unchecked Sendable {
         // (bench/results/2026-12-07-rbd-threads.md).
         guard context.offRingRequestsInFlight == 0 else { return false }
         _ = io_uring_submit(ring)
-        for poller in pollers { poller.pollingBegins() }
+        pollers.forEach { $0.pollingBegins() }
         let began = monotonicNanoseconds()
         let deadline = began &+ window
         var found = false
@@ -309,7 +319,7 @@ public final class IOThread: @unchecked Sendable {
             context.beginBatch(at: now)
             if io_uring_cq_ready(ring) > 0 { found = true; break }
             var waitingOnKernel = false
-            for poller in pollers {
+            pollers.forEach { poller in
                 if poller.pollForWork() {
                     found = true
                 } else if poller.hasRequestsInFlight {
@@ -326,7 +336,7 @@ public final class IOThread: @unchecked Sendable {
             }
             now = monotonicNanoseconds()
         } while now < deadline
-        for poller in pollers where poller.pollingEnds() { found = true }
+        pollers.forEach { if $0.pollingEnds() { found = true } }
         let ended = monotonicNanoseconds()
         pollNs.store(pollNs.load(ordering: .relaxed) &+ (ended &- began), ordering: .relaxed)  // one writer
         context.beginBatch(at: ended)  // for the completions reaped next
@@ -349,12 +359,16 @@ public final class IOThread: @unchecked Sendable {
         }
         // A late CQE of an unregistered handler: its slot may serve another handler now.
         guard generations[Int(id.index)] == id.generation else { return }
-        handlers[Int(id.index)]?.handleCompletion(tag: token.tag, result: result, flags: flags)
+        handlers[Int(id.index)]?._withUnsafeGuaranteedRef {
+            $0.handler.handleCompletion(tag: token.tag, result: result, flags: flags)
+        }
     }
 
     private func finishBatch() {
         // endOfBatch may schedule more (it is allowed to), so walk until the list is empty.
-        batchEnds.callEach(includingAdded: true) { handlers[Int($0)]?.endOfBatch() }
+        batchEnds.callEach(includingAdded: true) { index in
+            handlers[Int(index)]?._withUnsafeGuaranteedRef { $0.handler.endOfBatch() }
+        }
     }
 
     @inline(__always)
