@@ -56,9 +56,7 @@ extension FileDriver {
         let newFD = prepared.descriptor.rawValue
         let readOnly = prepared.readOnly
         if options.locking && !lockedFor.isEmpty {
-            let held = lockedFor.reduce(BlockPermissions()) { $0.union($1) }
-            let shared = lockedFor.reduce(ImageLock.sharedBits(for: [])) { $0 & ImageLock.sharedBits(for: $1) }
-            try ImageLock.apply(fd: newFD, held: ImageLock.qemuBits(held), shared: shared, path: options.filename, checkingConflicts: false)
+            try lock(newFD, for: lockedFor, checkingConflicts: false)
         }
         while dup3(newFD, fd, O_CLOEXEC) < 0 {
             let e = errno

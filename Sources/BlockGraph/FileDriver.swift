@@ -65,10 +65,18 @@ final class FileDriver: BlockDriver {
 
     func applyPermissions(_ users: [BlockPermissions]) throws(BlockError) {
         guard options.locking, descriptor != nil else { return }
+        try lock(fd, for: users)
+        lockedFor = users
+    }
+
+    /// Takes the image-lock bytes `users` need on `descriptor` (what they hold, what they let
+    /// others hold). `checkingConflicts: false` only when moving locks this node already
+    /// holds to a new descriptor (FileDriver+Reopen).
+    func lock(_ descriptor: Int32, for users: [BlockPermissions], checkingConflicts: Bool = true) throws(BlockError) {
         let held = users.reduce(BlockPermissions()) { $0.union($1) }
         let shared = users.reduce(ImageLock.sharedBits(for: [])) { $0 & ImageLock.sharedBits(for: $1) }
-        try ImageLock.apply(fd: fd, held: ImageLock.qemuBits(held), shared: shared, path: options.filename)
-        lockedFor = users
+        try ImageLock.apply(fd: descriptor, held: ImageLock.qemuBits(held), shared: shared, path: options.filename,
+                            checkingConflicts: checkingConflicts)
     }
 
     /// Files grow with ftruncate; shrinking a file or resizing a block device is refused
