@@ -38,10 +38,7 @@ extension Qcow2Driver {
             throw BlockError(errno: ESTALE, "\(subject): '\(filename)' changed on disk since the node opened it (another program wrote it); reopen refused: delete the node and add it again")
         }
         let writing = try reader.prepareWriting(read, fileWritable: true)
-        guard let allocator = Qcow2Allocator(fd: image.fd, layout: read.layout, version: read.header.version, refcountOrder: read.header.refcountOrder,
-                                             refcountTable: writing.refcountTable, chainClusterSize: image.chainClusterSize) else {
-            throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path")
-        }
+        let allocator = try reader.makeAllocator(read, writing, chainClusterSize: image.chainClusterSize, subject: subject)
         header = read.header
         return allocator
     }

@@ -88,10 +88,7 @@ extension Qcow2Driver {
             let reader = Qcow2ImageReader(fd: old.fd, fileLength: UInt64(stats.st_size), subject: "\(subject) ('\(filename)')")
             let read = try reader.read(readOnly: false)
             let writing = try reader.prepareWriting(read, fileWritable: true)
-            guard let allocator = Qcow2Allocator(fd: old.fd, layout: read.layout, version: read.header.version, refcountOrder: read.header.refcountOrder,
-                                                 refcountTable: writing.refcountTable, chainClusterSize: old.chainClusterSize) else {
-                throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path")
-            }
+            let allocator = try reader.makeAllocator(read, writing, chainClusterSize: old.chainClusterSize, subject: subject)
             image = Qcow2IO(layout: read.layout, fd: old.fd, l2TableOffsets: read.l2TableOffsets, cache: old.cache, backing: old.backing,
                             allocator: allocator,
                             reportCorruption: corruptionRelay.reporter(subject: subject, filename: filename, logger: Qcow2ChainOpening().logger))

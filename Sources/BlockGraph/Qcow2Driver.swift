@@ -75,9 +75,7 @@ final class Qcow2Driver: BlockDriver {
             var allocator: Qcow2Allocator?
             if let writing {
                 let chainClusterSize = max(Int(read.layout.clusterSize), backing.io.chainClusterSize)
-                allocator = Qcow2Allocator(fd: fileIO.fd, layout: read.layout, version: read.header.version, refcountOrder: read.header.refcountOrder,
-                                           refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize)
-                guard allocator != nil else { throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path") }
+                allocator = try reader.makeAllocator(read, writing, chainClusterSize: chainClusterSize, subject: subject)
             }
             let relay = Qcow2CorruptionRelay()
             let io = Qcow2IO(layout: read.layout, fd: fileIO.fd, l2TableOffsets: read.l2TableOffsets, cache: cache,

@@ -43,4 +43,14 @@ extension Qcow2ImageReader {
         }
         return Writing(refcountTable: table)
     }
+
+    /// The write path's allocator for the image just read and prepared (open, resize,
+    /// reopen read-write), on this reader's descriptor.
+    func makeAllocator(_ image: Image, _ writing: Writing, chainClusterSize: Int, subject: String) throws(BlockError) -> Qcow2Allocator {
+        guard let allocator = Qcow2Allocator(fd: fd, layout: image.layout, version: image.header.version, refcountOrder: image.header.refcountOrder,
+                                             refcountTable: writing.refcountTable, chainClusterSize: chainClusterSize) else {
+            throw BlockError(errno: ENOMEM, "\(subject): cannot allocate the buffers of its write path")
+        }
+        return allocator
+    }
 }
