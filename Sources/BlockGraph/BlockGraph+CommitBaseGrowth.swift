@@ -32,13 +32,7 @@ extension BlockGraph {
             } catch {
                 throw refusal(error.message)
             }
-            guard base.io !== before else { return }
-            // qcow2: a new data path for the same image.
-            setDataPath(base.io, for: users(of: base.name))
-            guard let grown = base.io as? Qcow2IO else { return }
-            for parent in base.parents {
-                (nodes[parent]?.io as? Qcow2IO)?.replaceBacking(.qcow2(grown))
-            }
+            adoptResizedDataPath(of: base, replacing: before)
         }
         Logger(label: "spindle.block").notice("commit base grown to its top's size", metadata: ["node": "\(base.name)", "from": "\(oldSize)", "to": "\(size)"])
     }

@@ -189,11 +189,22 @@ public final class BlockGraph {
         try await withDrained(affected) { () throws(BlockError) in
             let before = node.io
             try node.resize(to: size)
-            if node.io !== before { setDataPath(node.io, for: users(of: node.name)) }  // qcow2: a new data path
+            adoptResizedDataPath(of: node, replacing: before)
         }
         let (notified, unnotified) = tellDevicesResized(affected)
         logger.info("resized node", metadata: ["node": "\(name)", "from": "\(oldSize)", "to": "\(size)"])
         return ResizeResult(oldSize: oldSize, newSize: size, notifiedDevices: notified, unnotifiedDevices: unnotified)
+    }
+
+    /// After a resize under drain: a qcow2 node's rebuilt data path (same image, new
+    /// Qcow2IO) goes to its BlockBackends and to the qcow2 overlays built on it.
+    func adoptResizedDataPath(of node: BlockNode, replacing before: any BlockDriverIO) {
+        guard node.io !== before else { return }
+        setDataPath(node.io, for: users(of: node.name))
+        guard let rebuilt = node.io as? Qcow2IO else { return }
+        for parent in node.parents {
+            (nodes[parent]?.io as? Qcow2IO)?.replaceBacking(.qcow2(rebuilt))
+        }
     }
 
     /// Tells each device on `backends` that its disk changed size (block_resize, or a resize
