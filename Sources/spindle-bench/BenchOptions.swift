@@ -35,6 +35,12 @@ struct BenchOptions: Sendable {
     /// Data checks: every write's buffer holds this byte; every read must return this byte.
     var fill: UInt8?
     var expect: UInt8?
+    /// --pair-socket: a second device driven from the same thread in alternating slices
+    /// (PairedQueueWorker); nil for an ordinary run.
+    var pairSocket: String?
+    /// The second device's ring layout; nil: the same as the first's.
+    var pairPacked: Bool?
+    var sliceMilliseconds = 50
 
     static let usage = """
     usage: spindle-bench --socket PATH [options]
@@ -67,6 +73,12 @@ struct BenchOptions: Sendable {
       --harvest-ms N           milliseconds between harvests with --dirty-log (default 100)
       --fill BYTE              writes carry this byte in every position (e.g. 0x5a; default: buffers as they are)
       --expect BYTE            every byte a read returns must be BYTE; a read that differs counts as an error
+      --pair-socket PATH       paired run: a second device (B), driven by the same thread on the same CPU,
+                               alternating with the first (A) in slices (A B B A A B ...), each slice filling
+                               the ring to --iodepth and draining it at the end; reports B's IOPS and per pair
+                               of slices the ratio B/A (median, quartiles). One queue each; no --dirty-log
+      --pair-packed[=on|off]   B's ring layout: packed or split (default: the same as A's, --packed)
+      --slice-ms N             milliseconds per slice of a paired run (default 50)
       --json-only              no summary on stderr
       --help                   this text
     """
@@ -75,6 +87,7 @@ struct BenchOptions: Sendable {
     static func parse(_ arguments: [String]) throws(BenchUsageError) -> BenchOptions {
         var options = BenchOptions()
         var socketGiven = false
+        var sliceGiven = false
         var iterator = arguments.makeIterator()
         while let argument = iterator.next() {
             var name = argument
@@ -133,10 +146,14 @@ struct BenchOptions: Sendable {
             case "--harvest-ms": options.harvestMilliseconds = try integer(name, try value(), 1...60_000)
             case "--fill": options.fill = try byte(name, try value())
             case "--expect": options.expect = try byte(name, try value())
+            case "--pair-socket": options.pairSocket = try value()
+            case "--pair-packed": options.pairPacked = try inlineValue.map { value throws(BenchUsageError) in try onOff(name, value) } ?? true
+            case "--slice-ms": options.sliceMilliseconds = try integer(name, try value(), 1...60_000); sliceGiven = true
             default: throw BenchUsageError("unknown option '\(argument)' (see --help)")
             }
         }
         guard socketGiven, !options.socket.isEmpty else { throw BenchUsageError("--socket PATH is required (see --help)") }
+        try checkPairing(options, sliceGiven: sliceGiven)
         return options
     }
 

@@ -20,6 +20,8 @@ struct BenchReport {
     let machineAfter: MachineCPUSample?
     /// With --dirty-log: the harvester's counts.
     let harvest: HarvestResult?
+    /// A paired run's second device and ratios (--pair-socket); the keys above are the first's.
+    var pair: PairedResult? = nil
 
     private var completed: UInt64 { results.reduce(0) { $0 + $1.completed } }
     private var bytes: UInt64 { results.reduce(0) { $0 + $1.bytes } }
@@ -46,6 +48,9 @@ struct BenchReport {
         let requests = Double(completed)
         return requests > 0 ? iops * (Double(bytes) / requests) / 1e6 : 0
     }
+
+    /// Requests per second the backend served: with a pair, both devices'.
+    private var backendRequestRate: Double { pair?.combinedRate ?? iops }
 
     private func perRequest(_ value: Double) -> Double {
         completed > 0 ? value / Double(completed) : 0
@@ -96,7 +101,7 @@ struct BenchReport {
             line.add("backend_cpu_s", Double(backend) / 1e6, decimals: 3)
             line.add("backend_cpu_pct", window > 0 ? 100 * Double(backend) / 1e6 / window : 0, decimals: 1)
             // Requests over the backend's sampling window, which is the nominal window.
-            let requests = iops * window
+            let requests = backendRequestRate * window
             line.add("backend_cpu_us_per_req", requests > 0 ? Double(backend) / requests : 0, decimals: 4)
         } else {
             line.addNull("backend_cpu_s")
@@ -123,6 +128,7 @@ struct BenchReport {
             line.add("harvest_us_mean", harvest.harvests > 0 ? Double(harvest.totalNanoseconds) / Double(harvest.harvests) / 1000 : 0, decimals: 3)
             line.add("harvest_us_max", Double(harvest.maxNanoseconds) / 1000, decimals: 3)
         }
+        if let pair { line.add("pair", object: pair.json) }
         return line.text
     }
 
@@ -135,7 +141,7 @@ struct BenchReport {
         text += "  client CPU \(f(durationSeconds > 0 ? 100 * clientSeconds / durationSeconds : 0, 1)) % (\(f(perRequest(Double(clientCPUNanoseconds) / 1000), 3)) us/req)"
         if let backend = backendCPUMicroseconds {
             let window = Double(backendWindowNanoseconds) / 1e9
-            let requests = iops * window
+            let requests = backendRequestRate * window
             text += ", backend CPU \(f(window > 0 ? 100 * Double(backend) / 1e6 / window : 0, 1)) % (\(f(requests > 0 ? Double(backend) / requests : 0, 3)) us/req)"
         }
         if let before = machineBefore, let after = machineAfter, backendWindowNanoseconds > 0 {
@@ -148,6 +154,7 @@ struct BenchReport {
             let mean = harvest.harvests > 0 ? Double(harvest.totalNanoseconds) / Double(harvest.harvests) / 1000 : 0
             text += "\n  dirty log: \(harvest.harvests) harvests every \(options.harvestMilliseconds) ms, \(harvest.pages) dirty pages, \(f(mean, 1)) us mean per harvest (max \(f(Double(harvest.maxNanoseconds) / 1000, 1)))"
         }
+        if let pair { text += "\n" + pair.summary(firstIOPS: iops) }
         return text
     }
 
@@ -156,5 +163,5 @@ struct BenchReport {
 
 extension BenchReport {
     /// Whether any request completed with a status other than OK.
-    var hasFailedRequests: Bool { failed > 0 }
+    var hasFailedRequests: Bool { failed > 0 || (pair?.result.failedRequests ?? 0) > 0 }
 }

@@ -120,7 +120,7 @@ enum BenchRun {
     }
 
     /// --size or the capacity, checked against the block size and the device's block size.
-    private static func addressedBytes(_ options: BenchOptions, capacity: UInt64?, blockSize: UInt32?) throws(BenchFailure) -> UInt64 {
+    static func addressedBytes(_ options: BenchOptions, capacity: UInt64?, blockSize: UInt32?) throws(BenchFailure) -> UInt64 {
         guard let size = options.size ?? capacity else {
             throw BenchFailure("the backend does not offer GET_CONFIG, so its capacity is unknown: give --size")
         }
@@ -137,7 +137,7 @@ enum BenchRun {
     }
 
     /// The CPU of each queue thread, or none when pinning is off.
-    private static func cpuAssignment(_ options: BenchOptions) -> [Int] {
+    static func cpuAssignment(_ options: BenchOptions) -> [Int] {
         guard options.pin else { return [] }
         if let cpus = options.cpus { return (0..<options.queues).map { cpus[$0 % cpus.count] } }
         let online = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))

@@ -13,6 +13,9 @@ struct JSONLine {
     mutating func add(_ key: String, _ value: [Int]) {
         parts.append("\(Self.quote(key)):[\(value.map(String.init).joined(separator: ","))]")
     }
+    mutating func add(_ key: String, _ values: [Double], decimals: Int) {
+        parts.append("\(Self.quote(key)):[\(values.map { Self.fixed($0, decimals) }.joined(separator: ","))]")
+    }
     mutating func add(_ key: String, object: JSONLine) { parts.append("\(Self.quote(key)):\(object.text)") }
     mutating func addNull(_ key: String) { parts.append("\(Self.quote(key)):null") }
 

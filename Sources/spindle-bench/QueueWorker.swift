@@ -193,7 +193,7 @@ final class QueueWorker: @unchecked Sendable {
     /// every access paid a dynamic exclusivity check and a copy of the queue (~300
     /// instructions per request, more than the ring work being measured).
     @inline(__always)
-    private static func issue(_ slot: Int, at now: UInt64, queue: inout BlkQueue, generator: inout WorkloadGenerator,
+    static func issue(_ slot: Int, at now: UInt64, queue: inout BlkQueue, generator: inout WorkloadGenerator,
                               reading: UnsafeMutablePointer<Bool>, startTimes: UnsafeMutablePointer<UInt64>,
                               fill: UInt8?, blockSize: Int) {
         let request = generator.next()

@@ -46,7 +46,7 @@ do {
 }
 
 do {
-    let report = try BenchRun.run(options)
+    let report = try options.isPaired ? PairedRun.run(options) : BenchRun.run(options)
     print(report.json)
     if !options.jsonOnly {
         var summary = report.summary + "\n"
