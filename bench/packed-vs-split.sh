@@ -29,8 +29,9 @@
 #
 # Prints one line per run, then per point: paired, the medians over rounds of packed's and
 # split's IOPS, the median and quartiles of packed/split over all pairs of slices of all
-# rounds, qsd's median, and a verdict: "below" where the ratio's third quartile is under 1.0
-# (packed slower in most pairs), "above" where its first quartile is over 1.0, else "equal".
+# rounds with a 95 % confidence interval of that median (order statistics), qsd's median, and a
+# verdict: "below" where the whole interval is under 1.0 (packed measurably slower), "above"
+# where it is over 1.0, else "equal" (no difference the pairs can show).
 # PAIRED=0: min/median/max IOPS of each variant, packed/split (medians), and "packed below
 # split" where packed's best run is below split's worst.
 set -euo pipefail
@@ -168,8 +169,14 @@ def median_iops(variant, key):
     iops = [int(r[5]) for r in rows if (r[9], r[1], int(r[2]), r[3]) == key and r[0] == variant]
     return kiops(statistics.median(iops)) if iops else "-"
 print()
-print("| image | rw | QD | client | packed kIOPS | split kIOPS | packed/split paired median (q1-q3) | pairs | qsd-split kIOPS | verdict |")
+print("| image | rw | QD | client | packed kIOPS | split kIOPS | packed/split paired median [95 % CI] (q1-q3) | pairs | qsd-split kIOPS | verdict |")
 print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
+def median_interval(values):
+    # Distribution-free 95 % confidence interval of the median: the order statistics
+    # n/2 -+ 1.96 sqrt(n)/2 (normal approximation to the binomial; needs ~10+ values).
+    v = sorted(values); n = len(v)
+    half = 0.98 * n ** 0.5
+    return v[max(0, int(n / 2 - half))], v[min(n - 1, int(-(-(n / 2 + half) // 1)))]
 below = []
 for key in keys:
     image, rw, qd, mode = key
@@ -178,14 +185,17 @@ for key in keys:
     if pairs:
         # Linear interpolation between ranks, as spindle-bench's own quartiles.
         q1, median, q3 = statistics.quantiles(pairs, n=4, method="inclusive") if len(pairs) > 1 else pairs * 3
-        cell = f"{median:.3f} ({q1:.3f}-{q3:.3f})"
-        verdict = "below" if q3 < 1.0 else "above" if q1 > 1.0 else "equal"
+        low, high = median_interval(pairs)
+        cell = f"{median:.3f} [{low:.3f}-{high:.3f}] ({q1:.3f}-{q3:.3f})"
+        # Below or above only where the median's whole confidence interval is: a difference
+        # the pairs show, not one the noise of single slices could make.
+        verdict = "below" if high < 1.0 else "above" if low > 1.0 else "equal"
         if verdict == "below":
             below.append(f"{image} {rw} QD{qd} {mode}")
     print(f"| {image} | {rw} | {qd} | {mode} | {median_iops('spindle-packed', key)} | {median_iops('spindle-split', key)} | "
           f"{cell} | {len(pairs)} | {median_iops('qsd-split', key)} | {verdict} |")
 print()
-print("packed below split (paired packed/split's third quartile under 1.0): " + (", ".join(below) if below else "nowhere"))
+print("packed below split (the paired packed/split median's 95 % confidence interval under 1.0): " + (", ".join(below) if below else "nowhere"))
 PY
     exit 0
 fi
