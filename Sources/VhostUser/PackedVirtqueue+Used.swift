@@ -46,8 +46,9 @@ extension PackedVirtqueue {
         popped &-= 1
     }
 
-    /// Makes every used descriptor added so far visible to the driver.
-    @inlinable
+    /// Makes every used descriptor added so far visible to the driver. Forced inline (into
+    /// the server's end of batch, as split's is).
+    @inlinable @inline(__always)
     public mutating func publishUsed() {
         guard batchPending else { return }
         spindle_store_release_u16(descriptors + 16 * Int(publishedPosition) + 14, batchFirstFlags.littleEndian)
