@@ -18,15 +18,22 @@ extension PackedVirtqueue {
     /// 1 if a buffer is available at the device's position, else 0 (a packed ring cannot
     /// tell how many are waiting without walking them; callers only ask whether any are).
     /// Forced inline: the IOThread's poll loop asks this on every spin, and the call cost
-    /// more than the check (bench/results/2026-12-07-packed-cost.md). Only the hostile
-    /// AVAIL == USED pattern takes the out-of-line path.
+    /// more than the check (bench/results/2026-12-07-packed-cost.md).
     @inlinable @inline(__always)
     public mutating func availableCount() throws(VirtqueueError) -> UInt16 {
-        if broken { return 0 }
+        try availableHeadFlags() == nil ? 0 : 1
+    }
+
+    /// The flags of the descriptor at the device's position (one acquire load) if a buffer is
+    /// available there, else nil (or the ring is broken). Only the hostile AVAIL == USED
+    /// pattern takes the out-of-line path, which breaks the ring and throws.
+    @inlinable @inline(__always)
+    public mutating func availableHeadFlags() throws(VirtqueueError) -> UInt16? {
+        if broken { return nil }
         let flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptors + 16 * Int(availPosition) + 14))
         let bits = flags & (PackedVirtqueueLayout.descriptorFlagAvailable | PackedVirtqueueLayout.descriptorFlagUsed)
-        if bits == PackedVirtqueueLayout.availableFlags(wrap: availWrap) { return 1 }
-        if bits != PackedVirtqueueLayout.usedFlags(wrap: availWrap) { return 0 }
+        if bits == PackedVirtqueueLayout.availableFlags(wrap: availWrap) { return flags }
+        if bits != PackedVirtqueueLayout.usedFlags(wrap: availWrap) { return nil }
         try breakOnUsedHead(flags)
     }
 

@@ -12,11 +12,12 @@ extension PackedVirtqueue {
     @inlinable
     public static func needsEvent(offWrap: UInt16, newPosition: UInt16, newWrap: Bool,
                                   advanced: UInt32, size: UInt16) -> Bool {
-        if advanced == 0 { return false }
         if advanced >= UInt32(size) { return true }  // a whole lap passed the event
-        var event = offWrap & ~PackedVirtqueueLayout.eventWrapBit
-        if (offWrap & PackedVirtqueueLayout.eventWrapBit != 0) != newWrap { event &-= size }
-        return newPosition &- event &- 1 < UInt16(advanced)
+        // event = position - (other lap ? size : 0), folded into the distance; no branch on
+        // `advanced == 0`: nothing is below 0.
+        let otherLap = (offWrap ^ (newWrap ? PackedVirtqueueLayout.eventWrapBit : 0)) & PackedVirtqueueLayout.eventWrapBit
+        let distance = newPosition &- (offWrap & ~PackedVirtqueueLayout.eventWrapBit) &+ (otherLap != 0 ? size : 0) &- 1
+        return distance < UInt16(truncatingIfNeeded: advanced)
     }
 
     /// Decides whether to interrupt the driver for everything published since the previous

@@ -20,10 +20,25 @@ extension PackedVirtqueue {
     /// than `chain` holds, which the caller may take again into a larger chain (a server
     /// whose slots hold short chains borrows room for it) or give up on with `markBroken()`.
     /// Out of line, like the split ring's walk: one call per request, none per descriptor.
+    /// The server reads the head's flags itself (`availableHeadFlags`, inline: an empty ring
+    /// costs no call) and hands them to `takeAvailable(into:headFlags:)`.
     public mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
-        if broken { return nil }
+        let flags: UInt16?
         do {
-            return try walkAvailable(into: chain)
+            flags = try availableHeadFlags()
+        } catch {
+            chain.clear()
+            throw error
+        }
+        guard let flags else { return nil }
+        return try takeAvailable(into: chain, headFlags: flags)
+    }
+
+    /// `takeAvailable(into:)` for the available head whose flags `availableHeadFlags()` read
+    /// (the walk uses those, never a second read of them).
+    public mutating func takeAvailable(into chain: DescriptorChain, headFlags: UInt16) throws(VirtqueueError) -> UInt16? {
+        do {
+            return try walkAvailable(into: chain, headFlags: headFlags)
         } catch {
             chain.clear()
             // Nothing is taken before the walk ends (id, position and count are stored last).
@@ -34,13 +49,11 @@ extension PackedVirtqueue {
     }
 
     @inline(__always)
-    mutating func walkAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16? {
+    mutating func walkAvailable(into chain: DescriptorChain, headFlags: UInt16) throws(VirtqueueError) -> UInt16? {
         let ring = UnsafeRawPointer(descriptors)
         let start = Int(availPosition)
         var descriptor = ring + 16 * start
-        // Acquire: the rest of the chain was written before the head's flags.
-        var flags = UInt16(littleEndian: spindle_load_acquire_u16(descriptor + 14))
-        guard try headIsAvailable(flags) else { return nil }
+        var flags = headFlags
         let ringSize = Int(size)
         let ringEnd = ring + 16 * ringSize
         var writer = PackedSpanWriter(chain: chain, memory: memory)

@@ -23,15 +23,14 @@ extension PackedVirtqueue {
         let descriptor = descriptors + 16 * Int(usedPosition)
         descriptor.storeBytes(of: writtenLength.littleEndian, toByteOffset: 8, as: UInt32.self)
         descriptor.storeBytes(of: id.littleEndian, toByteOffset: 12, as: UInt16.self)
-        // AVAIL and USED both at the wrap counter, without a branch on it; WRITE in a used
+        // AVAIL and USED both at the wrap counter (kept as flags); WRITE in a used
         // descriptor: the device wrote data into the buffer.
-        let flags = UInt16(usedWrap ? 1 : 0) &* PackedVirtqueueLayout.usedFlags(wrap: true)
-            | (writtenLength > 0 ? VirtqueueLayout.descriptorFlagWrite : 0)
+        let flags = usedWrapFlags | (writtenLength > 0 ? VirtqueueLayout.descriptorFlagWrite : 0)
         if batchPending {
             descriptor.storeBytes(of: flags.littleEndian, toByteOffset: 14, as: UInt16.self)
         } else {
+            // The first of the batch, at `publishedPosition`: its flags wait for publishUsed.
             batchPending = true
-            batchFirstPosition = usedPosition
             batchFirstFlags = flags
         }
         let count = UInt16(truncatingIfNeeded: entry >> 16)
@@ -39,22 +38,23 @@ extension PackedVirtqueue {
         var next = usedPosition &+ count
         if next >= size {
             next &-= size
-            usedWrap.toggle()
+            usedWrapFlags ^= PackedVirtqueueLayout.usedFlags(wrap: true)
         }
         usedPosition = next
-        batchSlots &+= UInt32(count)
-        if popped > 0 { popped -= 1 }
+        usedSlots &+= UInt32(count)
+        // Every id with a table entry was counted in by the take (or by restore): no check.
+        popped &-= 1
     }
 
-    /// Makes every used descriptor added so far visible to the driver.
-    @inlinable
+    /// Makes every used descriptor added so far visible to the driver. Forced inline (into
+    /// the server's end of batch, as split's is).
+    @inlinable @inline(__always)
     public mutating func publishUsed() {
         guard batchPending else { return }
-        spindle_store_release_u16(descriptors + 16 * Int(batchFirstPosition) + 14, batchFirstFlags.littleEndian)
+        spindle_store_release_u16(descriptors + 16 * Int(publishedPosition) + 14, batchFirstFlags.littleEndian)
         batchPending = false
         batchIDCount = 0
-        publishedSlots &+= batchSlots
-        batchSlots = 0
+        publishedSlots = usedSlots
         publishedPosition = usedPosition
         publishedWrap = usedWrap
     }

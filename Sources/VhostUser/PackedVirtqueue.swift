@@ -55,15 +55,23 @@ public struct PackedVirtqueue: @unchecked Sendable {
     /// counter it expects there.
     @usableFromInline var availPosition: UInt16
     @usableFromInline var availWrap: Bool
-    /// Where the next used descriptor goes, and the device's wrap counter.
+    /// Where the next used descriptor goes, and the device's wrap counter as the AVAIL and
+    /// USED bits of a used descriptor's flags (both set or both clear): toggled with the wrap,
+    /// so that `addUsed` builds the flags without a branch or multiply.
     @usableFromInline var usedPosition: UInt16
-    @usableFromInline var usedWrap: Bool
+    @usableFromInline var usedWrapFlags: UInt16
+    @usableFromInline var usedWrap: Bool {
+        get { usedWrapFlags != 0 }
+        set { usedWrapFlags = PackedVirtqueueLayout.usedFlags(wrap: newValue) }
+    }
     /// The batch being written: its first used descriptor's flags are stored last, by
-    /// `publishUsed`, so the driver never sees a partial batch.
-    @usableFromInline var batchFirstPosition: UInt16 = 0
+    /// `publishUsed`, so the driver never sees a partial batch. The batch starts where the
+    /// previous one was published (`publishedPosition`).
     @usableFromInline var batchFirstFlags: UInt16 = 0
     @usableFromInline var batchPending = false
-    @usableFromInline var batchSlots: UInt32 = 0
+    /// Ring slots given used descriptors since setup (wrapping); those of the batch are the
+    /// ones past `publishedSlots`.
+    @usableFromInline var usedSlots: UInt32 = 0
     /// Ring slots published since setup (wrapping); with the position/wrap after them.
     @usableFromInline var publishedSlots: UInt32 = 0
     @usableFromInline var publishedPosition: UInt16
@@ -110,7 +118,7 @@ public struct PackedVirtqueue: @unchecked Sendable {
         availPosition = base.availablePosition
         availWrap = base.availableWrap
         usedPosition = base.usedPosition
-        usedWrap = base.usedWrap
+        usedWrapFlags = PackedVirtqueueLayout.usedFlags(wrap: base.usedWrap)
         publishedPosition = base.usedPosition
         publishedWrap = base.usedWrap
         loggedPosition = base.usedPosition

@@ -29,6 +29,17 @@ extension SplitVirtqueue: VirtqueueRing {
         return head
     }
 
+    /// 0 when a request is available (the split server never takes this way).
+    @inlinable @inline(__always)
+    public mutating func availableHeadFlags() throws(VirtqueueError) -> UInt16? {
+        try availableCount() > 0 ? 0 : nil
+    }
+
+    @inlinable @inline(__always)
+    public mutating func takeAvailable(into chain: DescriptorChain, headFlags: UInt16) throws(VirtqueueError) -> UInt16? {
+        try takeAvailable(into: chain)
+    }
+
     @inline(__always)
     public mutating func takeAvailable(into chain: DescriptorChain,
                                        trackingIn region: InflightTracker) throws(VirtqueueError) -> UInt16? {

@@ -38,6 +38,12 @@ public protocol VirtqueueRing: Sendable {
     static var walksWhileTaking: Bool { get }
     /// Takes the next available request and walks it into `chain`; nil if there is none.
     mutating func takeAvailable(into chain: DescriptorChain) throws(VirtqueueError) -> UInt16?
+    /// What `takeAvailable(into:headFlags:)` needs of the next available request, read once
+    /// (packed: the head descriptor's flags; split: 0), or nil if there is none: lets the
+    /// server see an empty ring inline, before lending a chain to the walk.
+    mutating func availableHeadFlags() throws(VirtqueueError) -> UInt16?
+    /// `takeAvailable(into:)` for the request `availableHeadFlags()` just found.
+    mutating func takeAvailable(into chain: DescriptorChain, headFlags: UInt16) throws(VirtqueueError) -> UInt16?
     /// `takeAvailable(into:)` with the inflight region kept up to date (as `popAvailable(trackingIn:)`).
     mutating func takeAvailable(into chain: DescriptorChain, trackingIn region: InflightRegion) throws(VirtqueueError) -> UInt16?
 

@@ -73,7 +73,11 @@ extension VirtqueueServer {
             return
         }
         guard let finished = onContext({ handler.complete(tag: tag, result: result, on: $0) }) else { return }
-        finish(slot: finished.slot, usedLength: finished.usedLength)
+        if Self.finishesInline {
+            finishInline(slot: finished.slot, usedLength: finished.usedLength)
+        } else {
+            finish(slot: finished.slot, usedLength: finished.usedLength)
+        }
     }
 
     @inlinable

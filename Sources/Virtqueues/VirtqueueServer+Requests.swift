@@ -162,12 +162,13 @@ extension VirtqueueServer {
     final func takeRequest(into slot: Int) throws(VirtqueueError) -> UInt16? {
         if let inflightRef { return try takeTrackedRequest(into: slot, region: inflightRef) }
         // An empty ring is seen inline (one flags load on a packed ring), without calling
-        // the walk: at QD 1 every other take finds the ring empty. The chain is lent by a
-        // one-call closure that the optimizer inlines (bench/results/2026-12-07-packed-cost.md).
-        if try ring.availableCount() == 0 { return nil }
+        // the walk: at QD 1 every other take finds the ring empty. The walk gets the flags
+        // read here, not a second read of them (bench/results/2026-12-07-packed-cost-2.md).
+        // The chain is lent by a one-call closure that the optimizer inlines.
+        guard let headFlags = try ring.availableHeadFlags() else { return nil }
         let taken: Result<UInt16?, VirtqueueError> = slots.withChain(slot) { chain in
             do throws(VirtqueueError) {
-                return .success(try ring.takeAvailable(into: chain))
+                return .success(try ring.takeAvailable(into: chain, headFlags: headFlags))
             } catch {
                 return .failure(error)
             }
@@ -204,8 +205,9 @@ extension VirtqueueServer {
         }
     }
 
-    /// Has the handler start the request walked into `slot`.
-    @inlinable
+    /// Has the handler start the request walked into `slot`. Forced inline (into
+    /// processAvailable), with `finish` inline in it (`finishesInline`).
+    @inlinable @inline(__always)
     final func startRequest(slot: Int, head: UInt16) {
         let started = slots.withChain(slot) { chain -> VirtqueueRequestStart<Handler.Unanswerable>? in
             onContext { handler.start(slot: slot, chain: chain, on: $0) }
@@ -219,7 +221,12 @@ extension VirtqueueServer {
         switch started {
         case nil: return
         case .started?: return
-        case .finished(let usedLength)?: finish(slot: slot, usedLength: usedLength)
+        case .finished(let usedLength)?:
+            if Self.finishesInline {
+                finishInline(slot: slot, usedLength: usedLength)
+            } else {
+                finish(slot: slot, usedLength: usedLength)
+            }
         case .unanswerable(let why)?:
             // Nowhere to write a status: the request can never be completed correctly.
             handler.release(slot: slot)
@@ -240,6 +247,21 @@ extension VirtqueueServer {
     /// in use (a late or repeated completion) is ignored: each request completes once.
     @inlinable
     final func finish(slot: Int, usedLength: UInt32) {
+        finishInline(slot: slot, usedLength: usedLength)
+    }
+
+    /// Whether the server forces `finish` inline where requests finish (the handler's
+    /// start, a completion). The packed ring's longer used-descriptor write keeps its `finish`
+    /// from being inlined on its own, and the call cost ~20 instructions per request; split's
+    /// is inlined where it pays and forcing it everywhere pushed split's start out of line
+    /// (bench/results/2026-12-06-packed-cost.md, 2026-12-07-packed-cost-2.md). The layout
+    /// that walks while taking is the packed one; a constant, folded by specialisation.
+    @inlinable @inline(__always)
+    static var finishesInline: Bool { Ring.walksWhileTaking }
+
+    /// `finish`, forced inline.
+    @inlinable @inline(__always)
+    final func finishInline(slot: Int, usedLength: UInt32) {
         guard let head = slots.head(slot) else { return }
         markGuestWritesDirty(slot: slot, usedLength: usedLength)
         ring.addUsed(head: head, writtenLength: usedLength)
