@@ -43,13 +43,14 @@ extension BlkQueue {
     @inlinable
     mutating func submitPacked(slot: Int) {
         if indirect { return submitPackedIndirect(slot: slot) }
-        let base = slotBase(slot)
+        // The slot index is the caller's (< slotCount): no overflow check on its offset.
+        let base = slots + slot &* QueueMemoryLayout.slotStride
         let length = base.load(fromByteOffset: Self.packedLengthOffset, as: UInt32.self)
         guard length != 0 else { return submitPackedWithoutData(slot: slot) }
         let dataFlags = base.load(fromByteOffset: Self.packedFlagsOffset, as: UInt16.self)
         let id = UInt16(truncatingIfNeeded: slot)
-        packedRing!.updateImage(id: id, index: Self.packedDataImage, length: length, flags: VirtqueueLayout.descriptorFlagNext | dataFlags)
-        packedRing!.appendImageChain(id: id, count: 3)
+        let dataWord = PackedDriverVirtqueue.imageWord(length: length, id: id, flags: VirtqueueLayout.descriptorFlagNext | dataFlags)
+        packedRing!.appendImageChain(id: id, count: 3, secondWord: dataWord)
     }
 
     /// The slot's own table (header, data if any, status) and one INDIRECT descriptor naming it.

@@ -53,16 +53,30 @@ extension PackedDriverVirtqueue {
     /// (its positions are not contiguous there) goes descriptor by descriptor.
     @inlinable @inline(__always)
     public mutating func appendImageChain(id: UInt16, count: Int) {
+        appendImageChain(id: id, count: count, secondWord: image(id).load(fromByteOffset: 24, as: UInt64.self))
+    }
+
+    /// `appendImageChain` with the second descriptor's length | id << 32 | flags << 48 given
+    /// (`imageWord`), not read from the image: a per-request length without a store to it.
+    @inlinable @inline(__always)
+    public mutating func appendImageChain(id: UInt16, count: Int, secondWord: UInt64) {
         precondition(count >= 1 && count <= Self.imageDescriptors)
         assert(chainCount == 0, "an image chain in the middle of an appended one")
         let head = availPosition
         let end = Int(head) &+ count
-        guard end <= Int(size) else { return appendImageChainAcrossEnd(id: id, count: count) }
+        guard end <= Int(size) else {
+            if count > 1 { image(id).storeBytes(of: secondWord, toByteOffset: 24, as: UInt64.self) }
+            return appendImageChainAcrossEnd(id: id, count: count)
+        }
         let image = UnsafeRawPointer(image(id))
         let availableBits = PackedVirtqueueLayout.availableFlags(wrap: availWrap)
         let wrapBits = SIMD2<UInt64>(0, UInt64(availableBits) &<< 48)
         let ring = entry(head)
-        for index in 1..<count {
+        if count > 1 {
+            let second = SIMD2<UInt64>(image.load(fromByteOffset: 16, as: UInt64.self), secondWord) | wrapBits
+            ring.storeBytes(of: second, toByteOffset: 16, as: SIMD2<UInt64>.self)
+        }
+        for index in 2..<max(count, 2) {
             let descriptor = image.load(fromByteOffset: 16 * index, as: SIMD2<UInt64>.self) | wrapBits
             ring.storeBytes(of: descriptor, toByteOffset: 16 * index, as: SIMD2<UInt64>.self)
         }
