@@ -15,7 +15,8 @@ import Glibc
 /// thread; no allocation on any path here.
 ///
 /// With a packed ring (`packedRing` set) slot `s` is buffer id `s`, and each submission
-/// writes its chain (or one INDIRECT descriptor) at the ring's next position; see
+/// writes its chain (from the slot's descriptor images, or one INDIRECT descriptor) at the
+/// ring's next position; see
 /// BlkQueue+Packed.swift. The layout-neutral calls (`pendingCompletions`, `takeCompletion`,
 /// `requestCallOnNextCompletion`, `suppressCalls`) serve both layouts.
 public struct BlkQueue: @unchecked Sendable {
@@ -70,6 +71,8 @@ public struct BlkQueue: @unchecked Sendable {
             for slot in 0..<slotCount {
                 writeSlotDescriptors(slot, memory: memory)
             }
+        } else if !indirect {
+            writePackedImages(memory: memory)
         }
     }
 

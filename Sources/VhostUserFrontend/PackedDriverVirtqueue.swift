@@ -21,7 +21,12 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
     public let idCount: Int
     /// Ring descriptors each id in flight took (0: not in flight). Driver-private memory.
     @usableFromInline let chainLengths: UnsafeMutablePointer<UInt16>
-    let chainLengthStorage: PackedChainLengths
+    /// Per id, `imageDescriptors` descriptor images for `appendImageChain` (see
+    /// PackedDriverVirtqueue+Images.swift). Driver-private, 64-byte aligned.
+    @usableFromInline let images: UnsafeMutableRawPointer
+    /// The used descriptors the last count read (length | id << 32), for `popUsed`.
+    @usableFromInline let usedBatch: UnsafeMutablePointer<UInt64>
+    let privateStorage: PackedDriverMemory
 
     /// Where the next chain goes, and the driver's wrap counter there.
     public var availablePosition: UInt16 { availPosition }
@@ -40,6 +45,9 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
     /// Ring slots made available since setup (wrapping), and as of the last `publish`.
     @usableFromInline var madeAvailable: UInt32 = 0
     @usableFromInline var publishedAvailable: UInt32 = 0
+    /// `usedBatch` entries counted, and taken by `popUsed` so far.
+    @usableFromInline var batchCount = 0
+    @usableFromInline var batchTaken = 0
 
     /// `size` 1...32768 (any number); `descriptors` 16-, the areas 4-byte aligned, zeroed.
     /// `base` is where the ring starts (a fresh ring: `.initial`).
@@ -52,8 +60,10 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
         self.deviceArea = deviceArea
         self.eventIndex = eventIndex
         self.idCount = idCount
-        chainLengthStorage = PackedChainLengths(count: idCount)
-        chainLengths = chainLengthStorage.entries
+        privateStorage = PackedDriverMemory(idCount: idCount, imageBytes: Self.imageBytesPerID)
+        chainLengths = privateStorage.chainLengths
+        images = privateStorage.images
+        usedBatch = privateStorage.usedBatch
         availPosition = base.availablePosition
         availWrap = base.availableWrap
         nextUsedPosition = base.usedPosition
@@ -194,31 +204,43 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
     }
 
     /// Used descriptors waiting, or nil if one names an id that is not in flight (a broken
-    /// backend). Walks the used descriptors ahead, skipping each buffer's ring slots.
+    /// backend). While a counted batch is not all taken, its rest; then walks the used
+    /// descriptors ahead, reading each once: its length and id go to driver-private memory
+    /// for `popUsed`, its id leaves flight (a second use of it is an error), and the id's
+    /// ring slots are skipped. The count that ends a wait is the batch's.
     @inlinable
-    public func pendingUsedCount() -> Int? {
+    public mutating func pendingUsedCount() -> Int? {
+        if batchTaken < batchCount { return batchCount &- batchTaken }
         var position = nextUsedPosition
         var wrap = nextUsedWrap
         var count = 0
         while count < idCount, isUsed(position, wrap: wrap) {
-            let id = Int(UInt16(littleEndian: entry(position).load(fromByteOffset: 12, as: UInt16.self)))
-            guard id < idCount, chainLengths[id] != 0 else { return nil }
-            position = advanced(position, by: chainLengths[id], &wrap)
-            count += 1
+            // Bytes 8..<16: length, id (the flags, already read, above them).
+            let word = UInt64(littleEndian: entry(position).load(fromByteOffset: 8, as: UInt64.self))
+            let id = Int(UInt16(truncatingIfNeeded: word &>> 32))
+            guard id < idCount else { return nil }
+            let slots = chainLengths[id]
+            guard slots != 0 else { return nil }
+            chainLengths[id] = 0
+            usedBatch[count] = word
+            position = advanced(position, by: slots, &wrap)
+            count &+= 1
         }
+        nextUsedPosition = position
+        nextUsedWrap = wrap
+        batchTaken = 0
+        batchCount = count
         return count
     }
 
-    /// Takes the next used descriptor. Only call after `pendingUsedCount()` counted it.
+    /// Takes the next used descriptor that `pendingUsedCount()` counted (id `UInt32.max`, no
+    /// buffer's, if it counted none).
     @inlinable
     public mutating func popUsed() -> (id: UInt32, length: UInt32) {
-        let entry = entry(nextUsedPosition)
-        let id = UInt16(littleEndian: entry.load(fromByteOffset: 12, as: UInt16.self))
-        let length = UInt32(littleEndian: entry.load(fromByteOffset: 8, as: UInt32.self))
-        let slots = Int(id) < idCount ? max(chainLengths[Int(id)], 1) : 1
-        if Int(id) < idCount { chainLengths[Int(id)] = 0 }
-        nextUsedPosition = advanced(nextUsedPosition, by: slots, &nextUsedWrap)
-        return (UInt32(id), length)
+        guard batchTaken < batchCount else { return (UInt32.max, 0) }
+        let word = usedBatch[batchTaken]
+        batchTaken &+= 1
+        return (UInt32(truncatingIfNeeded: word &>> 32) & 0xFFFF, UInt32(truncatingIfNeeded: word))
     }
 
     // MARK: - Interrupt (call) suppression
@@ -244,12 +266,25 @@ public struct PackedDriverVirtqueue: @unchecked Sendable {
     }
 }
 
-/// The per-id chain lengths' memory, freed with the last copy of the ring.
-final class PackedChainLengths: @unchecked Sendable {
-    let entries: UnsafeMutablePointer<UInt16>
-    init(count: Int) {
-        entries = .allocate(capacity: count)
-        entries.initialize(repeating: 0, count: count)
+/// The driver-private memory (per-id chain lengths and descriptor images, the used batch),
+/// freed with the last copy of the ring.
+final class PackedDriverMemory: @unchecked Sendable {
+    let chainLengths: UnsafeMutablePointer<UInt16>
+    let images: UnsafeMutableRawPointer
+    let imageBytes: Int
+    let usedBatch: UnsafeMutablePointer<UInt64>
+    init(idCount: Int, imageBytes: Int) {
+        chainLengths = .allocate(capacity: idCount)
+        chainLengths.initialize(repeating: 0, count: idCount)
+        self.imageBytes = idCount * imageBytes
+        images = .allocate(byteCount: self.imageBytes, alignment: 64)
+        images.initializeMemory(as: UInt8.self, repeating: 0, count: self.imageBytes)
+        usedBatch = .allocate(capacity: idCount)
+        usedBatch.initialize(repeating: 0, count: idCount)
     }
-    deinit { entries.deallocate() }
+    deinit {
+        chainLengths.deallocate()
+        images.deallocate()
+        usedBatch.deallocate()
+    }
 }

@@ -59,7 +59,8 @@ struct PackedRingBackendTests {
         var seen = Set<Int>()
         let deadline = Date().addingTimeInterval(10)
         while seen.count < ring.slots, Date() < deadline {
-            let pending = try #require(queue.pendingCompletions())
+            let counted = queue.pendingCompletions()
+            let pending = try #require(counted)
             for _ in 0..<pending {
                 let entry = queue.takeCompletion()
                 let slot = try #require(queue.slot(forUsedID: entry.id))
