@@ -39,6 +39,9 @@ public final class IOThread: @unchecked Sendable {
     private var stopping = false
     private let pollers: PollerList
     private var pollWindow: PollWindow
+    /// The pollers were told polling began and not yet that it ended: a poll that found work
+    /// leaves them so until a poll finds none or the thread does not poll (`endPolling`).
+    private var pollersPolling = false
     /// Statistics for query-iothreads, written by the thread, read by the control thread.
     private let pollHitCount = Atomic<UInt64>(0)
     private let pollMissCount = Atomic<UInt64>(0)
@@ -303,13 +306,16 @@ public final class IOThread: @unchecked Sendable {
     /// caller then reaps without sleeping), false if the thread should sleep.
     private func pollOnce(_ ring: UnsafeMutablePointer<io_uring>) -> Bool {
         let window = pollWindow.currentNs
-        guard window > 0, !pollers.isEmpty else { return false }
+        // Not polling this time (the thread sleeps next): the pollers must ask for guest kicks
+        // again if a previous poll that found work left them polling.
+        guard window > 0, !pollers.isEmpty else { return endPolling() }
         // Requests that other threads complete (rbd) are in flight: sleep instead. Spinning
         // took a CPU from librbd's threads and cost more per request than it saved
         // (bench/results/2026-12-07-rbd-threads.md).
-        guard context.offRingRequestsInFlight == 0 else { return false }
+        guard context.offRingRequestsInFlight == 0 else { return endPolling() }
         _ = io_uring_submit(ring)
         pollers.forEach { $0.pollingBegins() }
+        pollersPolling = true
         let began = monotonicNanoseconds()
         let deadline = began &+ window
         var found = false
@@ -336,7 +342,11 @@ public final class IOThread: @unchecked Sendable {
             }
             now = monotonicNanoseconds()
         } while now < deadline
-        pollers.forEach { if $0.pollingEnds() { found = true } }
+        // Work found: the thread comes straight back here without sleeping, so guest kicks stay
+        // off (asking for them and taking that back around every request at QD 1 let the
+        // driver kick in between, bench/results/2026-12-07-packed-vs-split-paired.md). Only a
+        // poll that found nothing, after which the thread sleeps, asks for them again.
+        if !found && endPolling() { found = true }
         let ended = monotonicNanoseconds()
         pollNs.store(pollNs.load(ordering: .relaxed) &+ (ended &- began), ordering: .relaxed)  // one writer
         context.beginBatch(at: ended)  // for the completions reaped next
@@ -348,6 +358,16 @@ public final class IOThread: @unchecked Sendable {
         // Work handled while polling may have queued SQEs and completion batches.
         finishBatch()
         return found || io_uring_cq_ready(ring) > 0
+    }
+
+    /// Tells the pollers that the thread stops polling and may sleep next (they ask the guest
+    /// for kicks again); true if work arrived meanwhile (then the thread must not sleep).
+    private func endPolling() -> Bool {
+        guard pollersPolling else { return false }
+        pollersPolling = false
+        var found = false
+        pollers.forEach { if $0.pollingEnds() { found = true } }
+        return found
     }
 
     @inline(__always)
