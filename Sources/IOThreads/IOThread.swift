@@ -38,21 +38,21 @@ public final class IOThread: @unchecked Sendable {
     let spanBlockWaiters: HandlerSchedule
     private var stopping = false
     private let pollers: PollerList
-    private var pollWindow: PollWindow
+    private(set) var pollWindow: PollWindow
     /// The pollers were told polling began and not yet that it ended: a poll that found work
     /// leaves them so until a poll finds none or the thread does not poll (`endPolling`).
     private var pollersPolling = false
     /// Statistics for query-iothreads, written by the thread, read by the control thread.
-    private let pollHitCount = Atomic<UInt64>(0)
-    private let pollMissCount = Atomic<UInt64>(0)
-    private let sleepCount = Atomic<UInt64>(0)
+    let pollHitCount = Atomic<UInt64>(0)
+    let pollMissCount = Atomic<UInt64>(0)
+    let sleepCount = Atomic<UInt64>(0)
     /// Nanoseconds spent asleep in the kernel and busy-polling, and when the loop began: the
     /// rest of its life was work (written by the thread only, read by anyone).
-    private let sleepNs = Atomic<UInt64>(0)
-    private let pollNs = Atomic<UInt64>(0)
-    private let startedNs = Atomic<UInt64>(0)
-    private let pollYieldCount = Atomic<UInt64>(0)
-    private let pollWindowNs = Atomic<UInt64>(0)
+    let sleepNs = Atomic<UInt64>(0)
+    let pollNs = Atomic<UInt64>(0)
+    let startedNs = Atomic<UInt64>(0)
+    let pollYieldCount = Atomic<UInt64>(0)
+    let pollWindowNs = Atomic<UInt64>(0)
 
     // Cross-thread inbox.
     private let inboxFD: Int32
@@ -113,27 +113,6 @@ public final class IOThread: @unchecked Sendable {
     /// 40 µs one way on the VMs we measured (bench/results/polling-window.md), so a 32 µs window
     /// always closes before the frontend's next batch arrives and the thread sleeps every time.
     public static let defaultPollMaxNs: UInt64 = 100_000
-
-    public var pollMaxNs: UInt64 { pollWindow.maxNs }
-    public var pollGrow: UInt64 { pollWindow.grow }
-    public var pollShrink: UInt64 { pollWindow.shrink }
-    public var pollCurrentNs: UInt64 { pollWindowNs.load(ordering: .relaxed) }
-    public var pollHits: UInt64 { pollHitCount.load(ordering: .relaxed) }
-    public var pollMisses: UInt64 { pollMissCount.load(ordering: .relaxed) }
-    public var sleeps: UInt64 { sleepCount.load(ordering: .relaxed) }
-    /// Time asleep waiting for work, time busy-polling for it, and the rest since the thread
-    /// started (handling kicks and completions, submitting), in nanoseconds.
-    public var sleepNanoseconds: UInt64 { sleepNs.load(ordering: .relaxed) }
-    public var pollNanoseconds: UInt64 { pollNs.load(ordering: .relaxed) }
-    public var busyNanoseconds: UInt64 {
-        let started = startedNs.load(ordering: .relaxed)
-        guard started != 0 else { return 0 }
-        let elapsed = monotonicNanoseconds() &- started
-        let idle = sleepNanoseconds &+ pollNanoseconds
-        return elapsed > idle ? elapsed - idle : 0
-    }
-    /// Times polling gave the CPU away because requests were waiting on the kernel.
-    public var pollYields: UInt64 { pollYieldCount.load(ordering: .relaxed) }
 
     /// The kernel thread id, once running (for affinity checks and logs).
     public var threadID: Int32 { tid.load(ordering: .acquiring) }
@@ -392,11 +371,7 @@ public final class IOThread: @unchecked Sendable {
     }
 
     @inline(__always)
-    private func monotonicNanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-    }
+    func monotonicNanoseconds() -> UInt64 { IOContext.monotonicNanoseconds() }
 
     private func armInbox() {
         guard let sqe = context.sqe() else { return }
