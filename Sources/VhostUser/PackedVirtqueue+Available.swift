@@ -2,19 +2,6 @@ import CSpindle
 
 /// Taking available buffers off the packed ring.
 extension PackedVirtqueue {
-    /// Whether the descriptor at the device's position is available. AVAIL and USED both at
-    /// the driver's wrap counter is a used descriptor of the current lap, which only the
-    /// device can have written, and only behind its position: a driver error.
-    @inlinable @inline(__always)
-    func headIsAvailable(_ flags: UInt16) throws(VirtqueueError) -> Bool {
-        let bits = flags & (PackedVirtqueueLayout.descriptorFlagAvailable | PackedVirtqueueLayout.descriptorFlagUsed)
-        if bits == PackedVirtqueueLayout.availableFlags(wrap: availWrap) { return true }
-        if bits == PackedVirtqueueLayout.usedFlags(wrap: availWrap) {
-            throw .availableFlagWithoutBuffer(position: availPosition, flags: flags)
-        }
-        return false
-    }
-
     /// 1 if a buffer is available at the device's position, else 0 (a packed ring cannot
     /// tell how many are waiting without walking them; callers only ask whether any are).
     /// Forced inline: the IOThread's poll loop asks this on every spin, and the call cost
@@ -25,8 +12,10 @@ extension PackedVirtqueue {
     }
 
     /// The flags of the descriptor at the device's position (one acquire load) if a buffer is
-    /// available there, else nil (or the ring is broken). Only the hostile AVAIL == USED
-    /// pattern takes the out-of-line path, which breaks the ring and throws.
+    /// available there, else nil (or the ring is broken). AVAIL and USED both at the driver's
+    /// wrap counter is a used descriptor of the current lap, which only the device can have
+    /// written, and only behind its position: a driver error; only that hostile pattern takes
+    /// the out-of-line path, which breaks the ring and throws.
     @inlinable @inline(__always)
     public mutating func availableHeadFlags() throws(VirtqueueError) -> UInt16? {
         if broken { return nil }
@@ -38,7 +27,7 @@ extension PackedVirtqueue {
     }
 
     /// The head at the device's position is a used descriptor of the current lap: a driver
-    /// error (see `headIsAvailable`). Breaks the ring and throws.
+    /// error (see `availableHeadFlags`). Breaks the ring and throws.
     @usableFromInline @inline(never)
     mutating func breakOnUsedHead(_ flags: UInt16) throws(VirtqueueError) -> Never {
         broken = true
@@ -61,11 +50,10 @@ extension PackedVirtqueue {
 
     @inlinable @inline(__always)
     mutating func takeAvailable() throws(VirtqueueError) -> UInt16? {
+        // Acquire: the rest of the chain was written before the head's flags.
+        guard var flags = try availableHeadFlags() else { return nil }
         let start = availPosition
         let head = descriptors + 16 * Int(start)
-        // Acquire: the rest of the chain was written before the head's flags.
-        var flags = UInt16(littleEndian: spindle_load_acquire_u16(head + 14))
-        guard try headIsAvailable(flags) else { return nil }
         var position = start
         var wrap = availWrap
         var last = head

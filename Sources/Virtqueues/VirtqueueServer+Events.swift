@@ -73,11 +73,7 @@ extension VirtqueueServer {
             return
         }
         guard let finished = onContext({ handler.complete(tag: tag, result: result, on: $0) }) else { return }
-        if Self.finishesInline {
-            finishInline(slot: finished.slot, usedLength: finished.usedLength)
-        } else {
-            finish(slot: finished.slot, usedLength: finished.usedLength)
-        }
+        finishRequest(slot: finished.slot, usedLength: finished.usedLength)
     }
 
     @inlinable

@@ -221,12 +221,7 @@ extension VirtqueueServer {
         switch started {
         case nil: return
         case .started?: return
-        case .finished(let usedLength)?:
-            if Self.finishesInline {
-                finishInline(slot: slot, usedLength: usedLength)
-            } else {
-                finish(slot: slot, usedLength: usedLength)
-            }
+        case .finished(let usedLength)?: finishRequest(slot: slot, usedLength: usedLength)
         case .unanswerable(let why)?:
             // Nowhere to write a status: the request can never be completed correctly.
             handler.release(slot: slot)
@@ -258,6 +253,17 @@ extension VirtqueueServer {
     /// that walks while taking is the packed one; a constant, folded by specialisation.
     @inlinable @inline(__always)
     static var finishesInline: Bool { Ring.walksWhileTaking }
+
+    /// Where a request finishes (the handler's start, a completion): `finishInline` for a
+    /// layout that needs it forced (`finishesInline`), else `finish`.
+    @inlinable @inline(__always)
+    final func finishRequest(slot: Int, usedLength: UInt32) {
+        if Self.finishesInline {
+            finishInline(slot: slot, usedLength: usedLength)
+        } else {
+            finish(slot: slot, usedLength: usedLength)
+        }
+    }
 
     /// `finish`, forced inline.
     @inlinable @inline(__always)
